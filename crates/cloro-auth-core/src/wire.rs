@@ -1,0 +1,490 @@
+//! Request and response bodies of the HTTP API (SPEC §4, §6), shared by the
+//! server and the client so the two can never disagree about a field.
+//!
+//! Requests refuse unknown fields: a typo such as `expire_at` must be a 400,
+//! not a key that silently never expires. Validation that needs the clock
+//! (an `expires_at` in the future) is the server's.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::num::NonZeroU32;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::ErrorCode;
+use crate::key::Environment;
+use crate::name::{PlanName, Scope};
+use crate::status::KeyStatus;
+
+/// Free-form string labels a client attaches to a key.
+pub type Metadata = BTreeMap<String, String>;
+
+/// What a key is for; informational, shown in lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyPurpose {
+    /// Production traffic.
+    Production,
+    /// A developer's machine.
+    Development,
+    /// Continuous integration.
+    Ci,
+    /// A person's own key.
+    TeamMember,
+    /// Anything else.
+    #[default]
+    Other,
+}
+
+/// Who shares a rate-limit allowance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppliesTo {
+    /// Each key has its own allowance (the Cloro API limits "per API key").
+    #[default]
+    Key,
+    /// All of an account's keys share one allowance.
+    Account,
+}
+
+impl AppliesTo {
+    fn is_key(&self) -> bool {
+        *self == AppliesTo::Key
+    }
+}
+
+/// A GCRA rate limit (SPEC §5): `burst` requests back to back, then one
+/// every `per_seconds / requests` seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    /// Requests allowed per period.
+    pub requests: NonZeroU32,
+    /// The period in seconds.
+    pub per_seconds: NonZeroU32,
+    /// How many may come back to back; `requests` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<NonZeroU32>,
+    /// Per key (default) or per account.
+    #[serde(default, skip_serializing_if = "AppliesTo::is_key")]
+    pub applies_to: AppliesTo,
+}
+
+impl RateLimitPolicy {
+    /// A per-key policy of `requests` per `per_seconds`, burst = requests.
+    pub const fn new(requests: NonZeroU32, per_seconds: NonZeroU32) -> Self {
+        RateLimitPolicy {
+            requests,
+            per_seconds,
+            burst: None,
+            applies_to: AppliesTo::Key,
+        }
+    }
+
+    /// The burst in force: `burst`, or `requests` when unset.
+    pub fn effective_burst(&self) -> NonZeroU32 {
+        self.burst.unwrap_or(self.requests)
+    }
+}
+
+/// Everything a client may know about a key; never the secret (SPEC §6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Opaque id, `key_…`.
+    pub id: String,
+    /// The owning account.
+    pub account_id: String,
+    /// A person's label for the key.
+    pub name: String,
+    /// What the key is for.
+    pub purpose: KeyPurpose,
+    /// `live` or `test`.
+    pub environment: Environment,
+    /// The redacted key, `sk_live_1a2b...`.
+    pub start: String,
+    /// Scopes the key holds.
+    pub scopes: Vec<Scope>,
+    /// Client labels.
+    pub metadata: Metadata,
+    /// The key's own rate limit; `null` means the plan's.
+    pub rate_limit: Option<RateLimitPolicy>,
+    /// Requests in flight at once; `null` means no limit.
+    pub concurrency_limit: Option<NonZeroU32>,
+    /// `false` once disabled.
+    pub enabled: bool,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// Why, as the revoker said.
+    pub revoked_reason: Option<String>,
+    /// Last successful use (batched, so up to a few seconds behind).
+    pub last_used_at: Option<Timestamp>,
+    /// Derived from the fields above at the time of the answer.
+    pub status: KeyStatus,
+}
+
+/// `POST /admin/v1/keys`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// The owning account, `[A-Za-z0-9_-]{1,64}`.
+    pub account_id: String,
+    /// A label.
+    pub name: String,
+    /// Default `other`.
+    #[serde(default)]
+    pub purpose: KeyPurpose,
+    /// Default `live`.
+    #[serde(default = "live")]
+    pub environment: Environment,
+    /// In the future, or absent/null for never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// Default `["*"]`.
+    #[serde(default = "all_scopes")]
+    pub scopes: Vec<Scope>,
+    /// The key's own rate limit; absent for the plan's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitPolicy>,
+    /// Requests in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<NonZeroU32>,
+    /// Client labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: Metadata,
+}
+
+impl CreateKeyRequest {
+    /// A request with every optional field at its default.
+    pub fn new(account_id: impl Into<String>, name: impl Into<String>) -> Self {
+        CreateKeyRequest {
+            account_id: account_id.into(),
+            name: name.into(),
+            purpose: KeyPurpose::default(),
+            environment: Environment::Live,
+            expires_at: None,
+            scopes: all_scopes(),
+            rate_limit: None,
+            concurrency_limit: None,
+            metadata: Metadata::new(),
+        }
+    }
+}
+
+fn live() -> Environment {
+    Environment::Live
+}
+
+fn all_scopes() -> Vec<Scope> {
+    alloc::vec![Scope::wildcard()]
+}
+
+/// `201` from create: the plaintext key, shown this once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreateKeyResponse {
+    /// The plaintext key.
+    pub key: String,
+    /// The new key's record.
+    pub key_info: KeyInfo,
+}
+
+/// A field of a JSON merge patch (RFC 7396): absent (leave it), `null`
+/// (clear it) or a new value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Patch<T> {
+    /// Not in the document: unchanged.
+    #[default]
+    Absent,
+    /// `null`: cleared.
+    Null,
+    /// A new value.
+    Value(T),
+}
+
+impl<T> Patch<T> {
+    /// Whether the field was left out.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Patch::Absent)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Only called when the field is present (`#[serde(default)]` covers absence).
+        Ok(match Option::<T>::deserialize(deserializer)? {
+            Some(value) => Patch::Value(value),
+            None => Patch::Null,
+        })
+    }
+}
+
+impl<T: Serialize> Serialize for Patch<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Patch::Value(value) => serializer.serialize_some(value),
+            Patch::Absent | Patch::Null => serializer.serialize_none(),
+        }
+    }
+}
+
+/// `PATCH /admin/v1/keys/{id}`: a JSON merge patch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyRequest {
+    /// A new label; `null` is refused.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    pub name: Patch<String>,
+    /// A new expiry in the future, or `null` for never.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    pub expires_at: Patch<Timestamp>,
+    /// New scopes; `null` is refused.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    pub scopes: Patch<Vec<Scope>>,
+    /// A new policy (replaces the old object), or `null` for the plan's.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    pub rate_limit: Patch<RateLimitPolicy>,
+    /// A new limit, or `null` for none.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    pub concurrency_limit: Patch<NonZeroU32>,
+    /// New labels (replacing the old map), or `null` to clear them.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    pub metadata: Patch<Metadata>,
+    /// Disable or enable; `null` is refused.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    pub enabled: Patch<bool>,
+}
+
+impl UpdateKeyRequest {
+    /// The first field set to `null` that may not be cleared, if any.
+    pub fn null_in_required_field(&self) -> Option<&'static str> {
+        [
+            ("name", matches!(self.name, Patch::Null)),
+            ("scopes", matches!(self.scopes, Patch::Null)),
+            ("enabled", matches!(self.enabled, Patch::Null)),
+        ]
+        .into_iter()
+        .find_map(|(field, null)| null.then_some(field))
+    }
+}
+
+/// `POST /admin/v1/keys/{id}/revoke`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKeyRequest {
+    /// Why; kept in the record and the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /admin/v1/keys/{id}/rotate`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// How long the old key keeps working; 0 (default) stops it at once.
+    #[serde(default)]
+    pub grace_period_seconds: u64,
+    /// The new key's expiry: absent inherits, `null` never expires.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    pub expires_at: Patch<Timestamp>,
+}
+
+/// `201` from rotate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RotateKeyResponse {
+    /// The new plaintext key.
+    pub key: String,
+    /// The new key's record.
+    pub key_info: KeyInfo,
+    /// The old key's record, with its new end.
+    pub previous: KeyInfo,
+}
+
+/// `GET /admin/v1/keys`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListKeysResponse {
+    /// Newest first.
+    pub keys: Vec<KeyInfo>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What an audit event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AuditAction {
+    /// A key was created.
+    #[serde(rename = "key.created")]
+    KeyCreated,
+    /// A key was changed.
+    #[serde(rename = "key.updated")]
+    KeyUpdated,
+    /// A key was revoked.
+    #[serde(rename = "key.revoked")]
+    KeyRevoked,
+    /// A key was rotated.
+    #[serde(rename = "key.rotated")]
+    KeyRotated,
+    /// An account changed plan.
+    #[serde(rename = "account.updated")]
+    AccountUpdated,
+}
+
+/// One entry of the audit log; never holds a secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Opaque id, `evt_…`.
+    pub id: String,
+    /// When it happened.
+    pub at: Timestamp,
+    /// Who did it (`admin` for the admin token).
+    pub actor: String,
+    /// What was done.
+    pub action: AuditAction,
+    /// The key concerned, if any.
+    pub key_id: Option<String>,
+    /// The account concerned.
+    pub account_id: String,
+    /// What changed: field names, reasons, the new key id of a rotation.
+    pub details: BTreeMap<String, String>,
+}
+
+/// `GET /admin/v1/audit`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListAuditResponse {
+    /// Newest first.
+    pub events: Vec<AuditEvent>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A plan from the config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanInfo {
+    /// Its name.
+    pub name: PlanName,
+    /// Its rate limit.
+    pub rate_limit: RateLimitPolicy,
+    /// Its concurrency limit, if any.
+    pub concurrency_limit: Option<NonZeroU32>,
+}
+
+/// `GET /admin/v1/plans`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlansResponse {
+    /// Every plan.
+    pub plans: Vec<PlanInfo>,
+    /// The plan of an account nobody put on one.
+    pub default_plan: PlanName,
+}
+
+/// `GET`/`PUT /admin/v1/accounts/{account_id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    /// The account.
+    pub account_id: String,
+    /// Its plan.
+    pub plan: PlanName,
+    /// How many keys it has, revoked ones included.
+    pub key_count: u64,
+}
+
+/// `PUT /admin/v1/accounts/{account_id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPlanRequest {
+    /// A plan named in the config.
+    pub plan: PlanName,
+}
+
+/// `GET /healthz` and `/readyz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `ok` or `degraded`.
+    pub status: String,
+}
+
+/// The body of every error answer (SPEC §4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorObject,
+}
+
+/// `error` in [`ErrorBody`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorObject {
+    /// The code, e.g. `INVALID_API_KEY`.
+    #[serde(serialize_with = "code_as_str", deserialize_with = "code_from_str")]
+    pub code: ErrorCode,
+    /// What happened and what to do, for people.
+    pub message: String,
+    /// Machine-readable particulars.
+    #[serde(default)]
+    pub details: ErrorDetails,
+    /// When the error was answered.
+    pub timestamp: Timestamp,
+    /// The request's `X-Request-Id`.
+    pub request_id: String,
+}
+
+/// `error.details`: each field appears only where it applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetails {
+    /// The request field at fault (`INVALID_REQUEST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// `revoked` or `disabled` (`REVOKED_API_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The scope the route needs (`INSUFFICIENT_PERMISSIONS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_scope: Option<Scope>,
+    /// The plan whose limit was hit (`RATE_LIMIT_EXCEEDED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanName>,
+    /// Seconds to wait, as in `Retry-After` (429, 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// The limit that was hit (`CONCURRENT_LIMIT_EXCEEDED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl ErrorDetails {
+    /// The details SPEC §4 asks for, for an authentication failure.
+    pub fn of_auth_error(error: &crate::AuthError) -> Self {
+        use crate::AuthError;
+        let mut details = ErrorDetails {
+            retry_after: error.retry_after(),
+            ..ErrorDetails::default()
+        };
+        match error {
+            AuthError::RevokedApiKey(reason) => details.reason = Some(reason.as_str().into()),
+            AuthError::InsufficientPermissions { required } => {
+                details.required_scope = Some(*required)
+            }
+            AuthError::RateLimitExceeded { plan, .. } => details.plan = *plan,
+            AuthError::ConcurrentLimitExceeded { limit } => details.limit = Some(*limit),
+            _ => {}
+        }
+        details
+    }
+}
+
+fn code_as_str<S: Serializer>(code: &ErrorCode, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(code.as_str())
+}
+
+fn code_from_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ErrorCode, D::Error> {
+    let text = <alloc::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+    ErrorCode::from_code(&text).ok_or_else(|| {
+        serde::de::Error::custom(format_args!(
+            "unknown error code `{}`",
+            text.escape_default()
+        ))
+    })
+}

@@ -1,0 +1,111 @@
+//! JSON shapes of the wire types (SPEC §4, §6).
+
+use cloro_auth_core::wire::{
+    CreateKeyRequest, ErrorBody, ErrorDetails, ErrorObject, KeyPurpose, Patch, RateLimitPolicy,
+    RotateKeyRequest, UpdateKeyRequest,
+};
+use cloro_auth_core::{AuthError, Environment, ErrorCode, RevocationReason, Scope};
+use serde_json::json;
+
+#[test]
+fn create_request_defaults() {
+    let request: CreateKeyRequest =
+        serde_json::from_value(json!({"account_id": "acct_1", "name": "ci"})).unwrap();
+    assert_eq!(request.purpose, KeyPurpose::Other);
+    assert_eq!(request.environment, Environment::Live);
+    assert_eq!(request.scopes, vec![Scope::wildcard()]);
+    assert_eq!(request.expires_at, None);
+    assert_eq!(request, CreateKeyRequest::new("acct_1", "ci"));
+}
+
+#[test]
+fn create_request_refuses_unknown_and_invalid_fields() {
+    let unknown = serde_json::from_value::<CreateKeyRequest>(
+        json!({"account_id": "a", "name": "n", "expire_at": null}),
+    );
+    assert!(unknown.unwrap_err().to_string().contains("expire_at"));
+    let bad_scope = serde_json::from_value::<CreateKeyRequest>(
+        json!({"account_id": "a", "name": "n", "scopes": ["Admin"]}),
+    );
+    assert!(bad_scope.unwrap_err().to_string().contains("scope `Admin`"));
+    let zero = serde_json::from_value::<CreateKeyRequest>(
+        json!({"account_id": "a", "name": "n", "rate_limit": {"requests": 0, "per_seconds": 1}}),
+    );
+    assert!(zero.is_err());
+    let purpose = serde_json::from_value::<CreateKeyRequest>(
+        json!({"account_id": "a", "name": "n", "purpose": "team_member"}),
+    );
+    assert_eq!(purpose.unwrap().purpose, KeyPurpose::TeamMember);
+}
+
+#[test]
+fn merge_patch_tells_absent_null_and_value_apart() {
+    let patch: UpdateKeyRequest = serde_json::from_value(
+        json!({"expires_at": null, "rate_limit": {"requests": 5, "per_seconds": 60}}),
+    )
+    .unwrap();
+    assert_eq!(patch.expires_at, Patch::Null);
+    assert!(matches!(
+        patch.rate_limit,
+        Patch::Value(RateLimitPolicy { burst: None, .. })
+    ));
+    assert_eq!(patch.name, Patch::Absent);
+    assert_eq!(patch.null_in_required_field(), None);
+    let null_name: UpdateKeyRequest = serde_json::from_value(json!({"name": null})).unwrap();
+    assert_eq!(null_name.null_in_required_field(), Some("name"));
+    // Serialising keeps the three states apart.
+    assert_eq!(
+        serde_json::to_value(&patch).unwrap(),
+        json!({"expires_at": null, "rate_limit": {"requests": 5, "per_seconds": 60}})
+    );
+}
+
+#[test]
+fn rotate_request_expiry_absent_null_or_set() {
+    let inherit: RotateKeyRequest =
+        serde_json::from_value(json!({"grace_period_seconds": 60})).unwrap();
+    assert_eq!(
+        (inherit.grace_period_seconds, inherit.expires_at),
+        (60, Patch::Absent)
+    );
+    let never: RotateKeyRequest = serde_json::from_value(json!({"expires_at": null})).unwrap();
+    assert_eq!(never.expires_at, Patch::Null);
+}
+
+#[test]
+fn rate_limit_policy_json() {
+    let policy: RateLimitPolicy = serde_json::from_value(
+        json!({"requests": 500, "per_seconds": 1, "burst": 50, "applies_to": "account"}),
+    )
+    .unwrap();
+    assert_eq!(policy.effective_burst().get(), 50);
+    assert_eq!(
+        serde_json::to_value(policy).unwrap(),
+        json!({"requests": 500, "per_seconds": 1, "burst": 50, "applies_to": "account"})
+    );
+    let plain: RateLimitPolicy =
+        serde_json::from_value(json!({"requests": 10, "per_seconds": 60})).unwrap();
+    assert_eq!(plain.effective_burst().get(), 10);
+}
+
+#[test]
+fn error_body_has_the_spec_shape() {
+    let error = AuthError::RevokedApiKey(RevocationReason::Disabled);
+    let body = ErrorBody {
+        error: ErrorObject {
+            code: error.code(),
+            message: error.to_string(),
+            details: ErrorDetails::of_auth_error(&error),
+            timestamp: "2026-01-15T12:00:00Z".parse().unwrap(),
+            request_id: "req_1".into(),
+        },
+    };
+    let value = serde_json::to_value(&body).unwrap();
+    assert_eq!(value["error"]["code"], "REVOKED_API_KEY");
+    assert_eq!(value["error"]["details"], json!({"reason": "disabled"}));
+    assert_eq!(value["error"]["timestamp"], "2026-01-15T12:00:00Z");
+    assert_eq!(value["error"]["request_id"], "req_1");
+    let back: ErrorBody = serde_json::from_value(value).unwrap();
+    assert_eq!(back, body);
+    assert_eq!(back.error.code, ErrorCode::RevokedApiKey);
+}
