@@ -1,0 +1,159 @@
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo
+//! does. `ci` is the single test command of the README: if it passes locally,
+//! CI is green.
+
+use std::env;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// One check of `cargo xtask ci`: a name to report and the cargo arguments.
+struct Step {
+    name: &'static str,
+    args: &'static [&'static str],
+    /// Extra environment for this step only.
+    env: &'static [(&'static str, &'static str)],
+}
+
+/// Every check, cheapest and most likely to fail first, so a typo costs
+/// seconds rather than a full test build.
+const CI_STEPS: &[Step] = &[
+    Step {
+        name: "rustfmt",
+        args: &["fmt", "--all", "--", "--check"],
+        env: &[],
+    },
+    Step {
+        name: "no_std build of cloro-auth-core",
+        args: &[
+            "check",
+            "--package",
+            "cloro-auth-core",
+            "--no-default-features",
+        ],
+        env: &[],
+    },
+    Step {
+        name: "cloro-auth-core with alloc only",
+        args: &[
+            "check",
+            "--package",
+            "cloro-auth-core",
+            "--no-default-features",
+            "--features",
+            "alloc",
+        ],
+        env: &[],
+    },
+    Step {
+        name: "clippy",
+        args: &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        env: &[],
+    },
+    Step {
+        name: "tests",
+        args: &["test", "--workspace", "--all-features"],
+        env: &[],
+    },
+    Step {
+        name: "cloro-auth-core tests without default features",
+        args: &[
+            "test",
+            "--package",
+            "cloro-auth-core",
+            "--no-default-features",
+            "--lib",
+        ],
+        env: &[],
+    },
+    Step {
+        name: "docs",
+        args: &["doc", "--workspace", "--no-deps", "--all-features"],
+        env: &[("RUSTDOCFLAGS", "-D warnings")],
+    },
+    Step {
+        name: "benches compile",
+        args: &["bench", "--workspace", "--no-run"],
+        env: &[],
+    },
+    // Advisories need the advisory database from the network, which CI
+    // machines here do not reach; bans, licences and sources are checked.
+    Step {
+        name: "cargo deny",
+        args: &[
+            "deny",
+            "--all-features",
+            "check",
+            "bans",
+            "licenses",
+            "sources",
+        ],
+        env: &[],
+    },
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => run_steps(CI_STEPS),
+        Some("bench") => run_steps(&[Step {
+            name: "criterion benches",
+            args: &["bench", "--workspace"],
+            env: &[],
+        }]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci|bench>");
+            eprintln!(
+                "  ci     every check CI runs: fmt, clippy, tests, docs, benches compile, cargo deny"
+            );
+            eprintln!("  bench  criterion benchmarks");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the steps in order and stops at the first failure, naming it.
+fn run_steps(steps: &[Step]) -> ExitCode {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let started = Instant::now();
+    for (index, step) in steps.iter().enumerate() {
+        eprintln!(
+            "==> [{}/{}] {}: cargo {}",
+            index + 1,
+            steps.len(),
+            step.name,
+            step.args.join(" ")
+        );
+        let step_started = Instant::now();
+        let status = Command::new(&cargo)
+            .args(step.args)
+            .envs(step.env.iter().copied())
+            .status();
+        match status {
+            Ok(status) if status.success() => {
+                eprintln!("    ok in {:.1}s", step_started.elapsed().as_secs_f64());
+            }
+            Ok(status) => {
+                eprintln!("xtask: step `{}` failed ({status})", step.name);
+                return ExitCode::FAILURE;
+            }
+            Err(error) => {
+                eprintln!("xtask: step `{}` could not start cargo: {error}", step.name);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprintln!(
+        "xtask: all {} steps passed in {:.0}s",
+        steps.len(),
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
