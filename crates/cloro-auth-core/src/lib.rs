@@ -36,6 +36,6 @@ pub use error::{AuthError, Challenge, ErrorCode, FormatError, Malformed, Revocat
 pub use hash::KeyHash;
 pub use header::{MAX_TOKEN_LEN, bearer_token, bearer_token_from_value};
 pub use key::{ApiKey, Environment, KEY_LEN, RedactedKey};
-pub use name::{NameError, PlanName, Scope};
+pub use name::{AccountId, KeyId, NameError, PlanName, Scope};
 pub use query::query_carries_key;
 pub use status::KeyStatus;

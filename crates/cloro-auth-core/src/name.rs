@@ -1,5 +1,5 @@
-//! Short validated names that travel inside errors and identities: scopes
-//! and plan names. They live inline (at most 64 bytes) so the hot path and
+//! Short validated names that travel inside errors and identities: scopes,
+//! plan names, account ids and key ids. They live inline (at most 64 bytes) so the hot path and
 //! the `no_std` build need no allocation for them.
 
 use core::fmt;
@@ -139,6 +139,24 @@ inline_name_type!(
     "a-z 0-9 _ -"
 );
 
+inline_name_type!(
+    /// An account id: `[A-Za-z0-9_-]{1,64}` (SPEC §6).
+    AccountId,
+    |c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'),
+    "account_id",
+    "A-Z a-z 0-9 _ -"
+);
+
+inline_name_type!(
+    /// A key id, `key_` and random characters; opaque to clients and never
+    /// derived from the secret. Accepts `[A-Za-z0-9_-]{1,64}` so ids from
+    /// older formats still parse.
+    KeyId,
+    |c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'),
+    "key id",
+    "A-Z a-z 0-9 _ -"
+);
+
 impl Scope {
     /// `*`: every scope.
     pub fn wildcard() -> Self {
@@ -183,6 +201,15 @@ mod tests {
         assert!(write.grants(&write));
         assert!(!Scope::new("monitor:*").unwrap().grants(&write));
         assert_eq!(Scope::wildcard(), Scope::new("*").unwrap());
+    }
+
+    #[test]
+    fn account_and_key_ids() {
+        assert!(AccountId::new("Acct_1-x").is_ok());
+        assert_eq!(AccountId::new("a.b"), Err(NameError::Character));
+        assert_eq!(AccountId::new(&"a".repeat(65)), Err(NameError::Length));
+        assert!(KeyId::new("key_0123abcd").is_ok());
+        assert_eq!(KeyId::new("key/1"), Err(NameError::Character));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ErrorCode;
 use crate::key::Environment;
-use crate::name::{PlanName, Scope};
+use crate::name::{AccountId, KeyId, PlanName, Scope};
 use crate::status::KeyStatus;
 
 /// Free-form string labels a client attaches to a key.
@@ -93,9 +93,9 @@ impl RateLimitPolicy {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeyInfo {
     /// Opaque id, `key_…`.
-    pub id: String,
+    pub id: KeyId,
     /// The owning account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// A person's label for the key.
     pub name: String,
     /// What the key is for.
@@ -133,7 +133,7 @@ pub struct KeyInfo {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// The owning account, `[A-Za-z0-9_-]{1,64}`.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// A label.
     pub name: String,
     /// Default `other`.
@@ -161,9 +161,9 @@ pub struct CreateKeyRequest {
 
 impl CreateKeyRequest {
     /// A request with every optional field at its default.
-    pub fn new(account_id: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(account_id: AccountId, name: impl Into<String>) -> Self {
         CreateKeyRequest {
-            account_id: account_id.into(),
+            account_id,
             name: name.into(),
             purpose: KeyPurpose::default(),
             environment: Environment::Live,
@@ -251,9 +251,10 @@ pub struct UpdateKeyRequest {
     /// A new limit, or `null` for none.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
     pub concurrency_limit: Patch<NonZeroU32>,
-    /// New labels (replacing the old map), or `null` to clear them.
+    /// Labels merged in per RFC 7396 (a `null` member removes that label),
+    /// or `null` to clear them all.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
-    pub metadata: Patch<Metadata>,
+    pub metadata: Patch<BTreeMap<String, Option<String>>>,
     /// Disable or enable; `null` is refused.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
     pub enabled: Patch<bool>,
@@ -345,9 +346,9 @@ pub struct AuditEvent {
     /// What was done.
     pub action: AuditAction,
     /// The key concerned, if any.
-    pub key_id: Option<String>,
+    pub key_id: Option<KeyId>,
     /// The account concerned.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// What changed: field names, reasons, the new key id of a rotation.
     pub details: BTreeMap<String, String>,
 }
@@ -385,7 +386,7 @@ pub struct PlansResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountInfo {
     /// The account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Its plan.
     pub plan: PlanName,
     /// How many keys it has, revoked ones included.

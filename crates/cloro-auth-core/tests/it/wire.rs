@@ -4,7 +4,7 @@ use cloro_auth_core::wire::{
     CreateKeyRequest, ErrorBody, ErrorDetails, ErrorObject, KeyPurpose, Patch, RateLimitPolicy,
     RotateKeyRequest, UpdateKeyRequest,
 };
-use cloro_auth_core::{AuthError, Environment, ErrorCode, RevocationReason, Scope};
+use cloro_auth_core::{AccountId, AuthError, Environment, ErrorCode, RevocationReason, Scope};
 use serde_json::json;
 
 #[test]
@@ -15,7 +15,10 @@ fn create_request_defaults() {
     assert_eq!(request.environment, Environment::Live);
     assert_eq!(request.scopes, vec![Scope::wildcard()]);
     assert_eq!(request.expires_at, None);
-    assert_eq!(request, CreateKeyRequest::new("acct_1", "ci"));
+    assert_eq!(
+        request,
+        CreateKeyRequest::new(AccountId::new("acct_1").unwrap(), "ci")
+    );
 }
 
 #[test]

@@ -1,0 +1,27 @@
+//! Where Cloro keys live and how a request's key is checked.
+//!
+//! - [`KeyStore`]: the contract of a durable store; [`MemoryStore`] for
+//!   tests, the embedded redb store for one node, the Redis store for many.
+//! - [`KeyAdmin`]: create, update, revoke, rotate, plans and audit, written
+//!   once on top of any store.
+//! - The verifier (hot path): header, format, failed-attempt guard, cache,
+//!   status, scope, rate limit, concurrency.
+//!
+//! No store, cache or log here ever holds a plaintext key: only
+//! [`cloro_auth_core::KeyHash`].
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod invalidation;
+mod memory;
+mod plans;
+mod record;
+mod store;
+
+pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
+pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
+pub use memory::MemoryStore;
+pub use plans::{Plan, Plans, PlansError};
+pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
+pub use store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};

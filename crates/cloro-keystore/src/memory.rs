@@ -1,0 +1,209 @@
+//! An in-memory `KeyStore` for unit tests and benchmarks. It keeps the same
+//! contract as the durable stores (the contract suite runs against it) and
+//! can be switched "down" to exercise outage handling without a network.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use cloro_auth_core::wire::AuditEvent;
+use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
+
+use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
+use crate::store::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
+
+/// A `KeyStore` in a mutex: simple and obviously correct, not fast.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    down: AtomicBool,
+    lookups: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    keys: HashMap<KeyId, KeyRecord>,
+    by_hash: HashMap<KeyHash, KeyId>,
+    plans: HashMap<AccountId, PlanName>,
+    audit: Vec<AuditEvent>,
+    usage: HashMap<KeyId, KeyUsage>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every call fail with `Unavailable` (or work again), as a store
+    /// outage would.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// How many `lookup` calls reached the store: the verifier's tests and
+    /// benches count store calls with this.
+    pub fn lookup_count(&self) -> u64 {
+        self.lookups.load(Ordering::SeqCst)
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "the in-memory store is switched off".into(),
+            ));
+        }
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Corrupt("a writer panicked".into()))
+    }
+}
+
+impl State {
+    fn with_usage(&self, record: &KeyRecord) -> KeyRecord {
+        let mut record = record.clone();
+        record.usage = self.usage.get(&record.id).copied().unwrap_or_default();
+        record
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyLookup>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let state = self.state()?;
+        Ok(state
+            .by_hash
+            .get(hash)
+            .and_then(|id| state.keys.get(id))
+            .map(|record| KeyLookup {
+                record: record.clone(),
+                account_plan: state.plans.get(&record.account_id).copied(),
+            }))
+    }
+
+    async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let state = self.state()?;
+        Ok(state.keys.get(id).map(|record| state.with_usage(record)))
+    }
+
+    async fn keys_of_account(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+        include_revoked: bool,
+    ) -> Result<Page<KeyRecord>, StoreError> {
+        let state = self.state()?;
+        let mut keys: Vec<&KeyRecord> = state
+            .keys
+            .values()
+            .filter(|r| r.account_id == *account)
+            .collect();
+        keys.sort_by(|a, b| (b.created_at, b.id.as_str()).cmp(&(a.created_at, a.id.as_str())));
+        let page = paginate(
+            keys.into_iter(),
+            page,
+            |r| (r.created_at, r.id.as_str()),
+            |r| include_revoked || r.revoked_at.is_none(),
+        );
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|r| state.with_usage(r))
+                .collect(),
+            next: page.next,
+        })
+    }
+
+    async fn commit(&self, batch: KeyBatch) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        for write in &batch.writes {
+            let record = &write.record;
+            if record.account_id != batch.account_id {
+                return Err(StoreError::Corrupt(
+                    "a batch may only touch one account".into(),
+                ));
+            }
+            let stored = state.keys.get(&record.id);
+            match (write.expected_version, stored) {
+                (None, None) if !state.by_hash.contains_key(&record.hash) => {}
+                (Some(expected), Some(stored))
+                    if stored.version == expected && stored.hash == record.hash => {}
+                _ => return Err(StoreError::Conflict),
+            }
+        }
+        for write in batch.writes {
+            state.by_hash.insert(write.record.hash, write.record.id);
+            state.keys.insert(write.record.id, write.record);
+        }
+        state.audit.extend(batch.audit);
+        Ok(())
+    }
+
+    async fn audit_events(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        let state = self.state()?;
+        let mut events: Vec<&AuditEvent> = state
+            .audit
+            .iter()
+            .filter(|e| e.account_id == *account)
+            .collect();
+        events.sort_by(|a, b| (b.at, b.id.as_str()).cmp(&(a.at, a.id.as_str())));
+        let page = paginate(
+            events.into_iter(),
+            page,
+            |e| (e.at, e.id.as_str()),
+            |_| true,
+        );
+        Ok(Page {
+            items: page.items.into_iter().cloned().collect(),
+            next: page.next,
+        })
+    }
+
+    async fn account(&self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        let state = self.state()?;
+        let key_count = state
+            .keys
+            .values()
+            .filter(|r| r.account_id == *account)
+            .count() as u64;
+        let plan = state.plans.get(account).copied();
+        Ok((key_count > 0 || plan.is_some()).then_some(AccountRecord {
+            account_id: *account,
+            plan,
+            key_count,
+        }))
+    }
+
+    async fn set_account_plan(
+        &self,
+        account: &AccountId,
+        plan: &PlanName,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        state.plans.insert(*account, *plan);
+        state.audit.push(event);
+        Ok(())
+    }
+
+    async fn record_usage(&self, usage: &[UsageDelta]) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        for delta in usage {
+            let entry = state.usage.entry(delta.key_id).or_default();
+            entry.count += delta.count;
+            entry.last_used_at = entry.last_used_at.max(Some(delta.last_used_at));
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.state().map(drop)
+    }
+}

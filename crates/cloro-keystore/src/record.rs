@@ -1,0 +1,156 @@
+//! What the stores hold: key records (never a plaintext key), accounts and
+//! usage. Records are versioned so that every change is a compare-and-set
+//! and two admins editing one key cannot silently overwrite each other.
+
+use core::num::NonZeroU32;
+
+use cloro_auth_core::wire::{KeyInfo, KeyPurpose, Metadata, RateLimitPolicy};
+use cloro_auth_core::{AccountId, Environment, KeyHash, KeyId, KeyStatus, PlanName, Scope};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// One API key as stored: everything `KeyInfo` shows plus the SHA-256 of
+/// the key, the rotation link and a version for compare-and-set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Opaque id, `key_…`.
+    pub id: KeyId,
+    /// SHA-256 of the key; the plaintext is never stored.
+    #[serde(with = "hash_hex")]
+    pub hash: KeyHash,
+    /// The owning account.
+    pub account_id: AccountId,
+    /// A person's label.
+    pub name: String,
+    /// What the key is for.
+    pub purpose: KeyPurpose,
+    /// `live` or `test`.
+    pub environment: Environment,
+    /// The redacted key, `sk_live_1a2b...`.
+    pub start: String,
+    /// Scopes held.
+    pub scopes: Vec<Scope>,
+    /// Client labels.
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// The key's own rate limit; `None` means its account's plan's.
+    pub rate_limit: Option<RateLimitPolicy>,
+    /// Requests in flight at once; `None` means the plan's, if any.
+    pub concurrency_limit: Option<NonZeroU32>,
+    /// `false` while disabled.
+    pub enabled: bool,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// When it stops working; for a rotated key, the end of its grace.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// Why it was revoked.
+    pub revoked_reason: Option<String>,
+    /// The key that replaced this one in a rotation.
+    #[serde(default)]
+    pub rotated_to: Option<KeyId>,
+    /// Starts at 1; every committed change adds one.
+    pub version: u64,
+    /// Batched usage, filled in by the store on reads and never written
+    /// through a commit (so usage never conflicts with an admin change).
+    #[serde(skip)]
+    pub usage: KeyUsage,
+}
+
+impl KeyRecord {
+    /// The status at `now` (SPEC §4 precedence: revoked, expired, disabled).
+    pub fn status(&self, now: Timestamp) -> KeyStatus {
+        let expired = self.expires_at.is_some_and(|end| end <= now);
+        KeyStatus::from_facts(self.revoked_at.is_some(), expired, self.enabled)
+    }
+
+    /// The public view of the record at `now`.
+    pub fn to_info(&self, now: Timestamp) -> KeyInfo {
+        KeyInfo {
+            id: self.id,
+            account_id: self.account_id,
+            name: self.name.clone(),
+            purpose: self.purpose,
+            environment: self.environment,
+            start: self.start.clone(),
+            scopes: self.scopes.clone(),
+            metadata: self.metadata.clone(),
+            rate_limit: self.rate_limit,
+            concurrency_limit: self.concurrency_limit,
+            enabled: self.enabled,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            revoked_reason: self.revoked_reason.clone(),
+            last_used_at: self.usage.last_used_at,
+            status: self.status(now),
+        }
+    }
+}
+
+/// Usage of one key, written in batches off the request path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUsage {
+    /// Latest successful verification.
+    pub last_used_at: Option<Timestamp>,
+    /// Successful verifications counted so far.
+    pub count: u64,
+}
+
+/// A usage increment for one key, as the batcher flushes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UsageDelta {
+    /// The key's account (the Redis store keeps usage in the account's slot).
+    pub account_id: AccountId,
+    /// The key.
+    pub key_id: KeyId,
+    /// Latest use in this batch.
+    pub last_used_at: Timestamp,
+    /// Uses in this batch.
+    pub count: u64,
+}
+
+/// What the verifier needs from one lookup: the record and its account's
+/// plan, read together so a cache entry is one consistent snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyLookup {
+    /// The key.
+    pub record: KeyRecord,
+    /// The account's plan; `None` means the default plan.
+    pub account_plan: Option<PlanName>,
+}
+
+/// An account: it exists once it has a key or a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// The account.
+    pub account_id: AccountId,
+    /// Its plan; `None` means the default plan.
+    pub plan: Option<PlanName>,
+    /// Keys created for it, revoked ones included.
+    pub key_count: u64,
+}
+
+/// `KeyHash` as 64 hex digits in JSON: readable in a Redis `GET`, and the
+/// same text the Redis key names use.
+mod hash_hex {
+    use cloro_auth_core::KeyHash;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(
+        hash: &KeyHash,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let hex = hash.to_hex();
+        serializer.serialize_str(core::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<KeyHash, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        KeyHash::from_hex(&text)
+            .ok_or_else(|| D::Error::custom("a key hash is 64 lower-case hex digits"))
+    }
+}

@@ -1,0 +1,224 @@
+//! The `KeyStore` contract every backend keeps: a few reads and one atomic,
+//! per-account `commit`. The lifecycle rules (what create, update, revoke
+//! and rotate mean) live once in [`crate::KeyAdmin`], above the backends, so
+//! the embedded store and the Redis store cannot drift apart.
+
+use core::fmt;
+
+use async_trait::async_trait;
+use cloro_auth_core::wire::AuditEvent;
+use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
+use jiff::Timestamp;
+
+use crate::record::{AccountRecord, KeyLookup, KeyRecord, UsageDelta};
+
+/// Why a store call failed. Messages never contain a key or a token: stores
+/// only ever see hashes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached or did not answer in time; retrying later
+    /// may work.
+    #[error("the key store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with data this version cannot read.
+    #[error("the key store holds data that cannot be read: {0}")]
+    Corrupt(String),
+    /// A commit lost a race: a record's version was not the expected one, or
+    /// a new record's id or hash already exists.
+    #[error("a concurrent change was committed first")]
+    Conflict,
+}
+
+/// One record write inside a [`KeyBatch`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordWrite {
+    /// The record as it should be after the commit.
+    pub record: KeyRecord,
+    /// `None`: the record must not exist yet. `Some(v)`: the stored version
+    /// must be `v` (and `record.version` is `v + 1`).
+    pub expected_version: Option<u64>,
+}
+
+/// Everything one admin action changes, committed atomically: all writes and
+/// audit events, or none. All records belong to `account_id`, which is what
+/// lets the Redis store keep a batch inside one cluster slot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyBatch {
+    /// The account every record belongs to.
+    pub account_id: AccountId,
+    /// Record writes, each checked against its expected version.
+    pub writes: Vec<RecordWrite>,
+    /// Audit events to append.
+    pub audit: Vec<AuditEvent>,
+}
+
+/// Which page of a newest-first listing to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    /// At most this many items.
+    pub limit: usize,
+    /// Continue after this position; `None` starts at the newest.
+    pub after: Option<Cursor>,
+}
+
+/// A page of a newest-first listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    /// The items, newest first.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// A position in a newest-first listing: the last item's time and id. Ties
+/// in time are broken by id, so the order is total and pages never repeat
+/// or skip an item.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    /// The item's time.
+    pub at: Timestamp,
+    /// The item's id (a key id or an audit event id).
+    pub id: String,
+}
+
+impl Cursor {
+    /// The opaque, URL-safe text clients pass back: `<nanoseconds>.<id>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.at.as_nanosecond(), self.id)
+    }
+
+    /// Reads [`Cursor::encode`]'s text; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        let (nanos, id) = text.split_once('.')?;
+        let at = Timestamp::from_nanosecond(nanos.parse().ok()?).ok()?;
+        let id_ok = (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        id_ok.then(|| Cursor {
+            at,
+            id: id.to_owned(),
+        })
+    }
+
+    /// Whether an item at `(at, id)` comes after this cursor in newest-first order.
+    pub fn is_before(&self, at: Timestamp, id: &str) -> bool {
+        (at, id) < (self.at, self.id.as_str())
+    }
+}
+
+/// A durable home for keys, accounts and the audit log.
+///
+/// Implementations must make `commit` atomic and durable before returning
+/// `Ok`, and must answer `Unavailable` within their timeout rather than hang.
+#[async_trait]
+pub trait KeyStore: Send + Sync + fmt::Debug + 'static {
+    /// The verifier's read: the key with this hash and its account's plan.
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyLookup>, StoreError>;
+
+    /// One key by id, usage included.
+    async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// An account's keys, newest first, usage included; revoked keys only
+    /// when `include_revoked`.
+    async fn keys_of_account(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+        include_revoked: bool,
+    ) -> Result<Page<KeyRecord>, StoreError>;
+
+    /// Applies a batch atomically; [`StoreError::Conflict`] when any version
+    /// check fails, in which case nothing was written.
+    async fn commit(&self, batch: KeyBatch) -> Result<(), StoreError>;
+
+    /// An account's audit events, newest first.
+    async fn audit_events(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>, StoreError>;
+
+    /// The account, if it has a key or a plan.
+    async fn account(&self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError>;
+
+    /// Puts the account on a plan and appends the audit event, atomically.
+    async fn set_account_plan(
+        &self,
+        account: &AccountId,
+        plan: &PlanName,
+        event: AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Adds batched usage; a lost batch under-counts but changes nothing else.
+    async fn record_usage(&self, usage: &[UsageDelta]) -> Result<(), StoreError>;
+
+    /// A cheap round trip, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Splits a sorted newest-first iterator into one page: skips to the cursor,
+/// keeps up to `limit` items that pass `keep`, and notes the next cursor.
+pub(crate) fn paginate<T>(
+    items: impl Iterator<Item = T>,
+    page: &PageRequest,
+    position: impl Fn(&T) -> (Timestamp, &str),
+    keep: impl Fn(&T) -> bool,
+) -> Page<T> {
+    let mut selected = Vec::new();
+    let mut more = false;
+    for item in items {
+        let (at, id) = position(&item);
+        if page
+            .after
+            .as_ref()
+            .is_some_and(|cursor| !cursor.is_before(at, id))
+            || !keep(&item)
+        {
+            continue;
+        }
+        if selected.len() == page.limit {
+            more = true;
+            break;
+        }
+        selected.push(item);
+    }
+    let next = if more {
+        selected.last().map(|last| {
+            let (at, id) = position(last);
+            Cursor {
+                at,
+                id: id.to_owned(),
+            }
+        })
+    } else {
+        None
+    };
+    Page {
+        items: selected,
+        next,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_is_url_safe() {
+        let cursor = Cursor {
+            at: "2026-01-15T12:00:00.123456789Z".parse().unwrap(),
+            id: "key_ab12".to_owned(),
+        };
+        let text = cursor.encode();
+        assert!(
+            text.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)),
+            "{text}"
+        );
+        assert_eq!(Cursor::decode(&text), Some(cursor));
+        assert_eq!(Cursor::decode("nope"), None);
+        assert_eq!(Cursor::decode("12.key/1"), None);
+    }
+}

@@ -1,0 +1,604 @@
+//! The `KeyStore` contract, written once and run unchanged against every
+//! store (memory, embedded redb, Redis). Each check takes a fresh store and
+//! uses its own account ids, so stores may be shared between checks.
+
+use std::sync::Arc;
+
+use cloro_auth_core::wire::{
+    AuditAction, CreateKeyRequest, Patch, RotateKeyRequest, UpdateKeyRequest,
+};
+use cloro_auth_core::{AccountId, ApiKey, KeyStatus, PlanName, Scope};
+use cloro_keystore::{
+    AdminError, KeyAdmin, KeyBatch, KeyStore, LocalNotifier, PageRequest, Plans, RecordWrite,
+    StoreError, UsageDelta,
+};
+use jiff::Timestamp;
+
+/// Runs every contract check against stores made by `make`.
+pub(crate) async fn run_contract<F>(make: F)
+where
+    F: Fn() -> Arc<dyn KeyStore>,
+{
+    create_then_lookup_by_hash_and_id(make()).await;
+    unknown_hash_and_id_are_none(make()).await;
+    list_is_newest_first_with_stable_pages(make()).await;
+    revoked_keys_listed_only_on_request(make()).await;
+    stale_version_conflicts_and_writes_nothing(make()).await;
+    duplicate_hash_conflicts(make()).await;
+    update_merge_patch(make()).await;
+    revoke_is_idempotent_and_blocks_changes(make()).await;
+    rotate_is_atomic_and_inherits(make()).await;
+    audit_is_newest_first_without_secrets(make()).await;
+    accounts_and_plans(make()).await;
+    usage_is_accumulated(make()).await;
+    ping_answers(make()).await;
+}
+
+fn admin(store: Arc<dyn KeyStore>) -> KeyAdmin {
+    KeyAdmin::new(
+        store,
+        Arc::new(Plans::builtin()),
+        Arc::new(LocalNotifier::default()),
+    )
+}
+
+fn account(name: &str) -> AccountId {
+    AccountId::new(name).unwrap()
+}
+
+fn t(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+}
+
+async fn create_then_lookup_by_hash_and_id(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let mut request = CreateKeyRequest::new(account("acct_lookup"), "first");
+    request.scopes = vec![Scope::new("monitor:write").unwrap()];
+    let issued = admin.create(request, "admin", t(0)).await.unwrap();
+    let found = store
+        .lookup(&issued.key.hash())
+        .await
+        .unwrap()
+        .expect("lookup by hash");
+    assert_eq!(found.record.id, issued.record.id);
+    assert_eq!(
+        found.record.scopes,
+        vec![Scope::new("monitor:write").unwrap()]
+    );
+    assert_eq!(found.account_plan, None);
+    let by_id = store
+        .key(&issued.record.id)
+        .await
+        .unwrap()
+        .expect("lookup by id");
+    assert_eq!(by_id, issued.record);
+    assert_eq!(by_id.status(t(1)), KeyStatus::Active);
+    assert!(by_id.start.starts_with("sk_live_") && by_id.start.ends_with("..."));
+}
+
+async fn unknown_hash_and_id_are_none(store: Arc<dyn KeyStore>) {
+    let key = ApiKey::generate(cloro_auth_core::Environment::Test).unwrap();
+    assert!(store.lookup(&key.hash()).await.unwrap().is_none());
+    assert!(
+        store
+            .key(&cloro_auth_core::KeyId::new("key_missing").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn list_is_newest_first_with_stable_pages(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let owner = account("acct_list");
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        // Two keys share each timestamp, so the id tie-break is exercised.
+        let issued = admin
+            .create(
+                CreateKeyRequest::new(owner, format!("k{i}")),
+                "admin",
+                t(i / 2),
+            )
+            .await
+            .unwrap();
+        ids.push(issued.record.id);
+    }
+    admin
+        .create(
+            CreateKeyRequest::new(account("acct_other"), "x"),
+            "admin",
+            t(9),
+        )
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = admin
+            .list(&owner, 3, cursor.as_deref(), false)
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|r| (r.created_at, r.id)));
+        match page.next {
+            Some(next) => cursor = Some(next.encode()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 7, "every key once: {seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| (b.0, b.1.as_str()).cmp(&(a.0, a.1.as_str())));
+    assert_eq!(seen, sorted, "newest first, ties by id");
+    let bad = admin.list(&owner, 3, Some("garbage"), false).await;
+    assert!(matches!(
+        bad,
+        Err(AdminError::InvalidField {
+            field: "cursor",
+            ..
+        })
+    ));
+}
+
+async fn revoked_keys_listed_only_on_request(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let owner = account("acct_revoked_list");
+    let keep = admin
+        .create(CreateKeyRequest::new(owner, "keep"), "admin", t(0))
+        .await
+        .unwrap();
+    let gone = admin
+        .create(CreateKeyRequest::new(owner, "gone"), "admin", t(1))
+        .await
+        .unwrap();
+    admin
+        .revoke(&gone.record.id, Some("leaked"), "admin", t(2))
+        .await
+        .unwrap();
+    let active = store
+        .keys_of_account(
+            &owner,
+            &PageRequest {
+                limit: 10,
+                after: None,
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        active.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![keep.record.id]
+    );
+    let all = store
+        .keys_of_account(
+            &owner,
+            &PageRequest {
+                limit: 10,
+                after: None,
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2);
+    assert!(all.next.is_none());
+}
+
+async fn stale_version_conflicts_and_writes_nothing(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let issued = admin
+        .create(
+            CreateKeyRequest::new(account("acct_cas"), "cas"),
+            "admin",
+            t(0),
+        )
+        .await
+        .unwrap();
+    let mut changed = issued.record.clone();
+    changed.name = "changed".into();
+    changed.version = 2;
+    let stale = KeyBatch {
+        account_id: changed.account_id,
+        writes: vec![RecordWrite {
+            record: changed.clone(),
+            expected_version: Some(5),
+        }],
+        audit: vec![],
+    };
+    assert!(matches!(
+        store.commit(stale).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.key(&issued.record.id).await.unwrap().unwrap().name,
+        "cas"
+    );
+    let fresh = KeyBatch {
+        account_id: changed.account_id,
+        writes: vec![RecordWrite {
+            record: changed,
+            expected_version: Some(1),
+        }],
+        audit: vec![],
+    };
+    store.commit(fresh).await.unwrap();
+    let stored = store.key(&issued.record.id).await.unwrap().unwrap();
+    assert_eq!((stored.name.as_str(), stored.version), ("changed", 2));
+}
+
+async fn duplicate_hash_conflicts(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let issued = admin
+        .create(
+            CreateKeyRequest::new(account("acct_dup"), "dup"),
+            "admin",
+            t(0),
+        )
+        .await
+        .unwrap();
+    let mut copy = issued.record.clone();
+    copy.id = cloro_auth_core::KeyId::new("key_copy_of_dup").unwrap();
+    let batch = KeyBatch {
+        account_id: copy.account_id,
+        writes: vec![RecordWrite {
+            record: copy.clone(),
+            expected_version: None,
+        }],
+        audit: vec![],
+    };
+    assert!(matches!(
+        store.commit(batch).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(store.key(&copy.id).await.unwrap().is_none());
+}
+
+async fn update_merge_patch(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let mut request = CreateKeyRequest::new(account("acct_patch"), "patch");
+    request.metadata = [
+        ("team".to_owned(), "core".to_owned()),
+        ("env".to_owned(), "ci".to_owned()),
+    ]
+    .into();
+    request.expires_at = Some(t(1000));
+    let issued = admin.create(request, "admin", t(0)).await.unwrap();
+
+    let patch: UpdateKeyRequest = serde_json::from_value(serde_json::json!({
+        "name": "renamed",
+        "expires_at": null,
+        "metadata": {"env": null, "owner": "ops"},
+        "rate_limit": {"requests": 5, "per_seconds": 60},
+        "enabled": false,
+    }))
+    .unwrap();
+    let updated = admin
+        .update(&issued.record.id, &patch, "admin", t(1))
+        .await
+        .unwrap();
+    assert_eq!(updated.name, "renamed");
+    assert_eq!(updated.expires_at, None);
+    assert_eq!(
+        updated.metadata,
+        [
+            ("owner".to_owned(), "ops".to_owned()),
+            ("team".to_owned(), "core".to_owned())
+        ]
+        .into()
+    );
+    assert_eq!(updated.rate_limit.unwrap().requests.get(), 5);
+    assert_eq!(updated.status(t(2)), KeyStatus::Disabled);
+    assert_eq!(
+        store.key(&issued.record.id).await.unwrap().unwrap(),
+        updated
+    );
+
+    let null_name: UpdateKeyRequest =
+        serde_json::from_value(serde_json::json!({"name": null})).unwrap();
+    assert!(matches!(
+        admin
+            .update(&issued.record.id, &null_name, "admin", t(2))
+            .await,
+        Err(AdminError::InvalidField { field: "name", .. })
+    ));
+    let past = UpdateKeyRequest {
+        expires_at: Patch::Value(t(0)),
+        ..Default::default()
+    };
+    assert!(matches!(
+        admin.update(&issued.record.id, &past, "admin", t(2)).await,
+        Err(AdminError::InvalidField {
+            field: "expires_at",
+            ..
+        })
+    ));
+    let missing = cloro_auth_core::KeyId::new("key_nope").unwrap();
+    assert!(matches!(
+        admin.update(&missing, &past, "admin", t(2)).await,
+        Err(AdminError::KeyNotFound)
+    ));
+}
+
+async fn revoke_is_idempotent_and_blocks_changes(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let issued = admin
+        .create(
+            CreateKeyRequest::new(account("acct_revoke"), "r"),
+            "admin",
+            t(0),
+        )
+        .await
+        .unwrap();
+    let first = admin
+        .revoke(&issued.record.id, Some("leaked in a log"), "admin", t(1))
+        .await
+        .unwrap();
+    assert_eq!(first.revoked_at, Some(t(1)));
+    assert_eq!(first.revoked_reason.as_deref(), Some("leaked in a log"));
+    let again = admin
+        .revoke(&issued.record.id, Some("other"), "admin", t(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.revoked_at, again.revoked_reason.clone()),
+        (first.revoked_at, first.revoked_reason.clone())
+    );
+    assert_eq!(again.status(t(6)), KeyStatus::Revoked);
+    let lookup = store.lookup(&issued.key.hash()).await.unwrap().unwrap();
+    assert_eq!(lookup.record.status(t(6)), KeyStatus::Revoked);
+    let rename = UpdateKeyRequest {
+        name: Patch::Value("x".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        admin
+            .update(&issued.record.id, &rename, "admin", t(7))
+            .await,
+        Err(AdminError::KeyRevoked)
+    ));
+    assert!(matches!(
+        admin
+            .rotate(
+                &issued.record.id,
+                &RotateKeyRequest::default(),
+                "admin",
+                t(7)
+            )
+            .await,
+        Err(AdminError::KeyRevoked)
+    ));
+}
+
+async fn rotate_is_atomic_and_inherits(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let mut request = CreateKeyRequest::new(account("acct_rotate"), "rot");
+    request.scopes = vec![Scope::new("monitor:read").unwrap()];
+    request.expires_at = Some(t(10_000));
+    request.concurrency_limit = std::num::NonZeroU32::new(3);
+    let old = admin.create(request, "admin", t(0)).await.unwrap();
+
+    let with_grace = RotateKeyRequest {
+        grace_period_seconds: 60,
+        expires_at: Patch::Absent,
+    };
+    let rotation = admin
+        .rotate(&old.record.id, &with_grace, "admin", t(100))
+        .await
+        .unwrap();
+    let new = &rotation.issued.record;
+    assert_ne!(new.id, old.record.id);
+    assert_ne!(rotation.issued.key.expose_secret(), old.key.expose_secret());
+    assert_eq!(new.scopes, old.record.scopes);
+    assert_eq!(new.expires_at, Some(t(10_000)), "expiry inherited");
+    assert_eq!(new.concurrency_limit, old.record.concurrency_limit);
+    assert_eq!(
+        rotation.previous.expires_at,
+        Some(t(160)),
+        "old key ends after the grace"
+    );
+    assert_eq!(rotation.previous.rotated_to, Some(new.id));
+    let old_stored = store.lookup(&old.key.hash()).await.unwrap().unwrap().record;
+    assert_eq!(old_stored.status(t(159)), KeyStatus::Active);
+    assert_eq!(old_stored.status(t(160)), KeyStatus::Expired);
+    assert!(
+        store
+            .lookup(&rotation.issued.key.hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // No grace: the old key stops at once; an explicit null expiry means never.
+    let immediate = RotateKeyRequest {
+        grace_period_seconds: 0,
+        expires_at: Patch::Null,
+    };
+    let second = admin
+        .rotate(&new.id, &immediate, "admin", t(200))
+        .await
+        .unwrap();
+    assert_eq!(second.previous.status(t(200)), KeyStatus::Expired);
+    assert_eq!(second.issued.record.expires_at, None);
+
+    // A grace longer than the key's own life does not extend it.
+    let mut short = CreateKeyRequest::new(account("acct_rotate"), "short");
+    short.expires_at = Some(t(300));
+    let short = admin.create(short, "admin", t(0)).await.unwrap();
+    let long_grace = RotateKeyRequest {
+        grace_period_seconds: 3600,
+        expires_at: Patch::Value(t(5000)),
+    };
+    let rotated = admin
+        .rotate(&short.record.id, &long_grace, "admin", t(250))
+        .await
+        .unwrap();
+    assert_eq!(rotated.previous.expires_at, Some(t(300)));
+
+    // An expired key may be rotated, but its expiry cannot be inherited.
+    let expired = admin
+        .rotate(
+            &short.record.id,
+            &RotateKeyRequest::default(),
+            "admin",
+            t(400),
+        )
+        .await;
+    assert!(matches!(
+        expired,
+        Err(AdminError::InvalidField {
+            field: "expires_at",
+            ..
+        })
+    ));
+    let renewed = RotateKeyRequest {
+        grace_period_seconds: 0,
+        expires_at: Patch::Value(t(9000)),
+    };
+    let renewed = admin
+        .rotate(&short.record.id, &renewed, "admin", t(400))
+        .await
+        .unwrap();
+    assert_eq!(renewed.issued.record.status(t(401)), KeyStatus::Active);
+}
+
+async fn audit_is_newest_first_without_secrets(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let owner = account("acct_audit");
+    let issued = admin
+        .create(CreateKeyRequest::new(owner, "audited"), "admin", t(0))
+        .await
+        .unwrap();
+    let rename = UpdateKeyRequest {
+        name: Patch::Value("renamed".into()),
+        ..Default::default()
+    };
+    admin
+        .update(&issued.record.id, &rename, "admin", t(1))
+        .await
+        .unwrap();
+    let rotation = admin
+        .rotate(
+            &issued.record.id,
+            &RotateKeyRequest::default(),
+            "admin",
+            t(2),
+        )
+        .await
+        .unwrap();
+    admin
+        .revoke(&rotation.issued.record.id, Some("done"), "admin", t(3))
+        .await
+        .unwrap();
+    admin
+        .set_plan(&owner, PlanName::new("free").unwrap(), "admin", t(4))
+        .await
+        .unwrap();
+
+    let page = admin.audit(&owner, 10, None).await.unwrap();
+    let actions: Vec<AuditAction> = page.items.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        vec![
+            AuditAction::AccountUpdated,
+            AuditAction::KeyRevoked,
+            AuditAction::KeyRotated,
+            AuditAction::KeyUpdated,
+            AuditAction::KeyCreated
+        ]
+    );
+    let first_two = admin.audit(&owner, 2, None).await.unwrap();
+    let rest = admin
+        .audit(&owner, 10, first_two.next.map(|c| c.encode()).as_deref())
+        .await
+        .unwrap();
+    assert_eq!(first_two.items.len() + rest.items.len(), 5);
+    let json = serde_json::to_string(&page.items).unwrap();
+    for secret in [
+        issued.key.expose_secret(),
+        rotation.issued.key.expose_secret(),
+    ] {
+        assert!(!json.contains(secret), "audit holds a plaintext key");
+        assert!(
+            !json.contains(&secret[8..40]),
+            "audit holds the random part of a key"
+        );
+    }
+}
+
+async fn accounts_and_plans(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let owner = account("acct_plans");
+    assert!(matches!(
+        admin.account(&owner).await,
+        Err(AdminError::AccountNotFound)
+    ));
+    let issued = admin
+        .create(CreateKeyRequest::new(owner, "p"), "admin", t(0))
+        .await
+        .unwrap();
+    let (record, plan) = admin.account(&owner).await.unwrap();
+    assert_eq!((record.key_count, plan.as_str()), (1, "free"));
+    let unknown = admin
+        .set_plan(&owner, PlanName::new("gold").unwrap(), "admin", t(1))
+        .await;
+    assert!(matches!(
+        unknown,
+        Err(AdminError::InvalidField { field: "plan", .. })
+    ));
+    admin
+        .set_plan(&owner, PlanName::new("free").unwrap(), "admin", t(1))
+        .await
+        .unwrap();
+    let lookup = store.lookup(&issued.key.hash()).await.unwrap().unwrap();
+    assert_eq!(lookup.account_plan, Some(PlanName::new("free").unwrap()));
+    // An account with a plan and no keys exists.
+    let empty = account("acct_plan_only");
+    let (record, _) = admin
+        .set_plan(&empty, PlanName::new("free").unwrap(), "admin", t(2))
+        .await
+        .unwrap();
+    assert_eq!(record.key_count, 0);
+}
+
+async fn usage_is_accumulated(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let issued = admin
+        .create(
+            CreateKeyRequest::new(account("acct_usage"), "u"),
+            "admin",
+            t(0),
+        )
+        .await
+        .unwrap();
+    let delta = |at, count| UsageDelta {
+        account_id: issued.record.account_id,
+        key_id: issued.record.id,
+        last_used_at: t(at),
+        count,
+    };
+    store.record_usage(&[delta(5, 3)]).await.unwrap();
+    store.record_usage(&[delta(4, 2)]).await.unwrap();
+    let record = store.key(&issued.record.id).await.unwrap().unwrap();
+    assert_eq!(record.usage.count, 5);
+    assert_eq!(
+        record.usage.last_used_at,
+        Some(t(5)),
+        "last use never moves backwards"
+    );
+    assert_eq!(record.to_info(t(6)).last_used_at, Some(t(5)));
+    // Usage is not part of the versioned record: an admin change still commits.
+    let rename = UpdateKeyRequest {
+        name: Patch::Value("n".into()),
+        ..Default::default()
+    };
+    admin
+        .update(&issued.record.id, &rename, "admin", t(7))
+        .await
+        .unwrap();
+}
+
+async fn ping_answers(store: Arc<dyn KeyStore>) {
+    store.ping().await.unwrap();
+}

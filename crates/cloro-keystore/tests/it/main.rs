@@ -1,0 +1,8 @@
+//! Integration tests of cloro-keystore: one contract suite run against
+//! every store, then the verifier, limiters and failure behaviour.
+
+// A test that meets the unexpected should stop right there, loudly.
+#![allow(clippy::unwrap_used)]
+
+mod contract;
+mod memory;
