@@ -14,6 +14,9 @@ pub enum Invalidation {
     Key(KeyHash),
     /// An account's plan: every cached key of the account.
     Account(AccountId),
+    /// Anything may have changed: after a lost pub/sub connection, the
+    /// messages missed meanwhile are unknown, so the whole cache goes.
+    Everything,
 }
 
 /// Announces changes to every cache that may hold the changed data.
