@@ -13,15 +13,31 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod cache;
+mod gcra;
+mod health;
 mod invalidation;
+mod local_limit;
 mod memory;
 mod plans;
 mod record;
 mod store;
+mod subject;
+mod usage;
+mod verifier;
 
 pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
+pub use cache::{CacheEntry, CachedKey, KeyCache};
+pub use gcra::{GcraParams, RateDecision, decide as gcra_decide};
+pub use health::{Readiness, StoreHealth};
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
+pub use local_limit::{ConcurrencyLimiter, ConcurrencyPermit, ConcurrencyState, LocalRateLimiter};
 pub use memory::MemoryStore;
 pub use plans::{Plan, Plans, PlansError};
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
 pub use store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};
+pub use subject::{DigestHasherBuilder, Subject, account_subject};
+pub use usage::UsageRecorder;
+pub use verifier::{
+    Refused, SharedRateLimiter, Verified, Verifier, VerifierConfig, VerifierStats, VerifyRequest,
+};

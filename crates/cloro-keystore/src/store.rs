@@ -14,7 +14,7 @@ use crate::record::{AccountRecord, KeyLookup, KeyRecord, UsageDelta};
 
 /// Why a store call failed. Messages never contain a key or a token: stores
 /// only ever see hashes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The store cannot be reached or did not answer in time; retrying later

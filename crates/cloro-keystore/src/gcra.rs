@@ -1,0 +1,204 @@
+//! The generic cell rate algorithm (GCRA) of SPEC §5, as one pure function
+//! shared by the in-process limiter and the Redis script, so both make the
+//! same decisions and report the same header values.
+//!
+//! A policy of `requests` per `per_seconds` with burst `B` has an emission
+//! interval `T = per_seconds / requests` and a tolerance `τ = (B − 1)·T`. The
+//! only state is the theoretical arrival time `tat`. A request at `now` is
+//! allowed when `max(tat, now) − now ≤ τ`, and then `tat` becomes
+//! `max(tat, now) + T`. Requests are therefore spread evenly instead of all
+//! being allowed at the start of a window.
+
+use cloro_auth_core::wire::RateLimitPolicy;
+
+const NANOS_PER_SECOND: i128 = 1_000_000_000;
+
+/// A policy in the integer nanoseconds the algorithm works in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcraParams {
+    /// `T`: nanoseconds per request.
+    pub emission_interval: i64,
+    /// `τ`: how far `tat` may run ahead of now and still allow a request.
+    pub tolerance: i64,
+    /// `requests` of the policy: the `X-RateLimit-Limit` value.
+    pub limit: u32,
+    /// `per_seconds` of the policy: the window of `RateLimit-Policy`.
+    pub window_seconds: u32,
+}
+
+impl GcraParams {
+    /// The parameters of `policy`. `T` is rounded up to whole nanoseconds,
+    /// so rounding can only make the limit stricter, never looser.
+    pub fn of(policy: &RateLimitPolicy) -> Self {
+        let requests = i128::from(policy.requests.get());
+        let period = i128::from(policy.per_seconds.get()) * NANOS_PER_SECOND;
+        let emission_interval = ((period + requests - 1) / requests).max(1);
+        let burst = i128::from(policy.effective_burst().get());
+        let tolerance = emission_interval * (burst - 1);
+        GcraParams {
+            emission_interval: saturate(emission_interval),
+            tolerance: saturate(tolerance),
+            limit: policy.requests.get(),
+            window_seconds: policy.per_seconds.get(),
+        }
+    }
+}
+
+fn saturate(value: i128) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The outcome of one GCRA step, with everything the response headers need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateDecision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// `X-RateLimit-Limit`.
+    pub limit: u32,
+    /// The policy's window in seconds (`RateLimit-Policy: w=`).
+    pub window_seconds: u32,
+    /// Requests allowed right now, after this one.
+    pub remaining: u32,
+    /// Whole seconds until the allowance is full again, rounded up.
+    pub reset_seconds: u64,
+    /// For a refused request: whole seconds until one more is allowed,
+    /// rounded up, at least 1.
+    pub retry_after_seconds: Option<u64>,
+}
+
+/// One GCRA step: the decision, and the new `tat` to store if allowed.
+/// `tat` is 0 (or anything ≤ `now`) for a subject with no state.
+pub fn decide(tat: i64, now: i64, params: &GcraParams) -> (RateDecision, Option<i64>) {
+    let base = tat.max(now);
+    let ahead = i128::from(base) - i128::from(now);
+    let interval = i128::from(params.emission_interval);
+    let tolerance = i128::from(params.tolerance);
+    if ahead > tolerance {
+        let decision = RateDecision {
+            allowed: false,
+            limit: params.limit,
+            window_seconds: params.window_seconds,
+            remaining: 0,
+            reset_seconds: ceil_seconds(ahead),
+            retry_after_seconds: Some(ceil_seconds(ahead - tolerance).max(1)),
+        };
+        return (decision, None);
+    }
+    let new_tat = base.saturating_add(params.emission_interval);
+    let used = ahead + interval;
+    let remaining = (tolerance + interval - used) / interval;
+    let decision = RateDecision {
+        allowed: true,
+        limit: params.limit,
+        window_seconds: params.window_seconds,
+        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+        reset_seconds: ceil_seconds(used),
+        retry_after_seconds: None,
+    };
+    (decision, Some(new_tat))
+}
+
+fn ceil_seconds(nanos: i128) -> u64 {
+    let seconds = (nanos.max(0) + NANOS_PER_SECOND - 1) / NANOS_PER_SECOND;
+    u64::try_from(seconds).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use core::num::NonZeroU32;
+
+    use super::*;
+
+    fn policy(requests: u32, per_seconds: u32, burst: Option<u32>) -> GcraParams {
+        let mut policy = RateLimitPolicy::new(
+            NonZeroU32::new(requests).unwrap(),
+            NonZeroU32::new(per_seconds).unwrap(),
+        );
+        policy.burst = burst.and_then(NonZeroU32::new);
+        GcraParams::of(&policy)
+    }
+
+    /// Runs `count` requests at `now`, threading `tat` through.
+    fn burst_at(tat: &mut i64, now: i64, count: usize, params: &GcraParams) -> Vec<RateDecision> {
+        (0..count)
+            .map(|_| {
+                let (decision, next) = decide(*tat, now, params);
+                if let Some(next) = next {
+                    *tat = next;
+                }
+                decision
+            })
+            .collect()
+    }
+
+    #[test]
+    fn burst_then_refusal_with_exact_headers() {
+        let params = policy(10, 60, None);
+        let mut tat = 0;
+        let now = 1_000 * 1_000_000_000;
+        let decisions = burst_at(&mut tat, now, 11, &params);
+        let remaining: Vec<u32> = decisions.iter().map(|d| d.remaining).collect();
+        assert_eq!(remaining, vec![9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0]);
+        assert!(decisions[..10].iter().all(|d| d.allowed));
+        let refused = decisions[10];
+        assert!(!refused.allowed);
+        // One request every 6 s: the next is allowed 6 s later; full after 60 s.
+        assert_eq!(refused.retry_after_seconds, Some(6));
+        assert_eq!(refused.reset_seconds, 60);
+        assert_eq!(decisions[0].reset_seconds, 6);
+    }
+
+    #[test]
+    fn requests_are_spread_evenly_after_the_burst() {
+        let params = policy(10, 60, None);
+        let mut tat = 0;
+        let start = 5_000 * 1_000_000_000i64;
+        burst_at(&mut tat, start, 10, &params);
+        // 5.9 s later: still nothing; 6 s later: exactly one.
+        assert!(!decide(tat, start + 5_900_000_000, &params).0.allowed);
+        let at_six = burst_at(&mut tat, start + 6_000_000_000, 2, &params);
+        assert_eq!((at_six[0].allowed, at_six[1].allowed), (true, false));
+    }
+
+    #[test]
+    fn burst_smaller_than_rate() {
+        let params = policy(100, 1, Some(5));
+        let mut tat = 0;
+        let decisions = burst_at(&mut tat, 1_000_000_000, 6, &params);
+        assert_eq!(decisions.iter().filter(|d| d.allowed).count(), 5);
+        assert_eq!(
+            decisions[5].retry_after_seconds,
+            Some(1),
+            "at least one second"
+        );
+    }
+
+    #[test]
+    fn idle_subject_is_full_again() {
+        let params = policy(3, 3, None);
+        let mut tat = 0;
+        burst_at(&mut tat, 10_000_000_000, 3, &params);
+        let later = decide(tat, 13_000_000_000, &params).0;
+        assert_eq!((later.allowed, later.remaining), (true, 2));
+    }
+
+    #[test]
+    fn rounding_never_allows_more() {
+        // 3 per 1 s: T = 333_333_334 ns (rounded up), so 3 fit in one second
+        // only after the full second has passed.
+        let params = policy(3, 1, Some(1));
+        assert_eq!(params.emission_interval, 333_333_334);
+        let mut tat = 0;
+        let mut allowed = 0;
+        for step in 0..100 {
+            let now = 1_000_000_000 + step * 10_000_000;
+            let (decision, next) = decide(tat, now, &params);
+            if let Some(next) = next {
+                tat = next;
+                allowed += 1;
+            }
+            assert!(decision.remaining <= 3);
+        }
+        assert!(allowed <= 3, "{allowed} in 0.99 s");
+    }
+}

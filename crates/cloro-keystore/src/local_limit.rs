@@ -1,0 +1,264 @@
+//! In-process limiters: GCRA allowances per subject (rate limits and the
+//! failed-attempt guard) and in-flight counts per key (concurrency limits).
+//!
+//! State lives in sharded maps (`DashMap`): a request takes one shard's read
+//! lock to find its cell and then updates the cell with atomics, so there is
+//! no global lock on the hot path and two keys rarely touch the same shard.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+
+use dashmap::DashMap;
+
+use crate::gcra::{self, GcraParams, RateDecision};
+use crate::subject::{DigestHasherBuilder, Subject};
+
+/// GCRA state per subject, in this process only.
+#[derive(Debug, Default)]
+pub struct LocalRateLimiter {
+    /// Theoretical arrival time per subject, in nanoseconds since the Unix epoch.
+    tats: DashMap<Subject, AtomicI64, DigestHasherBuilder>,
+}
+
+impl LocalRateLimiter {
+    /// An empty limiter.
+    pub fn new() -> Self {
+        LocalRateLimiter {
+            tats: DashMap::with_hasher(DigestHasherBuilder),
+        }
+    }
+
+    /// Takes one request from `subject`'s allowance if it has one.
+    pub fn check(&self, subject: &Subject, params: &GcraParams, now: i64) -> RateDecision {
+        if let Some(cell) = self.tats.get(subject) {
+            return Self::step(&cell, params, now);
+        }
+        let cell = self
+            .tats
+            .entry(*subject)
+            .or_insert_with(|| AtomicI64::new(0));
+        Self::step(&cell, params, now)
+    }
+
+    /// Whether `subject` would be refused right now, without using anything.
+    pub fn would_refuse(
+        &self,
+        subject: &Subject,
+        params: &GcraParams,
+        now: i64,
+    ) -> Option<RateDecision> {
+        let tat = self.tats.get(subject)?.load(Ordering::Acquire);
+        let (decision, _) = gcra::decide(tat, now, params);
+        (!decision.allowed).then_some(decision)
+    }
+
+    /// A compare-and-swap loop: concurrent requests for one subject each get
+    /// a distinct slot, exactly as if they had been serialised.
+    fn step(cell: &AtomicI64, params: &GcraParams, now: i64) -> RateDecision {
+        let mut tat = cell.load(Ordering::Acquire);
+        loop {
+            let (decision, next) = gcra::decide(tat, now, params);
+            let Some(next) = next else { return decision };
+            match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return decision,
+                Err(current) => tat = current,
+            }
+        }
+    }
+
+    /// Drops subjects whose allowance is full again at `now`: for GCRA a
+    /// `tat` in the past is the same as no state, so memory stays bounded by
+    /// the subjects active within one window.
+    pub fn forget_idle(&self, now: i64) {
+        self.tats.retain(|_, tat| tat.load(Ordering::Acquire) > now);
+    }
+
+    /// Subjects currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.tats.len()
+    }
+}
+
+/// In-flight request counts per key, for concurrency limits (SPEC §5).
+#[derive(Debug, Default)]
+pub struct ConcurrencyLimiter {
+    in_flight: DashMap<Subject, Arc<AtomicU32>, DigestHasherBuilder>,
+}
+
+/// Counts one request in flight until dropped, whether the request finished,
+/// failed or was cancelled.
+#[derive(Debug)]
+pub struct ConcurrencyPermit {
+    counter: Arc<AtomicU32>,
+    /// The state when the permit was granted, for the response headers.
+    pub state: ConcurrencyState,
+}
+
+/// The values of the `X-Concurrent-*` headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConcurrencyState {
+    /// `X-Concurrent-Limit`.
+    pub limit: u32,
+    /// `X-Concurrent-Current`: requests in flight, this one included.
+    pub current: u32,
+    /// `X-Concurrent-Remaining`.
+    pub remaining: u32,
+}
+
+impl Drop for ConcurrencyPermit {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConcurrencyLimiter {
+    /// An empty limiter.
+    pub fn new() -> Self {
+        ConcurrencyLimiter {
+            in_flight: DashMap::with_hasher(DigestHasherBuilder),
+        }
+    }
+
+    /// A permit if fewer than `limit` requests of `subject` are in flight;
+    /// otherwise the state that refused it.
+    ///
+    /// # Errors
+    /// The state at refusal (`current` = limit) when the limit is reached.
+    pub fn acquire(
+        &self,
+        subject: &Subject,
+        limit: u32,
+    ) -> Result<ConcurrencyPermit, ConcurrencyState> {
+        let counter = match self.in_flight.get(subject) {
+            Some(counter) => Arc::clone(&counter),
+            None => Arc::clone(&self.in_flight.entry(*subject).or_default()),
+        };
+        let before = counter.fetch_add(1, Ordering::AcqRel);
+        if before >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(ConcurrencyState {
+                limit,
+                current: before,
+                remaining: 0,
+            });
+        }
+        let current = before + 1;
+        Ok(ConcurrencyPermit {
+            counter,
+            state: ConcurrencyState {
+                limit,
+                current,
+                remaining: limit - current,
+            },
+        })
+    }
+
+    /// Drops counters that are zero and held by no permit.
+    pub fn forget_idle(&self) {
+        // `retain` holds each shard's write lock, so no `acquire` can be
+        // between finding a counter and cloning it while we look.
+        self.in_flight.retain(|_, counter| {
+            Arc::strong_count(counter) > 1 || counter.load(Ordering::Acquire) > 0
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use cloro_auth_core::KeyHash;
+    use cloro_auth_core::wire::RateLimitPolicy;
+
+    use super::*;
+
+    const SECOND: i64 = 1_000_000_000;
+
+    fn params(requests: u32, per_seconds: u32) -> GcraParams {
+        GcraParams::of(&RateLimitPolicy::new(
+            NonZeroU32::new(requests).unwrap(),
+            NonZeroU32::new(per_seconds).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn subjects_have_separate_allowances() {
+        let limiter = LocalRateLimiter::new();
+        let (a, b) = (KeyHash::of(b"a"), KeyHash::of(b"b"));
+        let p = params(2, 60);
+        let now = 100 * SECOND;
+        assert!(limiter.check(&a, &p, now).allowed);
+        assert!(limiter.check(&a, &p, now).allowed);
+        assert!(!limiter.check(&a, &p, now).allowed);
+        assert!(limiter.check(&b, &p, now).allowed);
+        assert!(limiter.would_refuse(&a, &p, now).is_some());
+        assert!(limiter.would_refuse(&b, &p, now).is_none());
+    }
+
+    #[test]
+    fn concurrent_checks_never_exceed_the_limit() {
+        let limiter = Arc::new(LocalRateLimiter::new());
+        let subject = KeyHash::of(b"shared");
+        let p = params(1000, 3600);
+        let allowed = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let limiter = Arc::clone(&limiter);
+                    scope.spawn(move || {
+                        (0..500)
+                            .filter(|_| limiter.check(&subject, &p, 10 * SECOND).allowed)
+                            .count()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .sum::<usize>()
+        });
+        assert_eq!(allowed, 1000);
+    }
+
+    #[test]
+    fn idle_subjects_are_forgotten() {
+        let limiter = LocalRateLimiter::new();
+        let p = params(10, 10);
+        limiter.check(&KeyHash::of(b"x"), &p, 0);
+        assert_eq!(limiter.tracked(), 1);
+        limiter.forget_idle(SECOND / 2);
+        assert_eq!(limiter.tracked(), 1, "still owes half a second");
+        limiter.forget_idle(2 * SECOND);
+        assert_eq!(limiter.tracked(), 0);
+    }
+
+    #[test]
+    fn concurrency_permits_count_and_release() {
+        let limiter = ConcurrencyLimiter::new();
+        let key = KeyHash::of(b"k");
+        let first = limiter.acquire(&key, 2).unwrap();
+        assert_eq!(
+            first.state,
+            ConcurrencyState {
+                limit: 2,
+                current: 1,
+                remaining: 1
+            }
+        );
+        let second = limiter.acquire(&key, 2).unwrap();
+        assert_eq!(second.state.current, 2);
+        assert_eq!(
+            limiter.acquire(&key, 2).unwrap_err(),
+            ConcurrencyState {
+                limit: 2,
+                current: 2,
+                remaining: 0
+            }
+        );
+        drop(first);
+        let third = limiter.acquire(&key, 2).unwrap();
+        assert_eq!(third.state.remaining, 0);
+        drop((second, third));
+        limiter.forget_idle();
+        assert!(limiter.in_flight.is_empty());
+    }
+}

@@ -1,0 +1,418 @@
+//! The hot path: from a request's `Authorization` fields to the caller's
+//! identity and limit state, or exactly one SPEC §4 error.
+//!
+//! Order (SPEC §5): parse → format and checksum (no store call) →
+//! failed-attempt guard → cache or store → revoked/expired/disabled →
+//! scope → rate limit → concurrency. A request refused early uses none of
+//! the later allowances. Keys already cached as valid pass the failed-attempt
+//! guard: a client address that sent bad keys can still use its good one.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloro_auth_core::wire::RateLimitPolicy;
+use cloro_auth_core::{ApiKey, AuthError, KeyHash, Scope, bearer_token};
+use jiff::Timestamp;
+
+use crate::cache::{CacheEntry, CachedKey, KeyCache};
+use crate::gcra::{GcraParams, RateDecision};
+use crate::health::StoreHealth;
+use crate::local_limit::{
+    ConcurrencyLimiter, ConcurrencyPermit, ConcurrencyState, LocalRateLimiter,
+};
+use crate::plans::Plans;
+use crate::store::{KeyStore, StoreError};
+use crate::subject::Subject;
+use crate::usage::UsageRecorder;
+
+/// `Retry-After` for `AUTH_UNAVAILABLE`: the store is retried on the next
+/// request anyway, so a short wait is right.
+const UNAVAILABLE_RETRY_SECONDS: u64 = 1;
+
+/// A rate limiter shared by every node (the Redis one). It keeps its own
+/// clock (the Redis server's), so nodes with skewed clocks still agree.
+#[async_trait]
+pub trait SharedRateLimiter: Send + Sync + fmt::Debug + 'static {
+    /// Takes one request from `subject`'s allowance if it has one.
+    async fn check(
+        &self,
+        subject: &Subject,
+        params: &GcraParams,
+    ) -> Result<RateDecision, StoreError>;
+}
+
+/// How the verifier behaves; the server fills this from its flags.
+#[derive(Clone, Debug)]
+pub struct VerifierConfig {
+    /// How long a store read is trusted (SPEC §7 `--cache-ttl`, default 30 s).
+    pub cache_ttl: Duration,
+    /// Cache entries at most.
+    pub cache_capacity: u64,
+    /// `INVALID_API_KEY` answers allowed per client address (`--max-failed-auth`,
+    /// default 100 per minute, burst 100).
+    pub max_failed_auth: RateLimitPolicy,
+    /// How long a store or shared-limiter call may take before the request
+    /// is answered without it (default 250 ms).
+    pub store_timeout: Duration,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        VerifierConfig {
+            cache_ttl: Duration::from_secs(30),
+            cache_capacity: 1_000_000,
+            max_failed_auth: RateLimitPolicy::new(nonzero(100), nonzero(60)),
+            store_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+fn nonzero(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN)
+}
+
+/// What a route asks of the verifier besides the key.
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyRequest {
+    /// The client address (SPEC §3), for the failed-attempt guard.
+    pub client: IpAddr,
+    /// The scope the route needs, if any.
+    pub required_scope: Option<Scope>,
+    /// Whether the key's concurrency limit applies (not on `/auth/verify`).
+    pub limit_concurrency: bool,
+    /// The time of the request.
+    pub now: Timestamp,
+}
+
+/// An authenticated request.
+#[derive(Debug)]
+pub struct Verified {
+    /// The caller's key.
+    pub key: Arc<CachedKey>,
+    /// The rate-limit state after this request, for the headers.
+    pub rate: RateDecision,
+    /// The in-flight slot, held until the request ends; `None` when the key
+    /// has no concurrency limit or the route does not apply one.
+    pub concurrency: Option<ConcurrencyPermit>,
+}
+
+/// A refused request: the error, and limit state where the limiter ran.
+#[derive(Debug)]
+pub struct Refused {
+    /// The one error.
+    pub error: AuthError,
+    /// Rate-limit state, when the limiter ran (429 and later refusals).
+    pub rate: Option<RateDecision>,
+    /// Concurrency state, for `CONCURRENT_LIMIT_EXCEEDED`.
+    pub concurrency: Option<ConcurrencyState>,
+}
+
+impl From<AuthError> for Refused {
+    fn from(error: AuthError) -> Self {
+        Refused {
+            error,
+            rate: None,
+            concurrency: None,
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct VerifierStats {
+    /// Requests answered from the cache.
+    pub cache_hits: AtomicU64,
+    /// Requests that needed a store read (coalesced or not).
+    pub cache_misses: AtomicU64,
+    /// Store reads that failed or timed out.
+    pub store_errors: AtomicU64,
+    /// Shared-limiter calls that failed, answered by the local limiter.
+    pub limiter_fallbacks: AtomicU64,
+}
+
+/// Verifies API keys. One per process, shared behind an `Arc`.
+#[derive(Debug)]
+pub struct Verifier {
+    store: Arc<dyn KeyStore>,
+    cache: Arc<KeyCache>,
+    plans: Arc<Plans>,
+    local_limiter: LocalRateLimiter,
+    shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
+    concurrency: ConcurrencyLimiter,
+    failed_attempts: LocalRateLimiter,
+    failed_attempt_params: GcraParams,
+    usage: UsageRecorder,
+    health: StoreHealth,
+    stats: VerifierStats,
+    store_timeout: Duration,
+}
+
+impl Verifier {
+    /// A verifier over `store`. `shared_limiter` makes rate limits exact
+    /// across nodes; without it they are per process.
+    pub fn new(
+        store: Arc<dyn KeyStore>,
+        plans: Arc<Plans>,
+        shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
+        config: &VerifierConfig,
+    ) -> Self {
+        Verifier {
+            store,
+            cache: Arc::new(KeyCache::new(config.cache_capacity, config.cache_ttl)),
+            plans,
+            local_limiter: LocalRateLimiter::new(),
+            shared_limiter,
+            concurrency: ConcurrencyLimiter::new(),
+            failed_attempts: LocalRateLimiter::new(),
+            failed_attempt_params: GcraParams::of(&config.max_failed_auth),
+            usage: UsageRecorder::default(),
+            health: StoreHealth::default(),
+            stats: VerifierStats::default(),
+            store_timeout: config.store_timeout,
+        }
+    }
+
+    /// The cache, to register as an invalidation sink.
+    pub fn cache(&self) -> &Arc<KeyCache> {
+        &self.cache
+    }
+
+    /// The store's health as the verifier has seen it.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &VerifierStats {
+        &self.stats
+    }
+
+    /// Verifies the `Authorization` field(s) of one request.
+    ///
+    /// # Errors
+    /// [`Refused`] with the one SPEC §4 error the request earns.
+    // `Refused` is returned by value on purpose: boxing it would allocate on
+    // the refusal path, which is exactly the path a flood of bad keys takes.
+    #[allow(clippy::result_large_err)]
+    pub async fn verify<'a, I>(
+        &self,
+        authorization: I,
+        request: &VerifyRequest,
+    ) -> Result<Verified, Refused>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let token = bearer_token(authorization)?;
+        ApiKey::check_format(token.as_bytes()).map_err(AuthError::InvalidApiKeyFormat)?;
+        let hash = KeyHash::of(token.as_bytes());
+        let key = self.known_key(&hash, request).await?;
+        self.authorize(key, request).await
+    }
+
+    /// The cached or stored key, after the failed-attempt guard.
+    async fn known_key(
+        &self,
+        hash: &KeyHash,
+        request: &VerifyRequest,
+    ) -> Result<Arc<CachedKey>, AuthError> {
+        let now = nanos(request.now);
+        let entry = match self.cache.get(hash) {
+            Some(CacheEntry::Known(key)) => {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(key);
+            }
+            Some(CacheEntry::Unknown) => {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                self.check_failed_attempts(request.client, now)?;
+                CacheEntry::Unknown
+            }
+            None => {
+                self.check_failed_attempts(request.client, now)?;
+                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                self.load(hash).await?
+            }
+        };
+        match entry {
+            CacheEntry::Known(key) => Ok(key),
+            CacheEntry::Unknown => {
+                // Counts against the address's allowance; the next unknown key
+                // from it may be refused before any lookup.
+                self.failed_attempts.check(
+                    &ip_subject(request.client),
+                    &self.failed_attempt_params,
+                    now,
+                );
+                Err(AuthError::InvalidApiKey)
+            }
+        }
+    }
+
+    fn check_failed_attempts(&self, client: IpAddr, now: i64) -> Result<(), AuthError> {
+        match self.failed_attempts.would_refuse(
+            &ip_subject(client),
+            &self.failed_attempt_params,
+            now,
+        ) {
+            Some(decision) => Err(AuthError::TooManyFailedAttempts {
+                retry_after: decision.retry_after_seconds.unwrap_or(1),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn load(&self, hash: &KeyHash) -> Result<CacheEntry, AuthError> {
+        let store = &self.store;
+        let timeout = self.store_timeout;
+        let result = self
+            .cache
+            .get_or_load(hash, || async move {
+                match tokio::time::timeout(timeout, store.lookup(hash)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Unavailable(format!(
+                        "no answer within {} ms",
+                        timeout.as_millis()
+                    ))),
+                }
+            })
+            .await;
+        match result {
+            Ok(entry) => {
+                self.health.record_success();
+                Ok(entry)
+            }
+            Err(error) => {
+                self.health.record_failure();
+                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "key lookup failed; answering AUTH_UNAVAILABLE");
+                Err(AuthError::AuthUnavailable {
+                    retry_after: UNAVAILABLE_RETRY_SECONDS,
+                })
+            }
+        }
+    }
+
+    /// Status, scope, rate limit, concurrency: everything after the lookup.
+    #[allow(clippy::result_large_err)] // see `verify`
+    async fn authorize(
+        &self,
+        key: Arc<CachedKey>,
+        request: &VerifyRequest,
+    ) -> Result<Verified, Refused> {
+        let record = &key.record;
+        if let Some(refusal) = record.status(request.now).refusal() {
+            return Err(refusal.into());
+        }
+        if let Some(required) = &request.required_scope
+            && !record.scopes.iter().any(|held| held.grants(required))
+        {
+            return Err(AuthError::InsufficientPermissions {
+                required: *required,
+            }
+            .into());
+        }
+
+        let (plan_name, plan) = self.plans.resolve(key.account_plan);
+        let (policy, plan_hit) = match record.rate_limit {
+            Some(own) => (own, None),
+            None => (plan.rate_limit, Some(plan_name)),
+        };
+        let rate = self.rate_check(&key, &policy, request.now).await;
+        if !rate.allowed {
+            return Err(Refused {
+                error: AuthError::RateLimitExceeded {
+                    retry_after: rate.retry_after_seconds.unwrap_or(1),
+                    plan: plan_hit,
+                },
+                rate: Some(rate),
+                concurrency: None,
+            });
+        }
+
+        let concurrency_limit = record.concurrency_limit.or(plan.concurrency_limit);
+        let concurrency = match concurrency_limit {
+            Some(limit) if request.limit_concurrency => {
+                match self.concurrency.acquire(&record.hash, limit.get()) {
+                    Ok(permit) => Some(permit),
+                    Err(state) => {
+                        return Err(Refused {
+                            error: AuthError::ConcurrentLimitExceeded { limit: state.limit },
+                            rate: Some(rate),
+                            concurrency: Some(state),
+                        });
+                    }
+                }
+            }
+            _ => None,
+        };
+
+        self.usage.record(&key, nanos(request.now));
+        Ok(Verified {
+            key,
+            rate,
+            concurrency,
+        })
+    }
+
+    /// The shared limiter when there is one and it answers in time, else
+    /// this node's own (SPEC §5: during an outage each node limits locally).
+    async fn rate_check(
+        &self,
+        key: &CachedKey,
+        policy: &RateLimitPolicy,
+        now: Timestamp,
+    ) -> RateDecision {
+        let subject = match policy.applies_to {
+            cloro_auth_core::wire::AppliesTo::Key => &key.record.hash,
+            cloro_auth_core::wire::AppliesTo::Account => &key.account_subject,
+        };
+        let params = GcraParams::of(policy);
+        if let Some(shared) = &self.shared_limiter {
+            match tokio::time::timeout(self.store_timeout, shared.check(subject, &params)).await {
+                Ok(Ok(decision)) => return decision,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "shared rate limiter failed; limiting on this node")
+                }
+                Err(_) => tracing::warn!("shared rate limiter timed out; limiting on this node"),
+            }
+            self.stats.limiter_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        self.local_limiter.check(subject, &params, nanos(now))
+    }
+
+    /// Housekeeping: flushes usage and forgets idle limiter state. The server
+    /// calls this every few seconds.
+    ///
+    /// # Errors
+    /// The store's error from the usage flush (counts are kept for next time).
+    pub async fn maintain(&self, now: Timestamp) -> Result<(), StoreError> {
+        self.local_limiter.forget_idle(nanos(now));
+        self.failed_attempts.forget_idle(nanos(now));
+        self.concurrency.forget_idle();
+        self.usage.flush(self.store.as_ref()).await.map(drop)
+    }
+}
+
+fn nanos(at: Timestamp) -> i64 {
+    i64::try_from(at.as_nanosecond()).unwrap_or(i64::MAX)
+}
+
+/// The failed-attempt subject of a client address.
+fn ip_subject(client: IpAddr) -> Subject {
+    let mut input = [0u8; 26];
+    input[..9].copy_from_slice(b"cloro-ip\0");
+    let len = match client {
+        IpAddr::V4(v4) => {
+            input[9..13].copy_from_slice(&v4.octets());
+            13
+        }
+        IpAddr::V6(v6) => {
+            input[9..25].copy_from_slice(&v6.octets());
+            25
+        }
+    };
+    KeyHash::of(&input[..len])
+}
