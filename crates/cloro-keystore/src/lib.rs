@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod embedded;
 mod invalidation;
 mod memory;
 mod plans;
@@ -20,6 +21,7 @@ mod record;
 mod store;
 
 pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
+pub use embedded::EmbeddedStore;
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
 pub use memory::MemoryStore;
 pub use plans::{Plan, Plans, PlansError};
