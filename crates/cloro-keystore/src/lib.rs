@@ -14,6 +14,7 @@
 
 mod admin;
 mod cache;
+mod embedded;
 mod gcra;
 mod health;
 mod invalidation;
@@ -28,6 +29,7 @@ mod verifier;
 
 pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
 pub use cache::{CacheEntry, CachedKey, KeyCache};
+pub use embedded::EmbeddedStore;
 pub use gcra::{GcraParams, RateDecision, decide as gcra_decide};
 pub use health::{Readiness, StoreHealth};
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};

@@ -5,5 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod contract;
+mod embedded;
 mod memory;
 mod verifier;

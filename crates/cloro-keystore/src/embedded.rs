@@ -1,0 +1,603 @@
+//! `EmbeddedStore`: the durable single-node `KeyStore`, one redb file in the
+//! data directory (`<data-dir>/keys.redb`).
+//!
+//! # Tables
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `keys` | key id | JSON of [`KeyRecord`] (with its `version`; never usage) |
+//! | `key_hashes` | the 32 bytes of SHA-256(key) | key id |
+//! | `account_keys` | (account id, `created_at` in ns, key id) | `()` |
+//! | `audit` | (account id, `at` in ns, event id) | JSON of [`AuditEvent`] |
+//! | `account_plans` | account id | plan name |
+//! | `usage` | key id | (count, last use in ns) |
+//!
+//! Tuple keys compare element by element (strings by their bytes, times as
+//! integers), so a reverse range scan over one account yields exactly the
+//! contract's newest-first order, ties broken by id, and a cursor is just
+//! the exclusive upper bound of the next scan.
+//!
+//! # Durability
+//!
+//! Every write is one redb write transaction committed with
+//! [`Durability::Immediate`], the default in redb 4 (`set_durability` says
+//! "Defaults to `Durability::Immediate`", and `Immediate` commits "are
+//! guaranteed to be persistent as soon as `WriteTransaction::commit`
+//! returns"). In redb 4.6 that commit writes the new commit slot, flips the
+//! primary slot and then calls `File::sync_data` (`PageManager::commit` →
+//! `storage.flush()`), so an acknowledged write is on disk, and after a crash
+//! redb reopens the last complete commit. We still set it explicitly so that
+//! a change of default can never weaken SPEC §8.
+//!
+//! redb is blocking: every call runs on `spawn_blocking` with a shared
+//! `Arc<Database>`. redb allows one write transaction at a time, which is
+//! what makes the version checks of `commit` race-free.
+
+use core::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cloro_auth_core::wire::AuditEvent;
+use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
+use jiff::Timestamp;
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
+use crate::store::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
+
+/// The database file inside the data directory.
+const FILE_NAME: &str = "keys.redb";
+
+/// Records are a few hundred bytes: 64 MiB of cache holds a large key set
+/// without letting redb's 1 GiB default claim memory on a small node.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// (account, time in ns, id): the newest-first index shape of keys and audit.
+type TimeIndexKey = (&'static str, i128, &'static str);
+
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const KEY_HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("key_hashes");
+const ACCOUNT_KEYS: TableDefinition<TimeIndexKey, ()> = TableDefinition::new("account_keys");
+const AUDIT: TableDefinition<TimeIndexKey, &[u8]> = TableDefinition::new("audit");
+const ACCOUNT_PLANS: TableDefinition<&str, &str> = TableDefinition::new("account_plans");
+const USAGE: TableDefinition<&str, (u64, Option<i128>)> = TableDefinition::new("usage");
+
+/// The durable single-node store: one redb database, safe against `kill -9`
+/// at any moment (every acknowledged write is committed and fsynced).
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `data_dir`, creating the directory
+    /// if needed. After a crash, redb repairs the file here, so this may
+    /// take a moment on a large database; it blocks, so call it before
+    /// serving or from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// `Unavailable` when the directory cannot be created or another
+    /// process (or another store in this one) holds the database open;
+    /// `Corrupt` when the file is not a database this version can read.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            StoreError::Unavailable(format!(
+                "cannot create the data directory {}: {error}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(FILE_NAME);
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|error| match error {
+                DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+                    StoreError::Unavailable(format!(
+                        "the database file {} is locked: another process (or another \
+                         store in this one) has it open; stop it or use another data directory",
+                        path.display()
+                    ))
+                }
+                other => redb_error(&format!("cannot open {}", path.display()), other),
+            })?;
+        // Create every table up front, so that read transactions never meet
+        // a missing table on a fresh database.
+        let txn = begin_write(&db)?;
+        for result in [
+            txn.open_table(KEYS).map(drop),
+            txn.open_table(KEY_HASHES).map(drop),
+            txn.open_table(ACCOUNT_KEYS).map(drop),
+            txn.open_table(AUDIT).map(drop),
+            txn.open_table(ACCOUNT_PLANS).map(drop),
+            txn.open_table(USAGE).map(drop),
+        ] {
+            result.map_err(|error| redb_error("cannot create the tables", error))?;
+        }
+        commit(txn)?;
+        sync_directory(data_dir)?;
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs blocking redb work off the async workers.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|error| {
+                StoreError::Unavailable(format!("an embedded store task did not finish: {error}"))
+            })?
+    }
+}
+
+#[async_trait]
+impl KeyStore for EmbeddedStore {
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyLookup>, StoreError> {
+        let hash = *hash;
+        self.blocking(move |db| {
+            let txn = begin_read(db)?;
+            let Some(id) = open_read(&txn, KEY_HASHES)?
+                .get(hash.as_bytes().as_slice())
+                .map_err(|error| redb_error("cannot read the hash index", error))?
+                .map(|id| id.value().to_owned())
+            else {
+                return Ok(None);
+            };
+            let keys = open_read(&txn, KEYS)?;
+            let Some(record) = read_record(&keys, &id)? else {
+                // The index and the records are written in one transaction.
+                return Err(StoreError::Corrupt(format!(
+                    "the hash index names key {id}, which has no record"
+                )));
+            };
+            let account_plan = read_plan(&open_read(&txn, ACCOUNT_PLANS)?, &record.account_id)?;
+            Ok(Some(KeyLookup {
+                record,
+                account_plan,
+            }))
+        })
+        .await
+    }
+
+    async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let id = *id;
+        self.blocking(move |db| {
+            let txn = begin_read(db)?;
+            let Some(mut record) = read_record(&open_read(&txn, KEYS)?, id.as_str())? else {
+                return Ok(None);
+            };
+            record.usage = read_usage(&open_read(&txn, USAGE)?, id.as_str())?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn keys_of_account(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+        include_revoked: bool,
+    ) -> Result<Page<KeyRecord>, StoreError> {
+        let account = *account;
+        let page = page.clone();
+        self.blocking(move |db| {
+            let txn = begin_read(db)?;
+            let index = open_read(&txn, ACCOUNT_KEYS)?;
+            let keys = open_read(&txn, KEYS)?;
+            let usage = open_read(&txn, USAGE)?;
+            let (upper_at, upper_id) = upper_bound(&page);
+            let range = index
+                .range((account.as_str(), i128::MIN, "")..(account.as_str(), upper_at, upper_id))
+                .map_err(|error| redb_error("cannot scan the account index", error))?;
+            // Records are read lazily, so a page stops reading at its limit;
+            // the first failure ends the scan and is returned below.
+            let mut failure = None;
+            let records = range.rev().map_while(|entry| {
+                let record = entry
+                    .map_err(|error| redb_error("cannot scan the account index", error))
+                    .and_then(|(index_key, _)| {
+                        let (_, _, id) = index_key.value();
+                        read_record(&keys, id)?.ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "the account index names key {id}, which has no record"
+                            ))
+                        })
+                    });
+                record.map_err(|error| failure = Some(error)).ok()
+            });
+            let found = paginate(
+                records,
+                &page,
+                |r| (r.created_at, r.id.as_str()),
+                |r| include_revoked || r.revoked_at.is_none(),
+            );
+            if let Some(error) = failure {
+                return Err(error);
+            }
+            let mut items = found.items;
+            for record in &mut items {
+                record.usage = read_usage(&usage, record.id.as_str())?;
+            }
+            Ok(Page {
+                items,
+                next: found.next,
+            })
+        })
+        .await
+    }
+
+    async fn commit(&self, batch: KeyBatch) -> Result<(), StoreError> {
+        self.blocking(move |db| commit_batch(db, &batch)).await
+    }
+
+    async fn audit_events(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        let account = *account;
+        let page = page.clone();
+        self.blocking(move |db| {
+            let txn = begin_read(db)?;
+            let audit = open_read(&txn, AUDIT)?;
+            let (upper_at, upper_id) = upper_bound(&page);
+            let range = audit
+                .range((account.as_str(), i128::MIN, "")..(account.as_str(), upper_at, upper_id))
+                .map_err(|error| redb_error("cannot scan the audit log", error))?;
+            let mut failure = None;
+            let events = range.rev().map_while(|entry| {
+                let event = entry
+                    .map_err(|error| redb_error("cannot scan the audit log", error))
+                    .and_then(|(_, json)| {
+                        serde_json::from_slice::<AuditEvent>(json.value()).map_err(|error| {
+                            StoreError::Corrupt(format!("an audit event cannot be read: {error}"))
+                        })
+                    });
+                event.map_err(|error| failure = Some(error)).ok()
+            });
+            let found = paginate(events, &page, |e| (e.at, e.id.as_str()), |_| true);
+            match failure {
+                Some(error) => Err(error),
+                None => Ok(found),
+            }
+        })
+        .await
+    }
+
+    async fn account(&self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        let account = *account;
+        self.blocking(move |db| {
+            let txn = begin_read(db)?;
+            let plan = read_plan(&open_read(&txn, ACCOUNT_PLANS)?, &account)?;
+            // Counting the index keeps no second counter that could drift;
+            // an account's keys are few enough to count on an admin read.
+            let mut key_count = 0u64;
+            for entry in open_read(&txn, ACCOUNT_KEYS)?
+                .range((account.as_str(), i128::MIN, "")..(account.as_str(), i128::MAX, ""))
+                .map_err(|error| redb_error("cannot scan the account index", error))?
+            {
+                entry.map_err(|error| redb_error("cannot scan the account index", error))?;
+                key_count += 1;
+            }
+            Ok((key_count > 0 || plan.is_some()).then_some(AccountRecord {
+                account_id: account,
+                plan,
+                key_count,
+            }))
+        })
+        .await
+    }
+
+    async fn set_account_plan(
+        &self,
+        account: &AccountId,
+        plan: &PlanName,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let account = *account;
+        let plan = *plan;
+        self.blocking(move |db| {
+            let txn = begin_write(db)?;
+            {
+                let mut plans = open_write(&txn, ACCOUNT_PLANS)?;
+                plans
+                    .insert(account.as_str(), plan.as_str())
+                    .map_err(|error| redb_error("cannot write the account plan", error))?;
+                insert_event(&mut open_write(&txn, AUDIT)?, &event)?;
+            }
+            commit(txn)
+        })
+        .await
+    }
+
+    async fn record_usage(&self, usage: &[UsageDelta]) -> Result<(), StoreError> {
+        let usage = usage.to_vec();
+        self.blocking(move |db| {
+            let txn = begin_write(db)?;
+            {
+                let mut table = open_write(&txn, USAGE)?;
+                for delta in &usage {
+                    let id = delta.key_id.as_str();
+                    let (count, last_used) = table
+                        .get(id)
+                        .map_err(|error| redb_error("cannot read usage", error))?
+                        .map(|stored| stored.value())
+                        .unwrap_or((0, None));
+                    // Batches from different nodes arrive in any order: the
+                    // last use only ever moves forwards.
+                    let last_used = last_used.max(Some(delta.last_used_at.as_nanosecond()));
+                    table
+                        .insert(id, (count.saturating_add(delta.count), last_used))
+                        .map_err(|error| redb_error("cannot write usage", error))?;
+                }
+            }
+            commit(txn)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|db| {
+            let txn = begin_read(db)?;
+            open_read(&txn, KEYS).map(drop)
+        })
+        .await
+    }
+}
+
+/// The whole of `KeyStore::commit` inside one write transaction: every check
+/// first, then every write. Returning early drops the transaction, which
+/// aborts it, so a failed check writes nothing.
+fn commit_batch(db: &Database, batch: &KeyBatch) -> Result<(), StoreError> {
+    let txn = begin_write(db)?;
+    {
+        let mut keys = open_write(&txn, KEYS)?;
+        let mut hashes = open_write(&txn, KEY_HASHES)?;
+        let mut account_keys = open_write(&txn, ACCOUNT_KEYS)?;
+        let mut audit = open_write(&txn, AUDIT)?;
+
+        let mut previous = Vec::with_capacity(batch.writes.len());
+        for write in &batch.writes {
+            let record = &write.record;
+            if record.account_id != batch.account_id {
+                return Err(StoreError::Corrupt(
+                    "a batch may only touch one account".into(),
+                ));
+            }
+            let stored = read_record(&keys, record.id.as_str())?;
+            let expected = match (write.expected_version, &stored) {
+                (None, None) => hashes
+                    .get(record.hash.as_bytes().as_slice())
+                    .map_err(|error| redb_error("cannot read the hash index", error))?
+                    .is_none(),
+                // The hash is the key's identity: a record never changes it.
+                (Some(version), Some(stored)) => {
+                    stored.version == version && stored.hash == record.hash
+                }
+                _ => false,
+            };
+            if !expected {
+                return Err(StoreError::Conflict);
+            }
+            previous.push(stored);
+        }
+
+        for (write, stored) in batch.writes.iter().zip(previous) {
+            let record = &write.record;
+            let json = serde_json::to_vec(record).map_err(|error| {
+                StoreError::Corrupt(format!("key {} cannot be encoded: {error}", record.id))
+            })?;
+            keys.insert(record.id.as_str(), json.as_slice())
+                .map_err(|error| redb_error("cannot write a key record", error))?;
+            hashes
+                .insert(record.hash.as_bytes().as_slice(), record.id.as_str())
+                .map_err(|error| redb_error("cannot write the hash index", error))?;
+            // Creation time never changes today, but if it ever did, a stale
+            // index entry would list the key twice.
+            if let Some(stored) = stored {
+                account_keys
+                    .remove((
+                        stored.account_id.as_str(),
+                        stored.created_at.as_nanosecond(),
+                        stored.id.as_str(),
+                    ))
+                    .map_err(|error| redb_error("cannot update the account index", error))?;
+            }
+            account_keys
+                .insert(
+                    (
+                        record.account_id.as_str(),
+                        record.created_at.as_nanosecond(),
+                        record.id.as_str(),
+                    ),
+                    (),
+                )
+                .map_err(|error| redb_error("cannot write the account index", error))?;
+        }
+        for event in &batch.audit {
+            insert_event(&mut audit, event)?;
+        }
+    }
+    commit(txn)
+}
+
+fn insert_event(
+    audit: &mut redb::Table<'_, TimeIndexKey, &'static [u8]>,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(event).map_err(|error| {
+        StoreError::Corrupt(format!("an audit event cannot be encoded: {error}"))
+    })?;
+    audit
+        .insert(
+            (
+                event.account_id.as_str(),
+                event.at.as_nanosecond(),
+                event.id.as_str(),
+            ),
+            json.as_slice(),
+        )
+        .map_err(|error| redb_error("cannot write the audit log", error))?;
+    Ok(())
+}
+
+/// Where a newest-first scan stops (exclusive): just before the cursor, or
+/// above any real time on the first page.
+fn upper_bound(page: &PageRequest) -> (i128, &str) {
+    match &page.after {
+        Some(cursor) => (cursor.at.as_nanosecond(), cursor.id.as_str()),
+        None => (i128::MAX, ""),
+    }
+}
+
+fn read_record(
+    keys: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let Some(json) = keys
+        .get(id)
+        .map_err(|error| redb_error("cannot read a key record", error))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(json.value())
+        .map(Some)
+        .map_err(|error| StoreError::Corrupt(format!("key {id} cannot be read: {error}")))
+}
+
+fn read_usage(
+    usage: &impl ReadableTable<&'static str, (u64, Option<i128>)>,
+    id: &str,
+) -> Result<KeyUsage, StoreError> {
+    let Some(stored) = usage
+        .get(id)
+        .map_err(|error| redb_error("cannot read usage", error))?
+    else {
+        return Ok(KeyUsage::default());
+    };
+    let (count, last_used) = stored.value();
+    let last_used_at = last_used
+        .map(Timestamp::from_nanosecond)
+        .transpose()
+        .map_err(|error| {
+            StoreError::Corrupt(format!("the last use of key {id} cannot be read: {error}"))
+        })?;
+    Ok(KeyUsage {
+        last_used_at,
+        count,
+    })
+}
+
+fn read_plan(
+    plans: &impl ReadableTable<&'static str, &'static str>,
+    account: &AccountId,
+) -> Result<Option<PlanName>, StoreError> {
+    let Some(stored) = plans
+        .get(account.as_str())
+        .map_err(|error| redb_error("cannot read the account plan", error))?
+    else {
+        return Ok(None);
+    };
+    let name = stored.value();
+    PlanName::new(name).map(Some).map_err(|error| {
+        StoreError::Corrupt(format!(
+            "the plan of account {account} cannot be read: {error}"
+        ))
+    })
+}
+
+fn begin_read(db: &Database) -> Result<redb::ReadTransaction, StoreError> {
+    db.begin_read()
+        .map_err(|error| redb_error("cannot start a read transaction", error))
+}
+
+fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError> {
+    let mut txn = db
+        .begin_write()
+        .map_err(|error| redb_error("cannot start a write transaction", error))?;
+    // Already the default; stated so that SPEC §8 does not hang on a default.
+    txn.set_durability(Durability::Immediate)
+        .map_err(|error| redb_error("cannot make the transaction durable", error))?;
+    Ok(txn)
+}
+
+fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
+    txn.commit()
+        .map_err(|error| redb_error("cannot commit a write", error))
+}
+
+fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<redb::ReadOnlyTable<K, V>, StoreError> {
+    txn.open_table(table)
+        .map_err(|error| redb_error(&format!("cannot open table {table}"), error))
+}
+
+fn open_write<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'txn WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<redb::Table<'txn, K, V>, StoreError> {
+    txn.open_table(table)
+        .map_err(|error| redb_error(&format!("cannot open table {table}"), error))
+}
+
+/// Sorts redb's errors into the contract's two failures: data this version
+/// cannot read is `Corrupt` (retrying will not help); anything else, mostly
+/// I/O, is `Unavailable`.
+fn redb_error(action: &str, error: impl Into<redb::Error>) -> StoreError {
+    let error = error.into();
+    match error {
+        redb::Error::Corrupted(_)
+        | redb::Error::UpgradeRequired(_)
+        | redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TypeDefinitionChanged { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TableIsNotMultimap(_)
+        | redb::Error::TableDoesNotExist(_) => StoreError::Corrupt(format!("{action}: {error}")),
+        other => StoreError::Unavailable(format!("{action}: {other}")),
+    }
+}
+
+/// redb fsyncs the file but not the directory entry that names it: without
+/// this, a power cut soon after the first start could lose the new file and
+/// every write acknowledged into it.
+#[cfg(unix)]
+fn sync_directory(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(|error| {
+            StoreError::Unavailable(format!(
+                "cannot sync the data directory {}: {error}",
+                dir.display()
+            ))
+        })
+}
+
+#[cfg(not(unix))]
+fn sync_directory(_dir: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
