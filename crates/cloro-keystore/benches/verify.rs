@@ -19,14 +19,20 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use cloro_auth_core::wire::{CreateKeyRequest, RateLimitPolicy};
-use cloro_auth_core::AccountId;
-use cloro_keystore::{KeyAdmin, LocalNotifier, MemoryStore, Plans, Verifier, VerifierConfig, VerifyRequest};
+use cloro_auth_core::{AccountId, KeyHash};
+use cloro_keystore::{
+    DigestHasherBuilder, GcraParams, KeyAdmin, LocalNotifier, LocalRateLimiter, MemoryStore, Plans,
+    Verifier, VerifierConfig, VerifyRequest,
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 
 fn poll_once<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("a cache hit must not wait"),
     }
@@ -40,27 +46,47 @@ struct Bench {
 
 /// `count` keys in a memory store, each verified once so the cache is warm.
 fn setup(count: usize) -> Bench {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let store = Arc::new(MemoryStore::new());
     let plans = Arc::new(Plans::builtin());
-    let config = VerifierConfig { cache_ttl: Duration::from_secs(3600), ..Default::default() };
+    let config = VerifierConfig {
+        cache_ttl: Duration::from_secs(3600),
+        ..Default::default()
+    };
     let verifier = Arc::new(Verifier::new(store.clone(), plans.clone(), None, &config));
     let admin = KeyAdmin::new(store.clone(), plans, Arc::new(LocalNotifier::default()));
     // A limit no benchmark reaches, so every call takes the full allowed path.
-    let unlimited = RateLimitPolicy::new(NonZeroU32::new(1_000_000_000).unwrap(), NonZeroU32::new(1).unwrap());
+    let unlimited = RateLimitPolicy::new(
+        NonZeroU32::new(1_000_000_000).unwrap(),
+        NonZeroU32::new(1).unwrap(),
+    );
     let headers = runtime.block_on(async {
         let mut headers = Vec::with_capacity(count);
         for i in 0..count {
-            let mut request = CreateKeyRequest::new(AccountId::new("acct_bench").unwrap(), format!("k{i}"));
+            let mut request =
+                CreateKeyRequest::new(AccountId::new("acct_bench").unwrap(), format!("k{i}"));
             request.rate_limit = Some(unlimited);
-            let issued = admin.create(request, "bench", Timestamp::now()).await.unwrap();
+            let issued = admin
+                .create(request, "bench", Timestamp::now())
+                .await
+                .unwrap();
             let header = format!("Bearer {}", issued.key.expose_secret());
-            verifier.verify([header.as_bytes()], &request_now()).await.unwrap();
+            verifier
+                .verify([header.as_bytes()], &request_now())
+                .await
+                .unwrap();
             headers.push(header);
         }
         headers
     });
-    Bench { store, verifier, headers }
+    Bench {
+        store,
+        verifier,
+        headers,
+    }
 }
 
 fn request_now() -> VerifyRequest {
@@ -88,10 +114,15 @@ fn single_key(c: &mut Criterion) {
     group.bench_function("cached_valid_key_local_limiter", |b| {
         b.iter(|| assert!(verify_ok(&bench.verifier, black_box(&header))))
     });
-    group.bench_function("bad_checksum", |b| b.iter(|| assert!(!verify_ok(&bench.verifier, black_box(&bad)))));
+    group.bench_function("bad_checksum", |b| {
+        b.iter(|| assert!(!verify_ok(&bench.verifier, black_box(&bad))))
+    });
     group.finish();
     let store_calls = bench.store.lookup_count() - lookups_before;
-    assert_eq!(store_calls, 0, "the hot path and bad checksums must not reach the store");
+    assert_eq!(
+        store_calls, 0,
+        "the hot path and bad checksums must not reach the store"
+    );
     eprintln!("store calls during cached and bad-checksum runs: {store_calls}");
 }
 
@@ -116,7 +147,11 @@ fn many_keys(c: &mut Criterion) {
             assert!(verify_ok(&bench.verifier, &bench.headers[order[next]]));
         })
     });
-    assert_eq!(bench.store.lookup_count(), lookups_before, "all 100k keys stayed cached");
+    assert_eq!(
+        bench.store.lookup_count(),
+        lookups_before,
+        "all 100k keys stayed cached"
+    );
 }
 
 fn parallel(c: &mut Criterion) {
@@ -146,5 +181,47 @@ fn parallel(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_key, many_keys, parallel);
+/// The parts of the 100k-key path on their own, to see where time goes.
+fn components(c: &mut Criterion) {
+    const KEYS: usize = 100_000;
+    let hashes: Vec<KeyHash> = (0..KEYS as u32)
+        .map(|i| KeyHash::of(&i.to_le_bytes()))
+        .collect();
+    let cache = moka::sync::Cache::builder()
+        .max_capacity(1_000_000)
+        .time_to_live(Duration::from_secs(3600))
+        .support_invalidation_closures()
+        .build_with_hasher(DigestHasherBuilder);
+    let map: dashmap::DashMap<KeyHash, Arc<u64>, DigestHasherBuilder> =
+        dashmap::DashMap::with_hasher(DigestHasherBuilder);
+    for (i, hash) in hashes.iter().enumerate() {
+        cache.insert(*hash, Arc::new(i as u64));
+        map.insert(*hash, Arc::new(i as u64));
+    }
+    let limiter = LocalRateLimiter::new();
+    let params = GcraParams::of(&RateLimitPolicy::new(
+        NonZeroU32::new(1_000_000_000).unwrap(),
+        NonZeroU32::new(1).unwrap(),
+    ));
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % KEYS as u64) as usize
+    };
+    let mut group = c.benchmark_group("components_100k_uniform");
+    group.bench_function("moka_get", |b| b.iter(|| cache.get(&hashes[next()])));
+    group.bench_function("dashmap_get", |b| {
+        b.iter(|| map.get(&hashes[next()]).map(|v| **v))
+    });
+    let now = 1_000_000_000_000;
+    group.bench_function("local_limiter_check", |b| {
+        b.iter(|| limiter.check(&hashes[next()], &params, now))
+    });
+    group.bench_function("clock_read", |b| b.iter(Timestamp::now));
+    group.finish();
+}
+
+criterion_group!(benches, single_key, many_keys, parallel, components);
 criterion_main!(benches);
