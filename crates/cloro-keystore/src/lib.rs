@@ -17,6 +17,8 @@ mod invalidation;
 mod memory;
 mod plans;
 mod record;
+mod redis_invalidation;
+mod redis_store;
 mod store;
 
 pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
@@ -24,4 +26,8 @@ pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNoti
 pub use memory::MemoryStore;
 pub use plans::{Plan, Plans, PlansError};
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
+pub use redis_invalidation::{
+    INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, spawn_invalidation_listener,
+};
+pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};

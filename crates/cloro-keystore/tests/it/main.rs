@@ -6,3 +6,4 @@
 
 mod contract;
 mod memory;
+mod redis;
