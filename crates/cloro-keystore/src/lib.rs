@@ -22,6 +22,8 @@ mod local_limit;
 mod memory;
 mod plans;
 mod record;
+mod redis_invalidation;
+mod redis_store;
 mod store;
 mod subject;
 mod usage;
@@ -37,6 +39,10 @@ pub use local_limit::{ConcurrencyLimiter, ConcurrencyPermit, ConcurrencyState, L
 pub use memory::MemoryStore;
 pub use plans::{Plan, Plans, PlansError};
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
+pub use redis_invalidation::{
+    INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, spawn_invalidation_listener,
+};
+pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};
 pub use subject::{DigestHasherBuilder, Subject, account_subject};
 pub use usage::UsageRecorder;

@@ -1,0 +1,385 @@
+//! Invalidation across nodes through Redis pub/sub: [`RedisNotifier`]
+//! publishes each change on [`INVALIDATION_CHANNEL`], and every node runs an
+//! [`InvalidationListener`] that hands what it hears to its cache (SPEC §8:
+//! a change reaches every node within a second).
+//!
+//! Messages are `k:<64 hex>` (one key, by hash), `a:<account>` (an account's
+//! plan) and `*` (everything). Pub/sub delivers at most once and forgets
+//! what it sent while a subscriber was away, so after every re-subscription
+//! the listener invalidates everything; the cache TTL bounds staleness if
+//! pub/sub stays down (SPEC §8).
+
+use core::fmt;
+use core::time::Duration;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cloro_auth_core::{AccountId, KeyHash};
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{Client, Msg};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::invalidation::{ChangeNotifier, Invalidation, InvalidationSink};
+use crate::redis_store::{RedisOptions, RedisStore, RedisTarget};
+use crate::store::StoreError;
+
+/// The pub/sub channel every node listens on.
+pub const INVALIDATION_CHANNEL: &str = "cloro:invalidate";
+
+/// The first pause before resubscribing; doubles per failure up to
+/// [`RedisOptions::reconnect_max_delay`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+/// While Redis stays away, warn on the first failure and then every this many.
+const WARN_EVERY: u32 = 30;
+
+/// Applies changes to this node's sinks at once, then publishes them so that
+/// every other node's listener applies them too.
+pub struct RedisNotifier {
+    connection: ConnectionManager,
+    timeout: Duration,
+    target: String,
+    sinks: Vec<Arc<dyn InvalidationSink>>,
+}
+
+impl fmt::Debug for RedisNotifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisNotifier")
+            .field("url", &self.target)
+            .field("sinks", &self.sinks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisNotifier {
+    /// A notifier that shares `store`'s connection and timeout and applies
+    /// changes locally to `sinks`.
+    pub fn new(store: &RedisStore, sinks: Vec<Arc<dyn InvalidationSink>>) -> Self {
+        RedisNotifier {
+            connection: store.connection(),
+            timeout: store.options().command_timeout,
+            target: store.masked_url().to_owned(),
+            sinks,
+        }
+    }
+}
+
+#[async_trait]
+impl ChangeNotifier for RedisNotifier {
+    async fn publish(&self, change: Invalidation) {
+        for sink in &self.sinks {
+            sink.invalidate(change);
+        }
+        let message = encode(&change);
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(INVALIDATION_CHANNEL).arg(&message);
+        let mut connection = self.connection.clone();
+        let publish = async {
+            match command.query_async::<i64>(&mut connection).await {
+                // Redis restarted since the last publish: the manager opens a
+                // new connection, and a message is worth one more try (a
+                // duplicate only invalidates twice).
+                Err(error) if error.is_connection_dropped() => {
+                    command.query_async::<i64>(&mut connection).await
+                }
+                result => result,
+            }
+        };
+        // A lost message is bounded by the cache TTL (SPEC §8); the admin
+        // action that caused it has already committed and must not fail.
+        match tokio::time::timeout(self.timeout, publish).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(
+                url = %self.target,
+                kind = ?error.kind(),
+                "could not publish a cache invalidation; other nodes catch up within the cache ttl"
+            ),
+            Err(_) => tracing::warn!(
+                url = %self.target,
+                timeout = ?self.timeout,
+                "redis did not take a cache invalidation in time; other nodes catch up within the cache ttl"
+            ),
+        }
+    }
+}
+
+/// The pub/sub text of a change.
+fn encode(change: &Invalidation) -> String {
+    match change {
+        Invalidation::Key(hash) => format!("k:{}", String::from_utf8_lossy(&hash.to_hex())),
+        Invalidation::Account(account) => format!("a:{account}"),
+        Invalidation::Everything => "*".to_owned(),
+    }
+}
+
+/// Reads [`encode`]'s text; `None` for anything else.
+fn decode(text: &str) -> Option<Invalidation> {
+    if text == "*" {
+        return Some(Invalidation::Everything);
+    }
+    if let Some(hex) = text.strip_prefix("k:") {
+        return KeyHash::from_hex(hex).map(Invalidation::Key);
+    }
+    text.strip_prefix("a:")
+        .and_then(|account| AccountId::new(account).ok())
+        .map(Invalidation::Account)
+}
+
+/// A background task that subscribes to [`INVALIDATION_CHANNEL`] and hands
+/// every change to a sink, resubscribing forever when the connection drops.
+/// Dropping the listener stops the task.
+pub struct InvalidationListener {
+    task: JoinHandle<()>,
+    subscriptions: watch::Receiver<u64>,
+}
+
+impl fmt::Debug for InvalidationListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvalidationListener")
+            .field("subscriptions", &*self.subscriptions.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InvalidationListener {
+    /// How many times the listener has subscribed so far (1 after the first
+    /// subscription, +1 per re-subscription).
+    pub fn subscriptions(&self) -> u64 {
+        *self.subscriptions.borrow()
+    }
+
+    /// Waits until the listener has subscribed at least `count` times, so
+    /// that callers (tests, readiness) need not sleep and hope.
+    ///
+    /// # Errors
+    /// `Unavailable` if the listener task has ended.
+    pub async fn wait_subscribed(&self, count: u64) -> Result<(), StoreError> {
+        let mut subscriptions = self.subscriptions.clone();
+        subscriptions
+            .wait_for(|&subscribed| subscribed >= count)
+            .await
+            .map(drop)
+            .map_err(|_| StoreError::Unavailable("the invalidation listener has stopped".into()))
+    }
+}
+
+impl Drop for InvalidationListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts listening for invalidations on the Redis at `url` (a tokio task)
+/// and forwards each one to `sink`.
+///
+/// After every re-subscription, and after a first subscription that only
+/// succeeded after failed attempts, the sink gets
+/// [`Invalidation::Everything`]: messages published meanwhile are lost.
+/// Malformed messages are ignored with a warning.
+///
+/// # Errors
+/// `Unavailable` when the URL cannot be used (its password masked).
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub fn spawn_invalidation_listener(
+    url: &str,
+    options: RedisOptions,
+    sink: Arc<dyn InvalidationSink>,
+) -> Result<InvalidationListener, StoreError> {
+    let target = RedisTarget::new(url);
+    let client = target.client(url)?;
+    let (announce, subscriptions) = watch::channel(0);
+    let task = tokio::spawn(listen(client, options, target, sink, announce));
+    Ok(InvalidationListener {
+        task,
+        subscriptions,
+    })
+}
+
+/// The listener's loop: subscribe, forward until the connection is lost,
+/// back off, repeat.
+async fn listen(
+    client: Client,
+    options: RedisOptions,
+    target: RedisTarget,
+    sink: Arc<dyn InvalidationSink>,
+    announce: watch::Sender<u64>,
+) {
+    let mut subscriptions: u64 = 0;
+    let mut failures: u32 = 0;
+    // Whether messages may have been missed since the listener started.
+    let mut missed = false;
+    loop {
+        match subscribe(&client, &options).await {
+            Ok(pubsub) => {
+                subscriptions += 1;
+                if subscriptions > 1 || missed {
+                    sink.invalidate(Invalidation::Everything);
+                }
+                if failures > 0 {
+                    tracing::info!(url = %target.masked, "invalidation subscription is back");
+                }
+                failures = 0;
+                announce.send_replace(subscriptions);
+                let why = forward(pubsub, &options, sink.as_ref()).await;
+                tracing::warn!(
+                    url = %target.masked,
+                    reason = %why,
+                    "lost the invalidation subscription; resubscribing"
+                );
+            }
+            Err(why) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_multiple_of(WARN_EVERY) {
+                    tracing::warn!(
+                        url = %target.masked,
+                        attempts = failures,
+                        reason = %describe_failure(&target, &why),
+                        "cannot subscribe to invalidations; retrying"
+                    );
+                }
+            }
+        }
+        missed = true;
+        tokio::time::sleep(retry_delay(failures, options.reconnect_max_delay)).await;
+    }
+}
+
+fn describe_failure(target: &RedisTarget, why: &SubscribeError) -> String {
+    match why {
+        SubscribeError::Redis(error) => target.describe(error),
+        SubscribeError::Timeout => "no answer in time".to_owned(),
+    }
+}
+
+enum SubscribeError {
+    Redis(redis::RedisError),
+    Timeout,
+}
+
+/// A fresh connection subscribed to the channel, within the connect timeout.
+async fn subscribe(
+    client: &Client,
+    options: &RedisOptions,
+) -> Result<redis::aio::PubSub, SubscribeError> {
+    let attempt = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(INVALIDATION_CHANNEL).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    match tokio::time::timeout(options.connect_timeout, attempt).await {
+        Ok(Ok(pubsub)) => Ok(pubsub),
+        Ok(Err(error)) => Err(SubscribeError::Redis(error)),
+        Err(_) => Err(SubscribeError::Timeout),
+    }
+}
+
+/// Forwards messages until the connection ends or stops answering its
+/// heartbeat, and says why it stopped. The heartbeat catches connections
+/// that die silently (a hung server, a lost peer), which would otherwise
+/// leave the node deaf with no error at all.
+async fn forward(
+    pubsub: redis::aio::PubSub,
+    options: &RedisOptions,
+    sink: &dyn InvalidationSink,
+) -> &'static str {
+    let (mut control, mut messages) = pubsub.split();
+    let mut heartbeat = tokio::time::interval(options.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the subscription just proved the link.
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            message = messages.next() => match message {
+                Some(message) => deliver(&message, sink),
+                None => return "the connection closed",
+            },
+            _ = heartbeat.tick() => {
+                let ping = control.ping::<redis::Value>();
+                match tokio::time::timeout(options.connect_timeout, ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return "the heartbeat failed",
+                    Err(_) => return "the heartbeat got no answer in time",
+                }
+            }
+        }
+    }
+}
+
+fn deliver(message: &Msg, sink: &dyn InvalidationSink) {
+    let change = std::str::from_utf8(message.get_payload_bytes())
+        .ok()
+        .and_then(decode);
+    match change {
+        Some(change) => sink.invalidate(change),
+        // The payload is not echoed: whatever it is, it is not ours.
+        None => tracing::warn!(
+            bytes = message.get_payload_bytes().len(),
+            "ignoring a malformed invalidation message"
+        ),
+    }
+}
+
+/// Exponential from [`FIRST_RETRY_DELAY`], capped, with up to 50% jitter so
+/// that nodes do not all reconnect in the same instant after a restart.
+fn retry_delay(failures: u32, max: Duration) -> Duration {
+    let exponent = failures.min(16);
+    let base = FIRST_RETRY_DELAY
+        .saturating_mul(1 << exponent)
+        .min(max.max(FIRST_RETRY_DELAY));
+    let mut random = [0u8; 1];
+    let jitter = if getrandom::fill(&mut random).is_ok() {
+        base.mul_f64(f64::from(random[0]) / 510.0)
+    } else {
+        Duration::ZERO
+    };
+    base + jitter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let changes = [
+            Invalidation::Key(KeyHash::of(b"sk_test_example")),
+            Invalidation::Account(AccountId::new("acct_1").unwrap()),
+            Invalidation::Everything,
+        ];
+        for change in changes {
+            assert_eq!(decode(&encode(&change)), Some(change));
+        }
+        let key = encode(&changes[0]);
+        assert!(key.starts_with("k:") && key.len() == 66, "{key}");
+    }
+
+    #[test]
+    fn malformed_messages_are_rejected() {
+        for text in [
+            "",
+            "k:",
+            "k:xyz",
+            "a:",
+            "a:bad account",
+            "**",
+            "x:1",
+            "K:00",
+        ] {
+            assert_eq!(decode(text), None, "{text:?}");
+        }
+        let upper = format!("k:{}", "A".repeat(64));
+        assert_eq!(decode(&upper), None);
+    }
+
+    #[test]
+    fn retry_delays_grow_and_stay_capped() {
+        let max = Duration::from_millis(500);
+        assert!(retry_delay(0, max) < Duration::from_millis(76));
+        for failures in 0..40 {
+            assert!(retry_delay(failures, max) <= max + max / 2);
+        }
+    }
+}

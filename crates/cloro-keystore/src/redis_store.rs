@@ -1,0 +1,1031 @@
+//! `RedisStore`: the [`KeyStore`] for many nodes sharing one Redis.
+//!
+//! # Key layout
+//!
+//! Every key an admin action touches together lives in one hash slot, the
+//! account's (`{a:<account>}`), so the store runs unchanged on Redis
+//! Cluster. Only the two global indexes sit in slots of their own; they are
+//! immutable and written before the account's commit.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `cloro:{a:<account>}:key:<id>` | string | the [`KeyRecord`] as JSON (`version` included, usage not) |
+//! | `cloro:{a:<account>}:keys` | zset, scores 0 | one member per key, `<time>.<id>`, ordered by `ZRANGEBYLEX` |
+//! | `cloro:{a:<account>}:audit` | zset, scores 0 | one member per event, `<time>.<id> <event JSON>` |
+//! | `cloro:{a:<account>}:plan` | string | the account's plan name |
+//! | `cloro:{a:<account>}:usage` | hash | `<id>:count` (uses) and `<id>:last_used_at` (a `<time>`) |
+//! | `cloro:{h:<64 hex>}` | string | `<account> <key id>`: the verifier's index by [`KeyHash`] |
+//! | `cloro:{i:<key id>}` | string | `<account>`: the index by key id |
+//!
+//! `<time>` is the Unix time in nanoseconds plus 10²¹, zero-padded to 22
+//! digits: non-negative for every [`Timestamp`], and it sorts as text in
+//! time order. ZSET scores are doubles and cannot hold nanoseconds exactly,
+//! so the index orders members lexicographically instead; with a fixed-width
+//! time, `(time, id)` order and byte order agree, which is what the
+//! newest-first pages and their cursors need. In the audit member a space
+//! ends the position (ids hold no spaces), so JSON after it never changes
+//! the order.
+//!
+//! # Consistency
+//!
+//! A new record's `{h:…}` and `{i:…}` entries are set with `SET NX` first;
+//! finding another value there means a duplicate hash or id
+//! ([`StoreError::Conflict`]). Then one Lua script checks every expected
+//! version in the account slot and, only if all match, writes the records,
+//! the key index and the audit events. If that commit fails, the index
+//! entries dangle: reads follow them only to a record with the same hash and
+//! id, so a dangling entry reads as "no such key".
+//!
+//! # Failure
+//!
+//! Every call answers within [`RedisOptions::command_timeout`], also when
+//! Redis hangs instead of refusing: the whole call, however many round
+//! trips, runs under one `tokio::time::timeout`, and a miss is
+//! [`StoreError::Unavailable`]. The connection manager reconnects in the
+//! background, so the same `RedisStore` works again once Redis is back.
+//! No plaintext key ever reaches Redis, and errors show the URL with its
+//! password masked.
+
+use core::fmt;
+use core::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloro_auth_core::wire::AuditEvent;
+use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
+use jiff::Timestamp;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, ErrorKind, RedisError, Script};
+
+use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
+use crate::store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, StoreError};
+
+/// Added to Unix nanoseconds so that every `Timestamp` (the earliest is
+/// about -3.8 × 10²⁰ ns) is positive and fits 22 digits.
+const TIME_BIAS: i128 = 1_000_000_000_000_000_000_000;
+const TIME_DIGITS: usize = 22;
+/// How many index members one round trip of a key listing reads at least:
+/// revoked keys are filtered after reading, so a page may need several.
+const MIN_LIST_BATCH: usize = 16;
+const MAX_LIST_BATCH: usize = 256;
+/// Reconnect attempts in one background round before the manager gives up
+/// until the next command; with a capped delay this covers a few minutes.
+const RECONNECT_ATTEMPTS: usize = 300;
+
+/// Checks every version and writes all or nothing, in the account slot.
+///
+/// `KEYS[1]` key index, `KEYS[2]` audit, `KEYS[2 + i]` record `i`.
+/// `ARGV[1]` the number of writes `n`; per write `i` (from 1) at `3i - 1`:
+/// the expected version (`""` when the record must not exist), the record
+/// JSON and its index member; then audit members to the end.
+/// Returns 1 (written), 0 (a version check failed, nothing written) or -1
+/// (a write would move a record in the index, which records never do).
+const COMMIT_LUA: &str = r"
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local expected = ARGV[3 * i - 1]
+  local current = redis.call('GET', KEYS[2 + i])
+  if expected == '' then
+    if current then return 0 end
+  else
+    if not current then return 0 end
+    local stored = cjson.decode(current)
+    local incoming = cjson.decode(ARGV[3 * i])
+    if stored.version ~= tonumber(expected) or stored.hash ~= incoming.hash then
+      return 0
+    end
+    if stored.created_at ~= incoming.created_at then return -1 end
+  end
+end
+for i = 1, n do
+  redis.call('SET', KEYS[2 + i], ARGV[3 * i])
+  redis.call('ZADD', KEYS[1], 0, ARGV[3 * i + 1])
+end
+for j = 3 * n + 2, #ARGV do
+  redis.call('ZADD', KEYS[2], 0, ARGV[j])
+end
+return 1
+";
+
+/// Adds usage to one account's hash: `KEYS[1]` the usage hash; `ARGV` in
+/// threes: key id, count, last use as a `<time>`. Last use never moves
+/// backwards. Times are compared in two 11-digit halves, as numbers: a Lua
+/// number holds 11 digits exactly but not 22, and string comparison in
+/// Redis's Lua follows the server's locale.
+const USAGE_LUA: &str = r"
+local function later(a, b)
+  local a_high, b_high = tonumber(string.sub(a, 1, 11)), tonumber(string.sub(b, 1, 11))
+  if a_high ~= b_high then return a_high > b_high end
+  return tonumber(string.sub(a, 12)) > tonumber(string.sub(b, 12))
+end
+for i = 1, #ARGV, 3 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i] .. ':count', ARGV[i + 1])
+  local field = ARGV[i] .. ':last_used_at'
+  local last = redis.call('HGET', KEYS[1], field)
+  if (not last) or later(ARGV[i + 2], last) then
+    redis.call('HSET', KEYS[1], field, ARGV[i + 2])
+  end
+end
+return 1
+";
+
+/// How the Redis store talks to Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// The most any store call may take, round trips included; past it the
+    /// call is [`StoreError::Unavailable`] (SPEC §8: 250 ms by default).
+    pub command_timeout: Duration,
+    /// The most one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// The longest pause between reconnection attempts (jitter may add as
+    /// much again), so service resumes soon after Redis does.
+    pub reconnect_max_delay: Duration,
+    /// How often the invalidation listener pings its connection, to notice a
+    /// connection that silently died.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            command_timeout: Duration::from_millis(250),
+            connect_timeout: Duration::from_secs(1),
+            reconnect_max_delay: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A [`KeyStore`] in Redis (single node today; Redis Cluster compatible by
+/// its key layout, see the module docs).
+pub struct RedisStore {
+    connection: ConnectionManager,
+    options: RedisOptions,
+    target: RedisTarget,
+    commit_script: Script,
+    usage_script: Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.target.masked)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store on the Redis at `url` (`redis://[user:password@]host:port[/db]`).
+    ///
+    /// Redis need not be up yet: the first call connects, and until then
+    /// calls answer [`StoreError::Unavailable`]. Use [`KeyStore::ping`] to
+    /// check that it is reachable.
+    ///
+    /// # Errors
+    /// `Unavailable` when the URL cannot be used (the message masks any
+    /// password in it).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime: the connection manager spawns its task here.
+    pub fn connect(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
+        let target = RedisTarget::new(url);
+        let client = target.client(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.command_timeout))
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(options.reconnect_max_delay)
+            .set_number_of_retries(RECONNECT_ATTEMPTS);
+        // Lazy, so a node can start while Redis is down and serve its cache
+        // (SPEC §8); `new_with_config` would fail the start instead.
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|error| target.unavailable(&error))?;
+        Ok(RedisStore {
+            connection,
+            options,
+            target,
+            commit_script: Script::new(COMMIT_LUA),
+            usage_script: Script::new(USAGE_LUA),
+        })
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    /// The URL with any password masked: safe for logs.
+    pub fn masked_url(&self) -> &str {
+        &self.target.masked
+    }
+
+    /// A handle on the shared connection, for the notifier's `PUBLISH`.
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    /// Runs one store call under the command timeout.
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.options.command_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis at {} did not answer within {:?}",
+                self.target.masked, self.options.command_timeout
+            ))),
+        }
+    }
+
+    /// Sends an idempotent command. A connection found dropped (Redis
+    /// restarted since the last call) is retried once on the connection the
+    /// manager opens in its place, so the first call after a restart does
+    /// not fail for nothing.
+    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        let result = match command.query_async(&mut connection).await {
+            Err(error) if error.is_connection_dropped() => {
+                command.query_async(&mut connection).await
+            }
+            result => result,
+        };
+        result.map_err(|error| self.target.failure(&error))
+    }
+
+    /// [`Self::query`] for an idempotent pipeline.
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        let result = match pipe.query_async(&mut connection).await {
+            Err(error) if error.is_connection_dropped() => pipe.query_async(&mut connection).await,
+            result => result,
+        };
+        result.map_err(|error| self.target.failure(&error))
+    }
+
+    /// Reads records of one account by id, usage included; `None` where a
+    /// record is missing.
+    async fn records_with_usage(
+        &self,
+        slot: &AccountSlot,
+        ids: &[&str],
+    ) -> Result<Vec<Option<KeyRecord>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET");
+        for id in ids {
+            pipe.arg(slot.record(id));
+        }
+        pipe.cmd("HMGET").arg(slot.usage());
+        for id in ids {
+            pipe.arg(usage_count_field(id)).arg(usage_last_field(id));
+        }
+        let (records, usage): (Vec<Option<String>>, Vec<Option<String>>) =
+            self.query_pipe(&pipe).await?;
+        if records.len() != ids.len() || usage.len() != 2 * ids.len() {
+            return Err(StoreError::Corrupt(
+                "redis answered a read with the wrong number of values".into(),
+            ));
+        }
+        records
+            .into_iter()
+            .zip(usage.chunks_exact(2))
+            .map(|(json, usage)| {
+                json.map(|json| {
+                    let mut record = decode_record(&json)?;
+                    record.usage = decode_usage(usage[0].as_deref(), usage[1].as_deref())?;
+                    Ok(record)
+                })
+                .transpose()
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl KeyStore for RedisStore {
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyLookup>, StoreError> {
+        self.bounded(async {
+            let entry: Option<String> = self
+                .query(redis::cmd("GET").arg(hash_index_key(hash)))
+                .await?;
+            let Some(entry) = entry else {
+                return Ok(None);
+            };
+            let (account, id) = decode_hash_entry(&entry)?;
+            let slot = AccountSlot::new(&account);
+            let (record, plan): (Option<String>, Option<String>) = self
+                .query(
+                    redis::cmd("MGET")
+                        .arg(slot.record(id.as_str()))
+                        .arg(slot.plan()),
+                )
+                .await?;
+            let Some(record) = record else {
+                // A dangling index entry: its commit never happened.
+                return Ok(None);
+            };
+            let record = decode_record(&record)?;
+            if record.hash != *hash || record.id != id || record.account_id != account {
+                return Ok(None);
+            }
+            Ok(Some(KeyLookup {
+                record,
+                account_plan: plan.as_deref().map(decode_plan).transpose()?,
+            }))
+        })
+        .await
+    }
+
+    async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.bounded(async {
+            let account: Option<String> =
+                self.query(redis::cmd("GET").arg(id_index_key(id))).await?;
+            let Some(account) = account else {
+                return Ok(None);
+            };
+            let account = decode_account(&account)?;
+            let slot = AccountSlot::new(&account);
+            let record = self
+                .records_with_usage(&slot, &[id.as_str()])
+                .await?
+                .into_iter()
+                .next()
+                .flatten();
+            Ok(record.filter(|r| r.id == *id && r.account_id == account))
+        })
+        .await
+    }
+
+    async fn keys_of_account(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+        include_revoked: bool,
+    ) -> Result<Page<KeyRecord>, StoreError> {
+        self.bounded(async {
+            let slot = AccountSlot::new(account);
+            // One more than the page, to know whether a next page exists.
+            let wanted = page.limit.saturating_add(1);
+            let mut bound = match &page.after {
+                Some(cursor) => format!("({}", position(cursor.at, &cursor.id)),
+                None => "+".to_owned(),
+            };
+            let mut kept: Vec<KeyRecord> = Vec::new();
+            while kept.len() < wanted {
+                let batch = (wanted - kept.len()).clamp(MIN_LIST_BATCH, MAX_LIST_BATCH);
+                let members: Vec<String> = self
+                    .query(
+                        redis::cmd("ZREVRANGEBYLEX")
+                            .arg(slot.keys())
+                            .arg(&bound)
+                            .arg("-")
+                            .arg("LIMIT")
+                            .arg(0)
+                            .arg(batch),
+                    )
+                    .await?;
+                let Some(last) = members.last() else {
+                    break;
+                };
+                bound = format!("({last}");
+                let ids = members
+                    .iter()
+                    .map(|member| member_id(member))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let records = self.records_with_usage(&slot, &ids).await?;
+                for (id, record) in ids.iter().zip(records) {
+                    let record = record.ok_or_else(|| {
+                        StoreError::Corrupt(format!("the key index lists {id} without a record"))
+                    })?;
+                    if (include_revoked || record.revoked_at.is_none()) && kept.len() < wanted {
+                        kept.push(record);
+                    }
+                }
+                if members.len() < batch {
+                    break;
+                }
+            }
+            Ok(into_page(kept, page.limit, |r| {
+                (r.created_at, r.id.to_string())
+            }))
+        })
+        .await
+    }
+
+    async fn commit(&self, batch: KeyBatch) -> Result<(), StoreError> {
+        let slot = AccountSlot::new(&batch.account_id);
+        // Validate and encode before the clock starts: no I/O here.
+        let mut records = Vec::with_capacity(batch.writes.len());
+        for write in &batch.writes {
+            if write.record.account_id != batch.account_id {
+                return Err(StoreError::Corrupt(
+                    "a batch may only touch one account".into(),
+                ));
+            }
+            let json = serde_json::to_string(&write.record)
+                .map_err(|error| StoreError::Corrupt(format!("cannot encode a record: {error}")))?;
+            records.push(json);
+        }
+        let mut audit = Vec::with_capacity(batch.audit.len());
+        for event in &batch.audit {
+            audit.push(audit_member(event, &batch.account_id)?);
+        }
+        self.bounded(async {
+            let new_records: Vec<&KeyRecord> = batch
+                .writes
+                .iter()
+                .filter(|w| w.expected_version.is_none())
+                .map(|w| &w.record)
+                .collect();
+            self.claim_indexes(&batch.account_id, &new_records).await?;
+
+            let mut invocation = self.commit_script.prepare_invoke();
+            invocation.key(slot.keys()).key(slot.audit());
+            invocation.arg(batch.writes.len());
+            for (write, json) in batch.writes.iter().zip(&records) {
+                invocation.key(slot.record(write.record.id.as_str()));
+                invocation
+                    .arg(
+                        write
+                            .expected_version
+                            .map_or_else(String::new, |v| v.to_string()),
+                    )
+                    .arg(json)
+                    .arg(position(write.record.created_at, write.record.id.as_str()));
+            }
+            for member in &audit {
+                invocation.arg(member);
+            }
+            let mut connection = self.connection.clone();
+            let outcome: i64 = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|error| self.target.failure(&error))?;
+            match outcome {
+                1 => Ok(()),
+                0 => Err(StoreError::Conflict),
+                _ => Err(StoreError::Corrupt(
+                    "a record's creation time cannot change".into(),
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn audit_events(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        self.bounded(async {
+            let slot = AccountSlot::new(account);
+            let bound = match &page.after {
+                // Ends the position with the separator, so the cursor's own
+                // event (position, space, JSON) sorts after the bound.
+                Some(cursor) => format!("({} ", position(cursor.at, &cursor.id)),
+                None => "+".to_owned(),
+            };
+            let members: Vec<String> = self
+                .query(
+                    redis::cmd("ZREVRANGEBYLEX")
+                        .arg(slot.audit())
+                        .arg(bound)
+                        .arg("-")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(page.limit.saturating_add(1)),
+                )
+                .await?;
+            let events = members
+                .iter()
+                .map(|member| decode_audit_member(member))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(into_page(events, page.limit, |e| (e.at, e.id.clone())))
+        })
+        .await
+    }
+
+    async fn account(&self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        self.bounded(async {
+            let slot = AccountSlot::new(account);
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZCARD").arg(slot.keys());
+            pipe.cmd("GET").arg(slot.plan());
+            let (key_count, plan): (u64, Option<String>) = self.query_pipe(&pipe).await?;
+            let plan = plan.as_deref().map(decode_plan).transpose()?;
+            Ok((key_count > 0 || plan.is_some()).then_some(AccountRecord {
+                account_id: *account,
+                plan,
+                key_count,
+            }))
+        })
+        .await
+    }
+
+    async fn set_account_plan(
+        &self,
+        account: &AccountId,
+        plan: &PlanName,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let member = audit_member(&event, account)?;
+        self.bounded(async {
+            let slot = AccountSlot::new(account);
+            // MULTI/EXEC: the plan and its audit event land together.
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            pipe.cmd("SET").arg(slot.plan()).arg(plan.as_str()).ignore();
+            pipe.cmd("ZADD")
+                .arg(slot.audit())
+                .arg(0)
+                .arg(member)
+                .ignore();
+            self.query_pipe::<()>(&pipe).await
+        })
+        .await
+    }
+
+    async fn record_usage(&self, usage: &[UsageDelta]) -> Result<(), StoreError> {
+        // One script per account: usage of different accounts lives in
+        // different slots.
+        let mut by_account: Vec<(AccountId, Vec<&UsageDelta>)> = Vec::new();
+        for delta in usage {
+            match by_account.iter_mut().find(|(a, _)| *a == delta.account_id) {
+                Some((_, deltas)) => deltas.push(delta),
+                None => by_account.push((delta.account_id, vec![delta])),
+            }
+        }
+        self.bounded(async {
+            for (account, deltas) in &by_account {
+                let slot = AccountSlot::new(account);
+                let mut invocation = self.usage_script.prepare_invoke();
+                invocation.key(slot.usage());
+                for delta in deltas {
+                    invocation
+                        .arg(delta.key_id.as_str())
+                        .arg(i64::try_from(delta.count).unwrap_or(i64::MAX))
+                        .arg(encode_time(delta.last_used_at));
+                }
+                let mut connection = self.connection.clone();
+                invocation
+                    .invoke_async::<i64>(&mut connection)
+                    .await
+                    .map_err(|error| self.target.failure(&error))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(async {
+            let _: String = self.query(&redis::cmd("PING")).await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl RedisStore {
+    /// Sets the global `{h:…}` and `{i:…}` entries of new records (`SET NX`,
+    /// then reads them back): an entry that holds another value means the
+    /// hash or id is taken. Entries equal to ours are fine, so a commit
+    /// retried after a timeout does not conflict with itself.
+    async fn claim_indexes(
+        &self,
+        account: &AccountId,
+        records: &[&KeyRecord],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let mut expected = Vec::with_capacity(2 * records.len());
+        for record in records {
+            let entries = [
+                (
+                    hash_index_key(&record.hash),
+                    format!("{account} {}", record.id),
+                ),
+                (id_index_key(&record.id), account.to_string()),
+            ];
+            for (key, value) in entries {
+                pipe.cmd("SET").arg(&key).arg(&value).arg("NX").ignore();
+                pipe.cmd("GET").arg(&key);
+                expected.push(value);
+            }
+        }
+        let stored: Vec<Option<String>> = self.query_pipe(&pipe).await?;
+        if stored.len() != expected.len() {
+            return Err(StoreError::Corrupt(
+                "redis answered the index claims with the wrong number of values".into(),
+            ));
+        }
+        if stored
+            .iter()
+            .zip(&expected)
+            .all(|(stored, expected)| stored.as_deref() == Some(expected.as_str()))
+        {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+}
+
+/// Where a store talks to, for messages: the URL with its password masked,
+/// and the secrets to strip from any error text.
+pub(crate) struct RedisTarget {
+    pub(crate) masked: String,
+    secrets: Vec<String>,
+}
+
+impl RedisTarget {
+    pub(crate) fn new(url: &str) -> Self {
+        RedisTarget {
+            masked: mask_url(url),
+            secrets: url_secrets(url),
+        }
+    }
+
+    pub(crate) fn client(&self, url: &str) -> Result<Client, StoreError> {
+        Client::open(url).map_err(|error| {
+            StoreError::Unavailable(format!(
+                "cannot use the redis url {}: {}",
+                self.masked,
+                self.scrub(&error.to_string())
+            ))
+        })
+    }
+
+    /// A Redis failure as a store error: data Redis returned that cannot be
+    /// read is `Corrupt`; everything else (I/O, timeouts, server errors) is
+    /// `Unavailable`, which callers may retry later.
+    pub(crate) fn failure(&self, error: &RedisError) -> StoreError {
+        match error.kind() {
+            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => StoreError::Corrupt(format!(
+                "redis at {} answered unexpectedly: {}",
+                self.masked,
+                self.scrub(&error.to_string())
+            )),
+            _ => self.unavailable(error),
+        }
+    }
+
+    pub(crate) fn unavailable(&self, error: &RedisError) -> StoreError {
+        StoreError::Unavailable(self.describe(error))
+    }
+
+    pub(crate) fn describe(&self, error: &RedisError) -> String {
+        format!(
+            "redis at {}: {}",
+            self.masked,
+            self.scrub(&error.to_string())
+        )
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
+    }
+}
+
+/// The URL for messages: the password in `user:password@` (or a bare
+/// `secret@`, which some write for a password-only URL) and `pass`/`password`
+/// query values become `***`.
+pub(crate) fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL: it may be a secret pasted in the wrong place.
+        return "(unparsable url)".to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if is_secret_param(name) => format!("{name}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+fn is_secret_param(name: &str) -> bool {
+    name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password")
+}
+
+/// The secrets `mask_url` hides, to strip them from error texts as well.
+fn url_secrets(url: &str) -> Vec<String> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return vec![url.to_owned()];
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut secrets = Vec::new();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        secrets.push(
+            userinfo
+                .split_once(':')
+                .map_or(userinfo, |(_, password)| password)
+                .to_owned(),
+        );
+    }
+    if let Some((_, query)) = tail.split_once('?') {
+        secrets.extend(
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .filter(|(name, _)| is_secret_param(name))
+                .map(|(_, value)| value.to_owned()),
+        );
+    }
+    secrets.retain(|secret| !secret.is_empty());
+    secrets
+}
+
+/// The keys of one account, all in its hash slot.
+struct AccountSlot {
+    tag: String,
+}
+
+impl AccountSlot {
+    fn new(account: &AccountId) -> Self {
+        AccountSlot {
+            tag: format!("cloro:{{a:{account}}}"),
+        }
+    }
+
+    fn record(&self, id: &str) -> String {
+        format!("{}:key:{id}", self.tag)
+    }
+
+    fn keys(&self) -> String {
+        format!("{}:keys", self.tag)
+    }
+
+    fn audit(&self) -> String {
+        format!("{}:audit", self.tag)
+    }
+
+    fn plan(&self) -> String {
+        format!("{}:plan", self.tag)
+    }
+
+    fn usage(&self) -> String {
+        format!("{}:usage", self.tag)
+    }
+}
+
+fn hash_index_key(hash: &KeyHash) -> String {
+    format!("cloro:{{h:{}}}", String::from_utf8_lossy(&hash.to_hex()))
+}
+
+fn id_index_key(id: &KeyId) -> String {
+    format!("cloro:{{i:{id}}}")
+}
+
+fn usage_count_field(id: &str) -> String {
+    format!("{id}:count")
+}
+
+fn usage_last_field(id: &str) -> String {
+    format!("{id}:last_used_at")
+}
+
+/// A fixed-width, text-sortable time (see the module docs).
+fn encode_time(at: Timestamp) -> String {
+    format!(
+        "{:0width$}",
+        at.as_nanosecond() + TIME_BIAS,
+        width = TIME_DIGITS
+    )
+}
+
+fn decode_time(text: &str) -> Result<Timestamp, StoreError> {
+    text.parse::<i128>()
+        .ok()
+        .and_then(|biased| Timestamp::from_nanosecond(biased - TIME_BIAS).ok())
+        .ok_or_else(|| StoreError::Corrupt("a stored time cannot be read".into()))
+}
+
+/// An index member: time then id, so text order is `(time, id)` order.
+fn position(at: Timestamp, id: &str) -> String {
+    format!("{}.{id}", encode_time(at))
+}
+
+/// The id in a key index member.
+fn member_id(member: &str) -> Result<&str, StoreError> {
+    member
+        .get(TIME_DIGITS + 1..)
+        .filter(|id| !id.is_empty() && member.as_bytes().get(TIME_DIGITS) == Some(&b'.'))
+        .ok_or_else(|| StoreError::Corrupt("the key index holds a malformed member".into()))
+}
+
+/// The audit zset member: position, a space, the event as JSON.
+fn audit_member(event: &AuditEvent, account: &AccountId) -> Result<String, StoreError> {
+    if event.account_id != *account {
+        return Err(StoreError::Corrupt(
+            "an audit event belongs to another account".into(),
+        ));
+    }
+    // Bytes at or below the space would sort the separator after the id and
+    // break the order (see the module docs).
+    if event.id.is_empty() || event.id.bytes().any(|b| b <= b' ') {
+        return Err(StoreError::Corrupt(
+            "an audit event id must be non-empty, without spaces or control characters".into(),
+        ));
+    }
+    let json = serde_json::to_string(event)
+        .map_err(|error| StoreError::Corrupt(format!("cannot encode an audit event: {error}")))?;
+    Ok(format!("{} {json}", position(event.at, &event.id)))
+}
+
+fn decode_audit_member(member: &str) -> Result<AuditEvent, StoreError> {
+    let (_, json) = member
+        .split_once(' ')
+        .ok_or_else(|| StoreError::Corrupt("the audit log holds a malformed member".into()))?;
+    serde_json::from_str(json)
+        .map_err(|error| StoreError::Corrupt(format!("an audit event cannot be read: {error}")))
+}
+
+fn decode_record(json: &str) -> Result<KeyRecord, StoreError> {
+    serde_json::from_str(json)
+        .map_err(|error| StoreError::Corrupt(format!("a key record cannot be read: {error}")))
+}
+
+fn decode_usage(count: Option<&str>, last: Option<&str>) -> Result<KeyUsage, StoreError> {
+    let count = match count {
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| StoreError::Corrupt("a usage count cannot be read".into()))?,
+        None => 0,
+    };
+    Ok(KeyUsage {
+        count,
+        last_used_at: last.map(decode_time).transpose()?,
+    })
+}
+
+fn decode_hash_entry(entry: &str) -> Result<(AccountId, KeyId), StoreError> {
+    entry
+        .split_once(' ')
+        .and_then(|(account, id)| Some((AccountId::new(account).ok()?, KeyId::new(id).ok()?)))
+        .ok_or_else(|| StoreError::Corrupt("the hash index holds a malformed entry".into()))
+}
+
+fn decode_account(text: &str) -> Result<AccountId, StoreError> {
+    AccountId::new(text)
+        .map_err(|_| StoreError::Corrupt("the id index holds a malformed account".into()))
+}
+
+fn decode_plan(text: &str) -> Result<PlanName, StoreError> {
+    PlanName::new(text).map_err(|_| StoreError::Corrupt("a stored plan name is malformed".into()))
+}
+
+/// `items` hold up to `limit + 1` entries, newest first: the extra one only
+/// says that a next page exists (as `paginate` decides it).
+fn into_page<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    position: impl Fn(&T) -> (Timestamp, String),
+) -> Page<T> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = if more {
+        items.last().map(|last| {
+            let (at, id) = position(last);
+            Cursor { at, id }
+        })
+    } else {
+        None
+    };
+    Page { items, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_sort_as_text_in_time_order() {
+        let times = [
+            Timestamp::MIN,
+            "1969-12-31T23:59:59.999999999Z".parse().unwrap(),
+            Timestamp::UNIX_EPOCH,
+            "2026-01-15T12:00:00.000000001Z".parse().unwrap(),
+            "2026-01-15T12:00:00.1Z".parse().unwrap(),
+            Timestamp::MAX,
+        ];
+        let encoded: Vec<String> = times.iter().map(|t| encode_time(*t)).collect();
+        assert!(
+            encoded.iter().all(|e| e.len() == TIME_DIGITS),
+            "{encoded:?}"
+        );
+        assert!(encoded.windows(2).all(|w| w[0] < w[1]), "{encoded:?}");
+        for (time, text) in times.iter().zip(&encoded) {
+            assert_eq!(decode_time(text).unwrap(), *time);
+        }
+    }
+
+    #[test]
+    fn positions_order_ties_by_id_like_the_cursor() {
+        let at = Timestamp::UNIX_EPOCH;
+        let ids = ["key_a", "key_ab", "key_b", "key_B", "key_-"];
+        for a in ids {
+            for b in ids {
+                assert_eq!(
+                    position(at, a).cmp(&position(at, b)),
+                    (at, a).cmp(&(at, b)),
+                    "{a} vs {b}"
+                );
+            }
+        }
+        assert_eq!(member_id(&position(at, "key_ab")).unwrap(), "key_ab");
+        assert!(member_id("short").is_err());
+    }
+
+    #[test]
+    fn audit_members_keep_order_whatever_the_json() {
+        let at = Timestamp::UNIX_EPOCH;
+        // The prefix id sorts first, as (at, id) does, though '{' > 'b'.
+        let short = format!("{} {{\"z\":1}}", position(at, "evt_a"));
+        let long = format!("{} {{\"a\":1}}", position(at, "evt_ab"));
+        assert!(short < long);
+        // The cursor bound excludes its own event and keeps earlier ones.
+        let bound = format!("{} ", position(at, "evt_ab"));
+        assert!(short < bound && long > bound);
+    }
+
+    #[test]
+    fn urls_are_masked() {
+        assert_eq!(
+            mask_url("redis://user:hunter2@db.example:6380/1"),
+            "redis://user:***@db.example:6380/1"
+        );
+        assert_eq!(
+            mask_url("redis://:hunter2@127.0.0.1"),
+            "redis://:***@127.0.0.1"
+        );
+        assert_eq!(
+            mask_url("redis://hunter2@127.0.0.1"),
+            "redis://***@127.0.0.1"
+        );
+        assert_eq!(
+            mask_url("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(mask_url("hunter2"), "(unparsable url)");
+        assert_eq!(mask_url("redis://127.0.0.1:6380"), "redis://127.0.0.1:6380");
+        let target = RedisTarget::new("redis://user:hunter2@db.example:6380?password=s3cret");
+        assert_eq!(
+            target.scrub("auth hunter2 and s3cret failed"),
+            "auth *** and *** failed"
+        );
+    }
+
+    #[test]
+    fn bad_url_errors_do_not_echo_the_password() {
+        let error = RedisStore::connect("redis://user:hunter2@[::1", RedisOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+        let error = RedisStore::connect("hunter2", RedisOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn pages_keep_one_extra_item_only_to_set_the_cursor() {
+        let at = Timestamp::UNIX_EPOCH;
+        let page = into_page(vec!["a", "b", "c"], 2, |s| (at, (*s).to_owned()));
+        assert_eq!(page.items, vec!["a", "b"]);
+        assert_eq!(page.next.map(|c| c.id), Some("b".to_owned()));
+        let last = into_page(vec!["a"], 2, |s| (at, (*s).to_owned()));
+        assert!(last.next.is_none());
+        let empty = into_page(vec!["a"], 0, |s| (at, (*s).to_owned()));
+        assert!(empty.items.is_empty() && empty.next.is_none());
+    }
+}
