@@ -12,14 +12,19 @@
 use cloro_auth_core::wire::RateLimitPolicy;
 
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
+const MICROS_PER_SECOND: i128 = 1_000_000;
 
-/// A policy in the integer nanoseconds the algorithm works in.
+/// A policy in integer time units: nanoseconds in process, microseconds in
+/// Redis (whose Lua numbers are doubles: microseconds since the epoch stay
+/// below 2^53 and so are exact, nanoseconds would not be).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GcraParams {
-    /// `T`: nanoseconds per request.
+    /// `T`: time units per request.
     pub emission_interval: i64,
     /// `τ`: how far `tat` may run ahead of now and still allow a request.
     pub tolerance: i64,
+    /// Time units per second: 10⁹ (nanoseconds) or 10⁶ (microseconds).
+    pub units_per_second: i64,
     /// `requests` of the policy: the `X-RateLimit-Limit` value.
     pub limit: u32,
     /// `per_seconds` of the policy: the window of `RateLimit-Policy`.
@@ -27,17 +32,27 @@ pub struct GcraParams {
 }
 
 impl GcraParams {
-    /// The parameters of `policy`. `T` is rounded up to whole nanoseconds,
-    /// so rounding can only make the limit stricter, never looser.
+    /// The parameters of `policy` in nanoseconds. `T` is rounded up to a
+    /// whole unit, so rounding can only make the limit stricter, never looser.
     pub fn of(policy: &RateLimitPolicy) -> Self {
+        Self::in_units(policy, NANOS_PER_SECOND)
+    }
+
+    /// The parameters of `policy` in microseconds, for the Redis script.
+    pub fn of_in_microseconds(policy: &RateLimitPolicy) -> Self {
+        Self::in_units(policy, MICROS_PER_SECOND)
+    }
+
+    fn in_units(policy: &RateLimitPolicy, units_per_second: i128) -> Self {
         let requests = i128::from(policy.requests.get());
-        let period = i128::from(policy.per_seconds.get()) * NANOS_PER_SECOND;
+        let period = i128::from(policy.per_seconds.get()) * units_per_second;
         let emission_interval = ((period + requests - 1) / requests).max(1);
         let burst = i128::from(policy.effective_burst().get());
         let tolerance = emission_interval * (burst - 1);
         GcraParams {
             emission_interval: saturate(emission_interval),
             tolerance: saturate(tolerance),
+            units_per_second: saturate(units_per_second),
             limit: policy.requests.get(),
             window_seconds: policy.per_seconds.get(),
         }
@@ -67,7 +82,8 @@ pub struct RateDecision {
 }
 
 /// One GCRA step: the decision, and the new `tat` to store if allowed.
-/// `tat` is 0 (or anything ≤ `now`) for a subject with no state.
+/// `tat` and `now` are in the params' units; `tat` is 0 (or anything ≤
+/// `now`) for a subject with no state.
 pub fn decide(tat: i64, now: i64, params: &GcraParams) -> (RateDecision, Option<i64>) {
     let base = tat.max(now);
     let ahead = i128::from(base) - i128::from(now);
@@ -79,8 +95,8 @@ pub fn decide(tat: i64, now: i64, params: &GcraParams) -> (RateDecision, Option<
             limit: params.limit,
             window_seconds: params.window_seconds,
             remaining: 0,
-            reset_seconds: ceil_seconds(ahead),
-            retry_after_seconds: Some(ceil_seconds(ahead - tolerance).max(1)),
+            reset_seconds: ceil_seconds(ahead, params),
+            retry_after_seconds: Some(ceil_seconds(ahead - tolerance, params).max(1)),
         };
         return (decision, None);
     }
@@ -92,14 +108,15 @@ pub fn decide(tat: i64, now: i64, params: &GcraParams) -> (RateDecision, Option<
         limit: params.limit,
         window_seconds: params.window_seconds,
         remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-        reset_seconds: ceil_seconds(used),
+        reset_seconds: ceil_seconds(used, params),
         retry_after_seconds: None,
     };
     (decision, Some(new_tat))
 }
 
-fn ceil_seconds(nanos: i128) -> u64 {
-    let seconds = (nanos.max(0) + NANOS_PER_SECOND - 1) / NANOS_PER_SECOND;
+fn ceil_seconds(units: i128, params: &GcraParams) -> u64 {
+    let per_second = i128::from(params.units_per_second.max(1));
+    let seconds = (units.max(0) + per_second - 1) / per_second;
     u64::try_from(seconds).unwrap_or(u64::MAX)
 }
 
@@ -180,6 +197,19 @@ mod tests {
         burst_at(&mut tat, 10_000_000_000, 3, &params);
         let later = decide(tat, 13_000_000_000, &params).0;
         assert_eq!((later.allowed, later.remaining), (true, 2));
+    }
+
+    #[test]
+    fn microsecond_params_decide_like_nanosecond_ones() {
+        let nanos = policy(10, 60, None);
+        let policy = RateLimitPolicy::new(NonZeroU32::new(10).unwrap(), NonZeroU32::new(60).unwrap());
+        let micros = GcraParams::of_in_microseconds(&policy);
+        assert_eq!(micros.emission_interval * 1000, nanos.emission_interval);
+        let (mut tat_ns, mut tat_us) = (0, 0);
+        let now_us = 1_800_000_000_000_000i64;
+        let ns = burst_at(&mut tat_ns, now_us * 1000, 11, &nanos);
+        let us = burst_at(&mut tat_us, now_us, 11, &micros);
+        assert_eq!(ns, us);
     }
 
     #[test]
