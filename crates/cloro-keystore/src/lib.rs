@@ -35,7 +35,7 @@ pub use embedded::EmbeddedStore;
 pub use gcra::{GcraParams, RateDecision, decide as gcra_decide};
 pub use health::{Readiness, StoreHealth};
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
-pub use local_limit::{ConcurrencyLimiter, ConcurrencyPermit, ConcurrencyState, LocalRateLimiter};
+pub use local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
 pub use memory::MemoryStore;
 pub use plans::{Plan, Plans, PlansError};
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};

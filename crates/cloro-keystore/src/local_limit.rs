@@ -1,9 +1,12 @@
-//! In-process limiters: GCRA allowances per subject (rate limits and the
-//! failed-attempt guard) and in-flight counts per key (concurrency limits).
+//! In-process limiters: GCRA allowances (rate limits and the failed-attempt
+//! guard) and in-flight permits (concurrency limits).
 //!
-//! State lives in sharded maps (`DashMap`): a request takes one shard's read
-//! lock to find its cell and then updates the cell with atomics, so there is
-//! no global lock on the hot path and two keys rarely touch the same shard.
+//! A per-key allowance and a key's in-flight count live in the key's cache
+//! slot (`crate::cache`), found by the lookup the request makes anyway.
+//! Account allowances and client addresses live in a sharded map
+//! (`DashMap`): a request takes one shard's read lock to find its cell and
+//! then updates the cell with atomics, so there is no global lock on the
+//! hot path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
@@ -12,6 +15,20 @@ use dashmap::DashMap;
 
 use crate::gcra::{self, GcraParams, RateDecision};
 use crate::subject::{DigestHasherBuilder, Subject};
+
+/// One GCRA step on a cell holding `tat`, as a compare-and-swap loop:
+/// concurrent requests each get a distinct slot, exactly as if serialised.
+pub fn gcra_step(cell: &AtomicI64, params: &GcraParams, now: i64) -> RateDecision {
+    let mut tat = cell.load(Ordering::Acquire);
+    loop {
+        let (decision, next) = gcra::decide(tat, now, params);
+        let Some(next) = next else { return decision };
+        match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return decision,
+            Err(current) => tat = current,
+        }
+    }
+}
 
 /// GCRA state per subject, in this process only.
 #[derive(Debug, Default)]
@@ -31,13 +48,13 @@ impl LocalRateLimiter {
     /// Takes one request from `subject`'s allowance if it has one.
     pub fn check(&self, subject: &Subject, params: &GcraParams, now: i64) -> RateDecision {
         if let Some(cell) = self.tats.get(subject) {
-            return Self::step(&cell, params, now);
+            return gcra_step(&cell, params, now);
         }
         let cell = self
             .tats
             .entry(*subject)
             .or_insert_with(|| AtomicI64::new(0));
-        Self::step(&cell, params, now)
+        gcra_step(&cell, params, now)
     }
 
     /// Whether `subject` would be refused right now, without using anything.
@@ -52,20 +69,6 @@ impl LocalRateLimiter {
         (!decision.allowed).then_some(decision)
     }
 
-    /// A compare-and-swap loop: concurrent requests for one subject each get
-    /// a distinct slot, exactly as if they had been serialised.
-    fn step(cell: &AtomicI64, params: &GcraParams, now: i64) -> RateDecision {
-        let mut tat = cell.load(Ordering::Acquire);
-        loop {
-            let (decision, next) = gcra::decide(tat, now, params);
-            let Some(next) = next else { return decision };
-            match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return decision,
-                Err(current) => tat = current,
-            }
-        }
-    }
-
     /// Drops subjects whose allowance is full again at `now`: for GCRA a
     /// `tat` in the past is the same as no state, so memory stays bounded by
     /// the subjects active within one window.
@@ -77,12 +80,6 @@ impl LocalRateLimiter {
     pub fn tracked(&self) -> usize {
         self.tats.len()
     }
-}
-
-/// In-flight request counts per key, for concurrency limits (SPEC §5).
-#[derive(Debug, Default)]
-pub struct ConcurrencyLimiter {
-    in_flight: DashMap<Subject, Arc<AtomicU32>, DigestHasherBuilder>,
 }
 
 /// Counts one request in flight until dropped, whether the request finished,
@@ -111,28 +108,16 @@ impl Drop for ConcurrencyPermit {
     }
 }
 
-impl ConcurrencyLimiter {
-    /// An empty limiter.
-    pub fn new() -> Self {
-        ConcurrencyLimiter {
-            in_flight: DashMap::with_hasher(DigestHasherBuilder),
-        }
-    }
-
-    /// A permit if fewer than `limit` requests of `subject` are in flight;
-    /// otherwise the state that refused it.
+impl ConcurrencyPermit {
+    /// A permit on `counter` if fewer than `limit` requests hold one.
     ///
     /// # Errors
-    /// The state at refusal (`current` = limit) when the limit is reached.
+    /// The state at refusal (`current` = requests in flight) when the limit
+    /// is reached.
     pub fn acquire(
-        &self,
-        subject: &Subject,
+        counter: &Arc<AtomicU32>,
         limit: u32,
     ) -> Result<ConcurrencyPermit, ConcurrencyState> {
-        let counter = match self.in_flight.get(subject) {
-            Some(counter) => Arc::clone(&counter),
-            None => Arc::clone(&self.in_flight.entry(*subject).or_default()),
-        };
         let before = counter.fetch_add(1, Ordering::AcqRel);
         if before >= limit {
             counter.fetch_sub(1, Ordering::AcqRel);
@@ -144,22 +129,13 @@ impl ConcurrencyLimiter {
         }
         let current = before + 1;
         Ok(ConcurrencyPermit {
-            counter,
+            counter: Arc::clone(counter),
             state: ConcurrencyState {
                 limit,
                 current,
                 remaining: limit - current,
             },
         })
-    }
-
-    /// Drops counters that are zero and held by no permit.
-    pub fn forget_idle(&self) {
-        // `retain` holds each shard's write lock, so no `acquire` can be
-        // between finding a counter and cloning it while we look.
-        self.in_flight.retain(|_, counter| {
-            Arc::strong_count(counter) > 1 || counter.load(Ordering::Acquire) > 0
-        });
     }
 }
 
@@ -233,9 +209,8 @@ mod tests {
 
     #[test]
     fn concurrency_permits_count_and_release() {
-        let limiter = ConcurrencyLimiter::new();
-        let key = KeyHash::of(b"k");
-        let first = limiter.acquire(&key, 2).unwrap();
+        let counter = Arc::new(AtomicU32::new(0));
+        let first = ConcurrencyPermit::acquire(&counter, 2).unwrap();
         assert_eq!(
             first.state,
             ConcurrencyState {
@@ -244,10 +219,11 @@ mod tests {
                 remaining: 1
             }
         );
-        let second = limiter.acquire(&key, 2).unwrap();
+        let second = ConcurrencyPermit::acquire(&counter, 2).unwrap();
         assert_eq!(second.state.current, 2);
+        let refused = ConcurrencyPermit::acquire(&counter, 2).unwrap_err();
         assert_eq!(
-            limiter.acquire(&key, 2).unwrap_err(),
+            refused,
             ConcurrencyState {
                 limit: 2,
                 current: 2,
@@ -255,10 +231,9 @@ mod tests {
             }
         );
         drop(first);
-        let third = limiter.acquire(&key, 2).unwrap();
+        let third = ConcurrencyPermit::acquire(&counter, 2).unwrap();
         assert_eq!(third.state.remaining, 0);
         drop((second, third));
-        limiter.forget_idle();
-        assert!(limiter.in_flight.is_empty());
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
     }
 }

@@ -20,13 +20,13 @@ pub struct UsageRecorder {
 impl UsageRecorder {
     /// Counts one successful use of `key` at `now_nanos`.
     pub(crate) fn record(&self, key: &Arc<CachedKey>, now_nanos: i64) {
-        let cell = &key.usage;
-        cell.count.fetch_add(1, Ordering::Relaxed);
-        cell.last_used.fetch_max(now_nanos, Ordering::Relaxed);
+        let counters = &key.counters;
+        counters.usage_count.fetch_add(1, Ordering::Relaxed);
+        counters.last_used.fetch_max(now_nanos, Ordering::Relaxed);
         // Queue the key once per flush; the load keeps the common case free of
         // a contended read-modify-write.
-        if !cell.queued.load(Ordering::Relaxed)
-            && !cell.queued.swap(true, Ordering::AcqRel)
+        if !counters.usage_queued.load(Ordering::Relaxed)
+            && !counters.usage_queued.swap(true, Ordering::AcqRel)
             && let Ok(mut pending) = self.pending.lock()
         {
             pending.push(Arc::clone(key));
@@ -45,9 +45,10 @@ impl UsageRecorder {
         };
         let mut batch = Vec::with_capacity(keys.len());
         for key in &keys {
-            key.usage.queued.store(false, Ordering::Release);
-            let count = key.usage.count.swap(0, Ordering::AcqRel);
-            let nanos = key.usage.last_used.load(Ordering::Acquire);
+            let counters = &key.counters;
+            counters.usage_queued.store(false, Ordering::Release);
+            let count = counters.usage_count.swap(0, Ordering::AcqRel);
+            let nanos = counters.last_used.load(Ordering::Acquire);
             let Ok(last_used_at) = Timestamp::from_nanosecond(i128::from(nanos)) else {
                 continue;
             };
@@ -64,8 +65,13 @@ impl UsageRecorder {
             return Ok(0);
         }
         if let Err(error) = store.record_usage(&batch).await {
-            for (key, delta) in keys.iter().zip(&batch) {
-                key.usage.count.fetch_add(delta.count, Ordering::AcqRel);
+            for delta in &batch {
+                if let Some(key) = keys.iter().find(|key| key.record.id == delta.key_id) {
+                    key.counters
+                        .usage_count
+                        .fetch_add(delta.count, Ordering::AcqRel);
+                    key.counters.usage_queued.store(true, Ordering::Release);
+                }
             }
             if let Ok(mut pending) = self.pending.lock() {
                 pending.extend(keys);

@@ -14,16 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloro_auth_core::wire::RateLimitPolicy;
+use cloro_auth_core::wire::{AppliesTo, RateLimitPolicy};
 use cloro_auth_core::{ApiKey, AuthError, KeyHash, Scope, bearer_token};
 use jiff::Timestamp;
 
 use crate::cache::{CacheEntry, CachedKey, KeyCache};
 use crate::gcra::{GcraParams, RateDecision};
 use crate::health::StoreHealth;
-use crate::local_limit::{
-    ConcurrencyLimiter, ConcurrencyPermit, ConcurrencyState, LocalRateLimiter,
-};
+use crate::local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
 use crate::plans::Plans;
 use crate::store::{KeyStore, StoreError};
 use crate::subject::Subject;
@@ -140,9 +138,9 @@ pub struct Verifier {
     store: Arc<dyn KeyStore>,
     cache: Arc<KeyCache>,
     plans: Arc<Plans>,
-    local_limiter: LocalRateLimiter,
+    /// Per-account allowances on this node (per-key ones live in cache slots).
+    account_limiter: LocalRateLimiter,
     shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
-    concurrency: ConcurrencyLimiter,
     failed_attempts: LocalRateLimiter,
     failed_attempt_params: GcraParams,
     usage: UsageRecorder,
@@ -164,9 +162,8 @@ impl Verifier {
             store,
             cache: Arc::new(KeyCache::new(config.cache_capacity, config.cache_ttl)),
             plans,
-            local_limiter: LocalRateLimiter::new(),
+            account_limiter: LocalRateLimiter::new(),
             shared_limiter,
-            concurrency: ConcurrencyLimiter::new(),
             failed_attempts: LocalRateLimiter::new(),
             failed_attempt_params: GcraParams::of(&config.max_failed_auth),
             usage: UsageRecorder::default(),
@@ -220,7 +217,7 @@ impl Verifier {
         request: &VerifyRequest,
     ) -> Result<Arc<CachedKey>, AuthError> {
         let now = nanos(request.now);
-        let entry = match self.cache.get(hash) {
+        let entry = match self.cache.get(hash, request.now) {
             Some(CacheEntry::Known(key)) => {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(key);
@@ -233,7 +230,7 @@ impl Verifier {
             None => {
                 self.check_failed_attempts(request.client, now)?;
                 self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-                self.load(hash).await?
+                self.load(hash, request.now).await?
             }
         };
         match entry {
@@ -264,12 +261,12 @@ impl Verifier {
         }
     }
 
-    async fn load(&self, hash: &KeyHash) -> Result<CacheEntry, AuthError> {
+    async fn load(&self, hash: &KeyHash, now: Timestamp) -> Result<CacheEntry, AuthError> {
         let store = &self.store;
         let timeout = self.store_timeout;
         let result = self
             .cache
-            .get_or_load(hash, || async move {
+            .get_or_load(hash, now, || async move {
                 match tokio::time::timeout(timeout, store.lookup(hash)).await {
                     Ok(result) => result,
                     Err(_) => Err(StoreError::Unavailable(format!(
@@ -335,7 +332,7 @@ impl Verifier {
         let concurrency_limit = record.concurrency_limit.or(plan.concurrency_limit);
         let concurrency = match concurrency_limit {
             Some(limit) if request.limit_concurrency => {
-                match self.concurrency.acquire(&record.hash, limit.get()) {
+                match ConcurrencyPermit::acquire(&key.counters.in_flight, limit.get()) {
                     Ok(permit) => Some(permit),
                     Err(state) => {
                         return Err(Refused {
@@ -365,9 +362,11 @@ impl Verifier {
         policy: &RateLimitPolicy,
         now: Timestamp,
     ) -> RateDecision {
-        let subject = match policy.applies_to {
-            cloro_auth_core::wire::AppliesTo::Key => &key.record.hash,
-            cloro_auth_core::wire::AppliesTo::Account => &key.account_subject,
+        let per_account = policy.applies_to == AppliesTo::Account;
+        let subject = if per_account {
+            &key.account_subject
+        } else {
+            &key.record.hash
         };
         let params = GcraParams::of(policy);
         if let Some(shared) = &self.shared_limiter {
@@ -380,7 +379,11 @@ impl Verifier {
             }
             self.stats.limiter_fallbacks.fetch_add(1, Ordering::Relaxed);
         }
-        self.local_limiter.check(subject, &params, nanos(now))
+        if per_account {
+            self.account_limiter.check(subject, &params, nanos(now))
+        } else {
+            gcra_step(&key.counters.tat, &params, nanos(now))
+        }
     }
 
     /// Housekeeping: flushes usage and forgets idle limiter state. The server
@@ -389,9 +392,9 @@ impl Verifier {
     /// # Errors
     /// The store's error from the usage flush (counts are kept for next time).
     pub async fn maintain(&self, now: Timestamp) -> Result<(), StoreError> {
-        self.local_limiter.forget_idle(nanos(now));
+        self.account_limiter.forget_idle(nanos(now));
         self.failed_attempts.forget_idle(nanos(now));
-        self.concurrency.forget_idle();
+        self.cache.forget_idle(now);
         self.usage.flush(self.store.as_ref()).await.map(drop)
     }
 }

@@ -740,3 +740,60 @@ async fn usage_is_flushed_in_batches() {
         "no double counting"
     );
 }
+
+#[tokio::test]
+async fn an_invalidation_does_not_reset_a_keys_rate_limit() {
+    let f = fixture(VerifierConfig::default());
+    let policy = RateLimitPolicy::new(NonZeroU32::new(2).unwrap(), NonZeroU32::new(60).unwrap());
+    let issued = create(&f, |r| r.rate_limit = Some(policy)).await;
+    let t = now();
+    verify(&f, &header(&issued.key), &request(t)).await.unwrap();
+    verify(&f, &header(&issued.key), &request(t)).await.unwrap();
+    // A change re-reads the record, but the allowance already spent stays spent.
+    let rename = UpdateKeyRequest {
+        name: Patch::Value("renamed".into()),
+        ..Default::default()
+    };
+    f.admin
+        .update(&issued.record.id, &rename, "admin", t)
+        .await
+        .unwrap();
+    let lookups = f.store.lookup_count();
+    let error = verify(&f, &header(&issued.key), &request(t))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::RateLimitExceeded);
+    assert_eq!(
+        f.store.lookup_count(),
+        lookups + 1,
+        "the invalidated record was read again"
+    );
+}
+
+#[tokio::test]
+async fn idle_cache_slots_are_forgotten_but_busy_ones_kept() {
+    let config = VerifierConfig {
+        cache_ttl: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let f = fixture(config);
+    let policy = RateLimitPolicy::new(NonZeroU32::new(1).unwrap(), NonZeroU32::new(3600).unwrap());
+    let limited = create(&f, |r| r.rate_limit = Some(policy)).await;
+    let free = create(&f, |_| {}).await;
+    let t = now();
+    verify(&f, &header(&limited.key), &request(t))
+        .await
+        .unwrap();
+    verify(&f, &header(&free.key), &request(t)).await.unwrap();
+    f.verifier.maintain(t).await.unwrap();
+    assert_eq!(f.verifier.cache().known_count(), 2);
+    // Past the TTL: the free key's slot goes; the limited key still owes an
+    // hour of allowance, so its slot (and that debt) stays.
+    let later = t + jiff::SignedDuration::from_secs(60);
+    f.verifier.maintain(later).await.unwrap();
+    assert_eq!(f.verifier.cache().known_count(), 1);
+    let error = verify(&f, &header(&limited.key), &request(later))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::RateLimitExceeded);
+}
