@@ -101,6 +101,11 @@ struct Slot {
     stale: bool,
 }
 
+/// Shards of the known-key map. Each lookup takes its shard's read lock, an
+/// atomic write to the lock word; with dashmap's default (4 × cores, here 8)
+/// two threads verifying different keys often hit the same word.
+const KNOWN_SHARDS: usize = 64;
+
 /// A fill under way: its result and the invalidation epoch it started in.
 type Fill = Arc<OnceCell<(Result<CacheEntry, StoreError>, u64)>>;
 
@@ -124,7 +129,7 @@ impl KeyCache {
             .time_to_live(ttl)
             .build_with_hasher(DigestHasherBuilder);
         KeyCache {
-            known: DashMap::with_hasher(DigestHasherBuilder),
+            known: DashMap::with_hasher_and_shard_amount(DigestHasherBuilder, KNOWN_SHARDS),
             unknown,
             fills: DashMap::with_hasher(DigestHasherBuilder),
             epoch: AtomicU64::new(0),

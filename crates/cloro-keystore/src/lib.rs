@@ -25,6 +25,7 @@ mod record;
 mod redis_invalidation;
 mod redis_store;
 mod store;
+mod striped;
 mod subject;
 mod usage;
 mod verifier;
@@ -44,6 +45,7 @@ pub use redis_invalidation::{
 };
 pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};
+pub use striped::StripedCounter;
 pub use subject::{DigestHasherBuilder, Subject, account_subject};
 pub use usage::UsageRecorder;
 pub use verifier::{

@@ -10,7 +10,6 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +23,7 @@ use crate::health::StoreHealth;
 use crate::local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
 use crate::plans::Plans;
 use crate::store::{KeyStore, StoreError};
+use crate::striped::StripedCounter;
 use crate::subject::Subject;
 use crate::usage::UsageRecorder;
 
@@ -119,17 +119,17 @@ impl From<AuthError> for Refused {
     }
 }
 
-/// Counters for `/metrics`.
+/// Counters for `/metrics`, striped so the hot path shares no cache line.
 #[derive(Debug, Default)]
 pub struct VerifierStats {
     /// Requests answered from the cache.
-    pub cache_hits: AtomicU64,
+    pub cache_hits: StripedCounter,
     /// Requests that needed a store read (coalesced or not).
-    pub cache_misses: AtomicU64,
+    pub cache_misses: StripedCounter,
     /// Store reads that failed or timed out.
-    pub store_errors: AtomicU64,
+    pub store_errors: StripedCounter,
     /// Shared-limiter calls that failed, answered by the local limiter.
-    pub limiter_fallbacks: AtomicU64,
+    pub limiter_fallbacks: StripedCounter,
 }
 
 /// Verifies API keys. One per process, shared behind an `Arc`.
@@ -219,17 +219,17 @@ impl Verifier {
         let now = nanos(request.now);
         let entry = match self.cache.get(hash, request.now) {
             Some(CacheEntry::Known(key)) => {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                self.stats.cache_hits.increment();
                 return Ok(key);
             }
             Some(CacheEntry::Unknown) => {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                self.stats.cache_hits.increment();
                 self.check_failed_attempts(request.client, now)?;
                 CacheEntry::Unknown
             }
             None => {
                 self.check_failed_attempts(request.client, now)?;
-                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                self.stats.cache_misses.increment();
                 self.load(hash, request.now).await?
             }
         };
@@ -283,7 +283,7 @@ impl Verifier {
             }
             Err(error) => {
                 self.health.record_failure();
-                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.store_errors.increment();
                 tracing::warn!(%error, "key lookup failed; answering AUTH_UNAVAILABLE");
                 Err(AuthError::AuthUnavailable {
                     retry_after: UNAVAILABLE_RETRY_SECONDS,
@@ -377,7 +377,7 @@ impl Verifier {
                 }
                 Err(_) => tracing::warn!("shared rate limiter timed out; limiting on this node"),
             }
-            self.stats.limiter_fallbacks.fetch_add(1, Ordering::Relaxed);
+            self.stats.limiter_fallbacks.increment();
         }
         if per_account {
             self.account_limiter.check(subject, &params, nanos(now))
