@@ -29,6 +29,7 @@ mod key;
 mod name;
 mod query;
 mod status;
+mod units;
 #[cfg(feature = "serde")]
 pub mod wire;
 
@@ -39,3 +40,4 @@ pub use key::{ApiKey, Environment, KEY_LEN, RedactedKey};
 pub use name::{AccountId, KeyId, NameError, PlanName, Scope};
 pub use query::query_carries_key;
 pub use status::KeyStatus;
+pub use units::{UnitsError, parse_duration, parse_rate};
