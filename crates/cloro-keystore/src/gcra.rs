@@ -202,7 +202,8 @@ mod tests {
     #[test]
     fn microsecond_params_decide_like_nanosecond_ones() {
         let nanos = policy(10, 60, None);
-        let policy = RateLimitPolicy::new(NonZeroU32::new(10).unwrap(), NonZeroU32::new(60).unwrap());
+        let policy =
+            RateLimitPolicy::new(NonZeroU32::new(10).unwrap(), NonZeroU32::new(60).unwrap());
         let micros = GcraParams::of_in_microseconds(&policy);
         assert_eq!(micros.emission_interval * 1000, nanos.emission_interval);
         let (mut tat_ns, mut tat_us) = (0, 0);
