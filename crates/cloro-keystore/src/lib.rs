@@ -23,6 +23,7 @@ mod memory;
 mod plans;
 mod record;
 mod redis_invalidation;
+mod redis_limit;
 mod redis_store;
 mod store;
 mod striped;
@@ -43,6 +44,7 @@ pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
 pub use redis_invalidation::{
     INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, spawn_invalidation_listener,
 };
+pub use redis_limit::RedisRateLimiter;
 pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};
 pub use striped::StripedCounter;

@@ -32,14 +32,15 @@ use crate::usage::UsageRecorder;
 const UNAVAILABLE_RETRY_SECONDS: u64 = 1;
 
 /// A rate limiter shared by every node (the Redis one). It keeps its own
-/// clock (the Redis server's), so nodes with skewed clocks still agree.
+/// clock (the Redis server's), so nodes with skewed clocks still agree, and
+/// picks its own time unit, so it takes the policy rather than parameters.
 #[async_trait]
 pub trait SharedRateLimiter: Send + Sync + fmt::Debug + 'static {
-    /// Takes one request from `subject`'s allowance if it has one.
+    /// Takes one request from `subject`'s allowance under `policy` if it has one.
     async fn check(
         &self,
         subject: &Subject,
-        params: &GcraParams,
+        policy: &RateLimitPolicy,
     ) -> Result<RateDecision, StoreError>;
 }
 
@@ -370,7 +371,7 @@ impl Verifier {
         };
         let params = GcraParams::of(policy);
         if let Some(shared) = &self.shared_limiter {
-            match tokio::time::timeout(self.store_timeout, shared.check(subject, &params)).await {
+            match tokio::time::timeout(self.store_timeout, shared.check(subject, policy)).await {
                 Ok(Ok(decision)) => return decision,
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "shared rate limiter failed; limiting on this node")

@@ -8,4 +8,5 @@ mod contract;
 mod embedded;
 mod memory;
 mod redis;
+mod redis_verifier;
 mod verifier;

@@ -1,0 +1,279 @@
+//! `RedisRateLimiter`: rate limits that hold exactly across every node
+//! (SPEC §5), one Redis round trip per request.
+//!
+//! Each subject's GCRA state is one string, `cloro:rl:{<64 hex>}`: its
+//! theoretical arrival time in microseconds. The hash tag keeps the key in
+//! one Redis Cluster slot, so the script that reads and writes it runs on
+//! one server. The script takes the time from that server (`TIME`), so
+//! nodes whose clocks disagree still share one clock per subject, and it
+//! applies the allow rule of [`gcra::decide`]; the header values are then
+//! computed in Rust by `decide` itself from what the script saw, so they are
+//! the same as in local mode. The key expires once the allowance is full
+//! again, so idle subjects cost no memory.
+//!
+//! Every call answers within the store's command timeout, also when Redis
+//! hangs; the verifier then limits on its own node (SPEC §8). The store's
+//! connection manager reconnects in the background.
+
+use core::fmt;
+use core::time::Duration;
+
+use async_trait::async_trait;
+use cloro_auth_core::wire::RateLimitPolicy;
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, RedisError, Script};
+
+use crate::gcra::{self, GcraParams, RateDecision};
+use crate::redis_store::RedisStore;
+use crate::store::StoreError;
+use crate::subject::Subject;
+use crate::verifier::SharedRateLimiter;
+
+/// One GCRA step in Redis. `KEYS[1]` the subject's key; `ARGV[1]` the
+/// emission interval and `ARGV[2]` the tolerance, both in microseconds.
+/// Returns `{allowed (1 or 0), now, tat before the step}`, microseconds.
+///
+/// Lua numbers are doubles: every value here stays below 2^53 (see
+/// [`MAX_EXACT_TOLERANCE_US`]), so the arithmetic is exact. Numbers are
+/// written with `%.0f` because Redis would turn a bare large number into
+/// exponent notation. Stored text that is not a number reads as no state:
+/// the next allowed request then overwrites it, so it cannot block a key.
+const GCRA_LUA: &str = r"
+-- Redis before 5 replicates scripts verbatim, which TIME would make
+-- non-deterministic; later versions replicate effects and need nothing.
+if redis.replicate_commands then redis.replicate_commands() end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local stored = redis.call('GET', KEYS[1])
+local tat = 0
+if stored then tat = tonumber(stored) or 0 end
+local base = math.max(tat, now)
+if base - now > tolerance then
+  return {0, now, tat}
+end
+local new_tat = base + interval
+local ttl = math.max(1, math.ceil((new_tat - now) / 1000))
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl))
+return {1, now, tat}
+";
+
+/// The largest tolerance sent to the script (2^50 µs, about 35 years). The
+/// emission interval is at most `u32::MAX` seconds (< 2^52 µs) and now is
+/// about 2^50.6 µs, so `now + tolerance + interval` stays below 2^53 for
+/// decades. A burst that would take longer than this to refill is cut to
+/// it: only absurd policies are affected, and only ever made stricter.
+const MAX_EXACT_TOLERANCE_US: i64 = 1 << 50;
+
+/// A [`SharedRateLimiter`] in Redis, sharing a [`RedisStore`]'s connection.
+pub struct RedisRateLimiter {
+    connection: ConnectionManager,
+    timeout: Duration,
+    target: String,
+    script: Script,
+}
+
+impl fmt::Debug for RedisRateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRateLimiter")
+            .field("url", &self.target)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRateLimiter {
+    /// A limiter on `store`'s Redis, with its connection and command timeout.
+    pub fn new(store: &RedisStore) -> Self {
+        RedisRateLimiter {
+            connection: store.connection(),
+            timeout: store.options().command_timeout,
+            target: store.masked_url().to_owned(),
+            script: Script::new(GCRA_LUA),
+        }
+    }
+
+    /// Runs the script once more if the first attempt found the connection
+    /// dropped (Redis restarted since the last call): the manager has opened
+    /// a new one by then. Should the first attempt have run after all, the
+    /// retry only spends one more unit of allowance: stricter, never looser.
+    async fn step(&self, subject: &Subject, params: &GcraParams) -> Result<Step, StoreError> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(limit_key(subject))
+            .arg(params.emission_interval)
+            .arg(params.tolerance);
+        let mut connection = self.connection.clone();
+        let result = match invocation.invoke_async(&mut connection).await {
+            Err(error) if error.is_connection_dropped() => {
+                invocation.invoke_async(&mut connection).await
+            }
+            result => result,
+        };
+        let (allowed, now, tat): (i64, i64, i64) = result.map_err(|error| self.failure(&error))?;
+        Ok(Step {
+            allowed: allowed == 1,
+            now,
+            tat,
+        })
+    }
+
+    /// A Redis error as a store error. Only the error's kind and the server's
+    /// own words are shown: this type never sees the URL's password, and
+    /// client-side error texts may contain connection details.
+    fn failure(&self, error: &RedisError) -> StoreError {
+        let what = match (error.code(), error.detail()) {
+            (Some(code), Some(detail)) => format!("{code} {detail}"),
+            _ => format!("{:?}", error.kind()),
+        };
+        let message = format!("redis at {} failed a rate-limit step: {what}", self.target);
+        match error.kind() {
+            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => StoreError::Corrupt(message),
+            _ => StoreError::Unavailable(message),
+        }
+    }
+}
+
+#[async_trait]
+impl SharedRateLimiter for RedisRateLimiter {
+    async fn check(
+        &self,
+        subject: &Subject,
+        policy: &RateLimitPolicy,
+    ) -> Result<RateDecision, StoreError> {
+        let params = script_params(policy);
+        let step = match tokio::time::timeout(self.timeout, self.step(subject, &params)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "redis at {} did not answer a rate-limit step within {:?}",
+                    self.target, self.timeout
+                )));
+            }
+        };
+        Ok(decision_of(&step, &params))
+    }
+}
+
+/// What the script saw and decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Step {
+    allowed: bool,
+    now: i64,
+    tat: i64,
+}
+
+/// `policy` in microseconds, its tolerance capped so Lua stays exact.
+fn script_params(policy: &RateLimitPolicy) -> GcraParams {
+    let mut params = GcraParams::of_in_microseconds(policy);
+    params.tolerance = params.tolerance.min(MAX_EXACT_TOLERANCE_US);
+    params
+}
+
+/// The header values of `step`, from the same function as local mode. The
+/// script's verdict is the one that counted (it wrote, or did not write,
+/// the new state), so on a disagreement it wins and the values are made to
+/// fit it.
+fn decision_of(step: &Step, params: &GcraParams) -> RateDecision {
+    let (decision, _) = gcra::decide(step.tat, step.now, params);
+    if decision.allowed == step.allowed {
+        return decision;
+    }
+    tracing::error!(
+        script = step.allowed,
+        local = decision.allowed,
+        "the redis rate-limit script and gcra disagree; following the script"
+    );
+    RateDecision {
+        allowed: step.allowed,
+        remaining: 0,
+        retry_after_seconds: (!step.allowed).then(|| decision.retry_after_seconds.unwrap_or(1)),
+        ..decision
+    }
+}
+
+/// The Redis key of `subject`'s allowance.
+fn limit_key(subject: &Subject) -> String {
+    format!(
+        "cloro:rl:{{{}}}",
+        String::from_utf8_lossy(&subject.to_hex())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use core::num::NonZeroU32;
+
+    use cloro_auth_core::KeyHash;
+
+    use super::*;
+
+    fn policy(requests: u32, per_seconds: u32, burst: Option<u32>) -> RateLimitPolicy {
+        let mut policy = RateLimitPolicy::new(
+            NonZeroU32::new(requests).unwrap(),
+            NonZeroU32::new(per_seconds).unwrap(),
+        );
+        policy.burst = burst.and_then(NonZeroU32::new);
+        policy
+    }
+
+    #[test]
+    fn keys_carry_the_subject_as_a_hash_tag() {
+        let key = limit_key(&KeyHash::from_bytes([0xab; 32]));
+        assert_eq!(key, format!("cloro:rl:{{{}}}", "ab".repeat(32)));
+    }
+
+    #[test]
+    fn script_params_are_microseconds_and_stay_exact_in_lua() {
+        let params = script_params(&policy(10, 60, None));
+        assert_eq!(
+            (params.emission_interval, params.tolerance),
+            (6_000_000, 54_000_000)
+        );
+        assert_eq!(params.units_per_second, 1_000_000);
+        let absurd = script_params(&policy(1, u32::MAX, Some(u32::MAX)));
+        assert_eq!(absurd.tolerance, MAX_EXACT_TOLERANCE_US);
+        let now_in_2080 = 3_500_000_000_000_000i64;
+        assert!(now_in_2080 + absurd.tolerance + absurd.emission_interval < 1 << 53);
+    }
+
+    #[test]
+    fn decisions_follow_gcra_and_the_script_wins_a_disagreement() {
+        let params = script_params(&policy(10, 60, None));
+        let now = 1_800_000_000_000_000;
+        let fresh = decision_of(
+            &Step {
+                allowed: true,
+                now,
+                tat: 0,
+            },
+            &params,
+        );
+        assert_eq!(
+            (fresh.allowed, fresh.remaining, fresh.reset_seconds),
+            (true, 9, 6)
+        );
+        let full = Step {
+            allowed: false,
+            now,
+            tat: now + 60_000_000,
+        };
+        let refused = decision_of(&full, &params);
+        assert_eq!(refused.retry_after_seconds, Some(6));
+        // The script refused what gcra would allow: refused, with a wait.
+        let overruled = decision_of(&Step { tat: 0, ..full }, &params);
+        assert!(!overruled.allowed && overruled.remaining == 0);
+        assert_eq!(overruled.retry_after_seconds, Some(1));
+        // The script allowed what gcra would refuse: allowed, nothing left.
+        let overruled = decision_of(
+            &Step {
+                allowed: true,
+                ..full
+            },
+            &params,
+        );
+        assert!(overruled.allowed && overruled.retry_after_seconds.is_none());
+        assert_eq!(overruled.remaining, 0);
+    }
+}
