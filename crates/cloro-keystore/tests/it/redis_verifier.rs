@@ -5,7 +5,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cloro_auth_core::wire::{AppliesTo, CreateKeyRequest, RateLimitPolicy};
@@ -144,10 +143,7 @@ async fn verify(node: &Node, key: &ApiKey) -> Result<Verified, AuthError> {
 }
 
 fn fallbacks(node: &Node) -> u64 {
-    node.verifier
-        .stats()
-        .limiter_fallbacks
-        .load(Ordering::Relaxed)
+    node.verifier.stats().limiter_fallbacks.get()
 }
 
 #[tokio::test]
@@ -163,7 +159,10 @@ async fn a_revocation_on_one_node_reaches_the_other_within_a_second() {
     verify(&a, &issued.key).await.expect("valid on node a");
     verify(&b, &issued.key).await.expect("valid on node b");
     assert!(
-        a.verifier.cache().get(&issued.key.hash()).is_some(),
+        a.verifier
+            .cache()
+            .get(&issued.key.hash(), Timestamp::now())
+            .is_some(),
         "node a answers from its cache"
     );
 
@@ -286,7 +285,12 @@ async fn a_hung_redis_serves_cached_keys_limited_locally_and_refuses_the_rest_in
     // echoes of both creations (the last one implies the first) pass.
     hear(&mut a, Invalidation::Key(uncached.key.hash())).await;
     assert_eq!(verify(&a, &cached.key).await.unwrap().rate.remaining, 2);
-    assert!(a.verifier.cache().get(&cached.key.hash()).is_some());
+    assert!(
+        a.verifier
+            .cache()
+            .get(&cached.key.hash(), Timestamp::now())
+            .is_some()
+    );
     assert_eq!(a.verifier.health().readiness(), Readiness::Ready);
 
     server.pause();
