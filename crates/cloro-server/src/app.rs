@@ -1,0 +1,335 @@
+//! The application: what the server is built from (store, verifier, admin,
+//! tokens) and the router that sends each request to its handler.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloro_auth_core::ErrorCode;
+use cloro_auth_core::wire::HealthResponse;
+use cloro_keystore::{
+    ChangeNotifier, EmbeddedStore, InvalidationListener, InvalidationSink, KeyAdmin, KeyStore,
+    LocalNotifier, Readiness, RedisNotifier, RedisOptions, RedisRateLimiter, RedisStore,
+    SharedRateLimiter, StoreError, Verifier, VerifierConfig, spawn_invalidation_listener,
+};
+use http::{Method, Request, Response, StatusCode};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::admin_token::{AdminToken, AdminTokenError};
+use crate::config::{Settings, StoreChoice, mask_url};
+use crate::guard::Guard;
+use crate::request_id::request_id;
+use crate::responses::{ApiError, Body, json};
+
+/// How often usage is flushed and idle limiter state dropped.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Everything a request handler may need. Shared behind an `Arc`.
+#[derive(Debug)]
+pub struct App {
+    settings: Settings,
+    guard: Guard,
+    admin: KeyAdmin,
+    admin_token: AdminToken,
+    store: Arc<dyn KeyStore>,
+}
+
+/// Tasks the server runs beside requests; dropping this stops them.
+#[derive(Debug)]
+pub struct Background {
+    maintenance: JoinHandle<()>,
+    _listener: Option<InvalidationListener>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.maintenance.abort();
+    }
+}
+
+/// Why the server cannot start; each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No usable admin token.
+    #[error(transparent)]
+    AdminToken(#[from] AdminTokenError),
+    /// The store cannot be opened.
+    #[error("cannot open the key store: {0}")]
+    Store(#[from] StoreError),
+    /// A setting this build cannot honour.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+impl App {
+    /// Builds the application from settings and `CLORO_ADMIN_TOKEN`'s value.
+    ///
+    /// # Errors
+    /// No usable admin token, a store that cannot be opened, or an
+    /// unsupported setting.
+    pub async fn build(
+        settings: Settings,
+        admin_token: Option<&str>,
+    ) -> Result<(Arc<App>, Background), StartError> {
+        let admin_token = match (admin_token, &settings.store) {
+            (Some(value), _) => AdminToken::from_value(value)?,
+            (None, StoreChoice::Embedded(dir)) => {
+                let (token, path) = AdminToken::from_data_dir(dir)?;
+                tracing::info!(path = %path.display(), "admin token is in this file (CLORO_ADMIN_TOKEN was not set)");
+                token
+            }
+            (None, StoreChoice::Redis { .. }) => {
+                return Err(AdminTokenError::RequiredWithRedis.into());
+            }
+        };
+        let plans = Arc::new(settings.plans.clone());
+        let config = VerifierConfig {
+            cache_ttl: settings.cache_ttl,
+            max_failed_auth: settings.max_failed_auth,
+            store_timeout: settings.store_timeout,
+            ..VerifierConfig::default()
+        };
+
+        let (store, shared_limiter, redis): (
+            Arc<dyn KeyStore>,
+            Option<Arc<dyn SharedRateLimiter>>,
+            _,
+        ) = match &settings.store {
+            StoreChoice::Embedded(dir) => {
+                tracing::info!(data_dir = %dir.display(), "using the embedded key store");
+                (Arc::new(EmbeddedStore::open(dir)?), None, None)
+            }
+            StoreChoice::Redis { cluster: true, .. } => {
+                return Err(StartError::Unsupported(
+                    "--redis-cluster is not supported by this build yet; point --redis-url at a single Redis",
+                ));
+            }
+            StoreChoice::Redis {
+                url,
+                cluster: false,
+            } => {
+                tracing::info!(redis = %mask_url(url), "using Redis");
+                let mut options = RedisOptions::default();
+                options.command_timeout = settings.store_timeout;
+                let store = Arc::new(RedisStore::connect(url, options.clone())?);
+                let limiter: Arc<dyn SharedRateLimiter> = Arc::new(RedisRateLimiter::new(&store));
+                (
+                    store.clone() as Arc<dyn KeyStore>,
+                    Some(limiter),
+                    Some((store, url.clone(), options)),
+                )
+            }
+        };
+
+        let verifier = Arc::new(Verifier::new(
+            store.clone(),
+            plans.clone(),
+            shared_limiter,
+            &config,
+        ));
+        let cache: Arc<dyn InvalidationSink> = verifier.cache().clone();
+        let (notifier, listener): (Arc<dyn ChangeNotifier>, _) = match redis {
+            Some((redis_store, url, options)) => {
+                let listener = spawn_invalidation_listener(&url, options, cache.clone())?;
+                (
+                    Arc::new(RedisNotifier::new(&redis_store, vec![cache])),
+                    Some(listener),
+                )
+            }
+            None => (Arc::new(LocalNotifier::new(vec![cache])), None),
+        };
+        let admin = KeyAdmin::new(store.clone(), plans, notifier);
+        let guard = Guard::new(
+            verifier.clone(),
+            settings.route_scopes.clone(),
+            settings.trusted_proxies.clone(),
+        );
+
+        let app = Arc::new(App {
+            settings,
+            guard,
+            admin,
+            admin_token,
+            store,
+        });
+        app.probe_store().await;
+        let maintenance = tokio::spawn(maintain(verifier));
+        Ok((
+            app,
+            Background {
+                maintenance,
+                _listener: listener,
+            },
+        ))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The authentication check.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// The admin side of the store.
+    pub fn admin(&self) -> &KeyAdmin {
+        &self.admin
+    }
+
+    /// The admin token.
+    pub fn admin_token(&self) -> &AdminToken {
+        &self.admin_token
+    }
+
+    /// Pings the store within the store timeout and records the outcome in
+    /// the verifier's health, so `/readyz` reflects the store even when no
+    /// request needed it.
+    pub async fn probe_store(&self) -> Readiness {
+        let health = self.guard.verifier().health();
+        match tokio::time::timeout(self.settings.store_timeout, self.store.ping()).await {
+            Ok(Ok(())) => health.record_success(),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the key store did not answer a ping");
+                health.record_failure();
+            }
+            Err(_) => {
+                tracing::warn!("the key store did not answer a ping in time");
+                health.record_failure();
+            }
+        }
+        health.readiness()
+    }
+
+    /// Answers one request. `peer` is the TCP peer address.
+    pub async fn handle<B>(self: Arc<Self>, request: Request<B>, peer: SocketAddr) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<crate::responses::BoxError>,
+    {
+        let started = Instant::now();
+        let request_id = request_id(request.headers());
+        let method = request.method().clone();
+        // The query is never logged: it may carry a key (SPEC §3).
+        let path = request.uri().path().to_owned();
+        let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
+        let mut response = self
+            .route(request, peer, &request_id)
+            .instrument(span.clone())
+            .await;
+        if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        span.in_scope(|| {
+            tracing::info!(
+                status = response.status().as_u16(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "answered"
+            );
+        });
+        response
+    }
+
+    async fn route<B>(
+        &self,
+        request: Request<B>,
+        peer: SocketAddr,
+        request_id: &str,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<crate::responses::BoxError>,
+    {
+        let path = request.uri().path();
+        let method = request.method();
+        match path {
+            "/healthz" => only_get(method, request_id).unwrap_or_else(|| ok_status("ok")),
+            "/readyz" => match only_get(method, request_id) {
+                Some(refusal) => refusal,
+                None => self.readiness(request_id).await,
+            },
+            "/v1/whoami" => {
+                crate::api::whoami(
+                    self,
+                    method,
+                    request.uri(),
+                    request.headers(),
+                    peer.ip(),
+                    request_id,
+                )
+                .await
+            }
+            _ if path == "/auth/verify" || path.starts_with("/auth/verify/") => {
+                crate::api::verify(
+                    self,
+                    method,
+                    request.uri(),
+                    request.headers(),
+                    peer.ip(),
+                    request_id,
+                )
+                .await
+            }
+            _ => ApiError::new(
+                ErrorCode::NotFound,
+                format!("no route {path}; see GET /openapi.json for the API"),
+            )
+            .into_response(request_id),
+        }
+    }
+
+    /// `/readyz`: 200 `ok`, 200 `degraded` while the store fails but the
+    /// cache serves, 503 before the store was ever reached.
+    async fn readiness(&self, request_id: &str) -> Response<Body> {
+        let readiness = match self.guard.verifier().health().readiness() {
+            Readiness::Ready => Readiness::Ready,
+            // Not (or no longer) reached: ask the store now rather than wait
+            // for a request to.
+            Readiness::NotReady | Readiness::Degraded => self.probe_store().await,
+        };
+        match readiness {
+            Readiness::Ready => ok_status("ok"),
+            Readiness::Degraded => ok_status("degraded"),
+            Readiness::NotReady => ApiError::new(
+                ErrorCode::AuthUnavailable,
+                "the key store has not been reached yet",
+            )
+            .with_retry_after(1)
+            .into_response(request_id),
+        }
+    }
+}
+
+fn ok_status(status: &str) -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &HealthResponse {
+            status: status.to_owned(),
+        },
+    )
+}
+
+/// `None` for GET (and HEAD), else the 405 answer.
+fn only_get(method: &Method, request_id: &str) -> Option<Response<Body>> {
+    (method != Method::GET && method != Method::HEAD).then(|| {
+        ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("use GET; {method} is not allowed here"),
+        )
+        .into_response(request_id)
+    })
+}
+
+/// Flushes usage and forgets idle state every few seconds.
+async fn maintain(verifier: Arc<Verifier>) {
+    let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = verifier.maintain(jiff::Timestamp::now()).await {
+            tracing::warn!(%error, "usage flush failed; counts are kept for the next one");
+        }
+    }
+}

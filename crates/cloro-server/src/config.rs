@@ -1,0 +1,447 @@
+//! Configuration (SPEC §7): every setting is a flag, a `CLORO_*` variable
+//! and a key of the optional TOML file; a flag beats the variable, which
+//! beats the file, which beats the default. Plans and route scopes live in
+//! the file only.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use cloro_auth_core::wire::RateLimitPolicy;
+use cloro_auth_core::{PlanName, Scope, parse_duration, parse_rate};
+use cloro_keystore::{Plan, Plans};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::route_scope::RouteScopes;
+
+/// `cloro-server`'s flags. Serving is the only thing it does, so the flags
+/// alone are a whole command.
+#[derive(Parser, Default)]
+#[command(
+    name = "cloro-server",
+    version,
+    about = "Cloro auth: API-key gateway, verify endpoint and admin API"
+)]
+pub struct Flags {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "CLORO_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded store [default: ./cloro-data].
+    #[arg(long, env = "CLORO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use Redis instead of the embedded store (`redis://…`); with
+    /// `--redis-cluster`, a comma-separated list of seed nodes.
+    #[arg(long, env = "CLORO_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Treat `--redis-url` as the seed nodes of a Redis Cluster.
+    #[arg(long, env = "CLORO_REDIS_CLUSTER")]
+    pub redis_cluster: Option<bool>,
+    /// Where authenticated `/v1/*` requests are forwarded (`http://host:port`).
+    #[arg(long, env = "CLORO_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// PEM certificate chain; with `--tls-key`, serve HTTPS.
+    #[arg(long, env = "CLORO_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "CLORO_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// How long a key read from the store is trusted, e.g. `30s` [default: 30s].
+    #[arg(long, env = "CLORO_CACHE_TTL", value_parser = duration)]
+    pub cache_ttl: Option<Duration>,
+    /// Unknown-key answers allowed per client address, e.g. `100/minute` [default: 100/minute].
+    #[arg(long, env = "CLORO_MAX_FAILED_AUTH", value_parser = rate)]
+    pub max_failed_auth: Option<RateLimitPolicy>,
+    /// Proxies whose `X-Forwarded-For` is believed, as CIDRs, comma-separated [default: none].
+    #[arg(long, env = "CLORO_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    /// How long a store call may take before the request is answered without it [default: 250ms].
+    #[arg(long, env = "CLORO_STORE_TIMEOUT", value_parser = duration)]
+    pub store_timeout: Option<Duration>,
+    /// TOML configuration file.
+    #[arg(long, env = "CLORO_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+// Hand-written so that a Redis password never reaches a log through `{:?}`.
+impl fmt::Debug for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flags")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("redis_url", &self.redis_url.as_deref().map(mask_url))
+            .field("upstream", &self.upstream)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|error| error.to_string())
+}
+
+fn rate(text: &str) -> Result<RateLimitPolicy, String> {
+    let (requests, per_seconds) = parse_rate(text).map_err(|error| error.to_string())?;
+    Ok(RateLimitPolicy::new(requests, per_seconds))
+}
+
+/// The TOML file: the same settings in snake_case, plus plans and route scopes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    redis_url: Option<String>,
+    redis_cluster: Option<bool>,
+    upstream: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    cache_ttl: Option<String>,
+    max_failed_auth: Option<String>,
+    trusted_proxies: Option<Vec<IpNet>>,
+    store_timeout: Option<String>,
+    default_plan: Option<PlanName>,
+    #[serde(default)]
+    plans: BTreeMap<PlanName, Plan>,
+    #[serde(default)]
+    route_scopes: BTreeMap<String, Scope>,
+}
+
+/// Where keys are kept.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The embedded store in this directory.
+    Embedded(PathBuf),
+    /// Redis at this URL (or these seed nodes of a cluster).
+    Redis {
+        /// The URL(s); may hold a password, so never print it unmasked.
+        url: String,
+        /// Whether it is a Redis Cluster.
+        cluster: bool,
+    },
+}
+
+impl fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreChoice::Embedded(dir) => f.debug_tuple("Embedded").field(dir).finish(),
+            StoreChoice::Redis { url, cluster } => f
+                .debug_struct("Redis")
+                .field("url", &mask_url(url))
+                .field("cluster", cluster)
+                .finish(),
+        }
+    }
+}
+
+/// The resolved settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The store.
+    pub store: StoreChoice,
+    /// Upstream of `/v1/*`, if any.
+    pub upstream: Option<http::Uri>,
+    /// Certificate and key files, when serving TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Verify-cache TTL.
+    pub cache_ttl: Duration,
+    /// Failed-attempt allowance per client address.
+    pub max_failed_auth: RateLimitPolicy,
+    /// Proxies whose `X-Forwarded-For` counts.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Store call timeout.
+    pub store_timeout: Duration,
+    /// Plans and the default.
+    pub plans: Plans,
+    /// Scopes routes need.
+    pub route_scopes: RouteScopes,
+}
+
+/// A configuration that cannot run, with what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("config file {path} is not valid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its location.
+        message: String,
+    },
+    /// A setting has a bad value.
+    #[error("invalid {setting}: {message}")]
+    Invalid {
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Reads the config file named by the flags (if any) and merges.
+    ///
+    /// # Errors
+    /// A file that cannot be read or parsed, or an invalid value.
+    pub fn load(flags: Flags) -> Result<Self, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(flags, file)
+    }
+
+    /// Settings from a TOML text and flags; for tests and embedding.
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn from_toml(flags: Flags, text: &str) -> Result<Self, ConfigError> {
+        let file = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: error.to_string(),
+        })?;
+        Self::merge(flags, file)
+    }
+
+    fn merge(flags: Flags, file: FileConfig) -> Result<Self, ConfigError> {
+        let file_duration = |setting, text: Option<String>| {
+            text.map(|t| parse_duration(&t).map_err(|e| invalid(setting, e.to_string())))
+                .transpose()
+        };
+        let cache_ttl = match flags.cache_ttl {
+            Some(ttl) => ttl,
+            None => file_duration("cache_ttl", file.cache_ttl)?.unwrap_or(Duration::from_secs(30)),
+        };
+        let store_timeout = match flags.store_timeout {
+            Some(timeout) => timeout,
+            None => file_duration("store_timeout", file.store_timeout)?
+                .unwrap_or(Duration::from_millis(250)),
+        };
+        if store_timeout.is_zero() {
+            return Err(invalid(
+                "store_timeout",
+                "must be greater than zero, e.g. 250ms",
+            ));
+        }
+        let max_failed_auth = match flags.max_failed_auth {
+            Some(policy) => policy,
+            None => match file.max_failed_auth {
+                Some(text) => rate(&text).map_err(|e| invalid("max_failed_auth", e))?,
+                None => RateLimitPolicy::new(nonzero(100), nonzero(60)),
+            },
+        };
+        let redis_url = flags.redis_url.or(file.redis_url);
+        let redis_cluster = flags.redis_cluster.or(file.redis_cluster).unwrap_or(false);
+        let store = match redis_url {
+            Some(url) => StoreChoice::Redis {
+                url,
+                cluster: redis_cluster,
+            },
+            None if redis_cluster => {
+                return Err(invalid(
+                    "redis_cluster",
+                    "needs --redis-url with the seed nodes",
+                ));
+            }
+            None => StoreChoice::Embedded(
+                flags
+                    .data_dir
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| "./cloro-data".into()),
+            ),
+        };
+        let upstream = flags
+            .upstream
+            .or(file.upstream)
+            .map(|text| parse_upstream(&text))
+            .transpose()?;
+        let tls = match (
+            flags.tls_cert.or(file.tls_cert),
+            flags.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "tls_cert/tls_key",
+                    "give both --tls-cert and --tls-key, or neither",
+                ));
+            }
+        };
+        let plans = plans_from(file.default_plan, file.plans)?;
+        let route_scopes =
+            RouteScopes::new(&file.route_scopes).map_err(|e| invalid("route_scopes", e))?;
+        Ok(Settings {
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            store,
+            upstream,
+            tls,
+            cache_ttl,
+            max_failed_auth,
+            trusted_proxies: flags
+                .trusted_proxies
+                .or(file.trusted_proxies)
+                .unwrap_or_default(),
+            store_timeout,
+            plans,
+            route_scopes,
+        })
+    }
+}
+
+/// The plan table: the file's, else the built-in `free` plan. A file that
+/// names plans but no `default_plan` defaults to `free`, which must exist.
+fn plans_from(
+    default_plan: Option<PlanName>,
+    plans: BTreeMap<PlanName, Plan>,
+) -> Result<Plans, ConfigError> {
+    if plans.is_empty() && default_plan.is_none() {
+        return Ok(Plans::builtin());
+    }
+    let default_plan = match default_plan {
+        Some(name) => name,
+        None => Plans::builtin().default_plan(),
+    };
+    Plans::new(default_plan, plans).map_err(|e| invalid("default_plan", e.to_string()))
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+fn parse_upstream(text: &str) -> Result<http::Uri, ConfigError> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| invalid("upstream", format!("`{text}` is not a URL")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(uri),
+        _ => Err(invalid(
+            "upstream",
+            "use http://host:port (TLS to the upstream is not supported yet)",
+        )),
+    }
+}
+
+/// A Redis URL with any password replaced by `***`: the only form that may
+/// be logged.
+pub fn mask_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                let userinfo = &one[scheme_end + 3..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                let masked = if userinfo.contains(':') {
+                    format!("{user}:***")
+                } else {
+                    "***".to_owned()
+                };
+                format!("{}{masked}{}", &one[..scheme_end + 3], &one[at..])
+            }
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::try_parse_from(std::iter::once("cloro-server").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let settings = Settings::from_toml(Flags::default(), "").unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(settings.store, StoreChoice::Embedded("./cloro-data".into()));
+        assert_eq!(settings.cache_ttl, Duration::from_secs(30));
+        assert_eq!(settings.store_timeout, Duration::from_millis(250));
+        assert_eq!(settings.max_failed_auth.requests.get(), 100);
+        assert_eq!(settings.plans.default_plan().as_str(), "free");
+    }
+
+    #[test]
+    fn flag_beats_file() {
+        let toml = r#"
+            listen = "127.0.0.1:7000"
+            cache_ttl = "10s"
+            max_failed_auth = "5/minute"
+            default_plan = "pro"
+            [plans.pro]
+            rate_limit = { requests = 500, per_seconds = 1, burst = 500 }
+            concurrency_limit = 10
+            [route_scopes]
+            "POST /v1/monitor" = "monitor:write"
+        "#;
+        let settings = Settings::from_toml(flags(&["--listen", "127.0.0.1:9000"]), toml).unwrap();
+        assert_eq!(settings.listen.port(), 9000);
+        assert_eq!(settings.cache_ttl, Duration::from_secs(10));
+        assert_eq!(settings.max_failed_auth.requests.get(), 5);
+        assert_eq!(settings.plans.default_plan().as_str(), "pro");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let error = Settings::from_toml(Flags::default(), "cache_ttl = \"ten\"").unwrap_err();
+        assert!(error.to_string().contains("cache_ttl"), "{error}");
+        let error = Settings::from_toml(Flags::default(), "listne = \"x\"").unwrap_err();
+        assert!(error.to_string().contains("listne"), "{error}");
+        let error = Settings::from_toml(Flags::default(), "default_plan = \"gold\"").unwrap_err();
+        assert!(error.to_string().contains("gold"), "{error}");
+        let error = Settings::from_toml(flags(&["--upstream", "ftp://x"]), "").unwrap_err();
+        assert!(error.to_string().contains("upstream"), "{error}");
+        assert!(Flags::try_parse_from(["cloro-server", "--cache-ttl", "soon"]).is_err());
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_url("redis://:hunter2@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(
+            mask_url("redis://user:pw@h:1,redis://h2:2"),
+            "redis://user:***@h:1,redis://h2:2"
+        );
+        assert_eq!(mask_url("redis://host:6379"), "redis://host:6379");
+        let flags = flags(&["--redis-url", "redis://:hunter2@h:1"]);
+        assert!(!format!("{flags:?}").contains("hunter2"));
+    }
+}

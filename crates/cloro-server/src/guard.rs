@@ -1,0 +1,135 @@
+//! The request-level check every protected route runs, and the tower layer
+//! reuses: key in URL → header → verifier (format, failed-attempt guard,
+//! lookup, status, scope, rate limit, concurrency), then the headers that
+//! go on the answer.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use cloro_auth_core::{AuthError, Malformed, query_carries_key};
+use cloro_keystore::{Refused, Verified, Verifier, VerifyRequest};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use ipnet::IpNet;
+
+use crate::client_addr::client_address;
+use crate::responses::{ApiError, Body, add_concurrency_headers, add_rate_headers};
+use crate::route_scope::RouteScopes;
+
+/// What a protected request is checked against.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    verifier: Arc<Verifier>,
+    route_scopes: RouteScopes,
+    trusted_proxies: Vec<IpNet>,
+}
+
+/// The parts of a request the check reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// The method the route scope is chosen by.
+    pub method: &'a Method,
+    /// The path the route scope is chosen by.
+    pub path: &'a str,
+    /// The query string, checked for keys in the URL.
+    pub query: Option<&'a str>,
+    /// The request headers (`Authorization`, `X-Forwarded-For`).
+    pub headers: &'a HeaderMap,
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// Whether the key's concurrency limit applies.
+    pub limit_concurrency: bool,
+}
+
+impl Guard {
+    /// A guard over `verifier`.
+    pub fn new(
+        verifier: Arc<Verifier>,
+        route_scopes: RouteScopes,
+        trusted_proxies: Vec<IpNet>,
+    ) -> Self {
+        Guard {
+            verifier,
+            route_scopes,
+            trusted_proxies,
+        }
+    }
+
+    /// The verifier behind the guard.
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    /// The client address of a request (SPEC §3).
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        client_address(peer, headers, &self.trusted_proxies)
+    }
+
+    /// Authenticates one request.
+    ///
+    /// # Errors
+    /// The refusal, with limit state where the limiter ran.
+    // `Refused` is returned by value on purpose: see `Verifier::verify`.
+    #[allow(clippy::result_large_err)]
+    pub async fn check(&self, facts: RequestFacts<'_>) -> Result<Verified, Refused> {
+        if facts
+            .query
+            .is_some_and(|query| query_carries_key(query.as_bytes()))
+        {
+            return Err(AuthError::MalformedAuthorization(Malformed::KeyInUrl).into());
+        }
+        let request = VerifyRequest {
+            client: self.client(facts.peer, facts.headers),
+            required_scope: self.route_scopes.required(facts.method, facts.path),
+            limit_concurrency: facts.limit_concurrency,
+            now: jiff::Timestamp::now(),
+        };
+        let fields = facts
+            .headers
+            .get_all(AUTHORIZATION)
+            .iter()
+            .map(HeaderValue::as_bytes);
+        self.verifier.verify(fields, &request).await
+    }
+}
+
+/// The error answer for a refusal, with the limit headers of SPEC §5 on
+/// 429s (the limiter ran), and none on 401/403.
+pub fn refusal_response(refused: &Refused, request_id: &str) -> Response<Body> {
+    let mut response = ApiError::from_auth(&refused.error).into_response(request_id);
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        let headers = response.headers_mut();
+        if let Some(rate) = &refused.rate {
+            add_rate_headers(headers, rate);
+        }
+        if let Some(state) = &refused.concurrency {
+            add_concurrency_headers(headers, state);
+        }
+    }
+    response
+}
+
+/// The identity headers sent upstream and answered by `/auth/verify`.
+pub fn add_identity_headers(headers: &mut HeaderMap, verified: &Verified) {
+    let record = &verified.key.record;
+    let values = [
+        ("x-cloro-key-id", record.id.as_str()),
+        ("x-cloro-account-id", record.account_id.as_str()),
+        ("x-cloro-environment", record.environment.as_str()),
+        ("x-cloro-scopes", verified.key.scopes_header.as_str()),
+    ];
+    for (name, value) in values {
+        // Ids and scopes are validated ASCII, so this never fails.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// The limit headers of an accepted request.
+pub fn add_limit_headers(headers: &mut HeaderMap, verified: &Verified) {
+    add_rate_headers(headers, &verified.rate);
+    if let Some(permit) = &verified.concurrency {
+        add_concurrency_headers(headers, &permit.state);
+    }
+}

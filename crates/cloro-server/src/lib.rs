@@ -1,0 +1,70 @@
+//! The Cloro auth server: guards `/v1/*` and forwards authenticated
+//! requests upstream, answers verify sub-requests from other gateways,
+//! serves the admin API, and exposes health, readiness and metrics
+//! (SPEC §6). `main.rs` only parses flags and calls [`run`].
+
+#![forbid(unsafe_code)]
+
+mod admin_token;
+mod api;
+mod app;
+mod client_addr;
+pub mod config;
+mod guard;
+mod request_id;
+mod request_path;
+mod responses;
+mod route_scope;
+mod serve;
+
+pub use admin_token::{AdminToken, AdminTokenError, MIN_ADMIN_TOKEN_LEN};
+pub use app::{App, Background, StartError};
+pub use guard::{Guard, RequestFacts, add_identity_headers, add_limit_headers, refusal_response};
+pub use responses::{ApiError, Body, BoxError};
+pub use route_scope::RouteScopes;
+pub use serve::{TlsError, serve, shutdown_signal, tls_acceptor};
+
+/// Everything that can stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The application could not be built.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// TLS files unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the server with these flags and the admin token from the
+/// environment, until SIGTERM or SIGINT.
+///
+/// # Errors
+/// Anything that stops it from starting.
+pub async fn run(flags: config::Flags, admin_token: Option<String>) -> Result<(), RunError> {
+    let settings = config::Settings::load(flags)?;
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let address = settings.listen;
+    let (app, background) = App::build(settings, admin_token.as_deref()).await?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| RunError::Listen { address, source })?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %listener.local_addr().unwrap_or(address), scheme, "listening");
+    let result = serve(app, listener, tls, shutdown_signal()).await;
+    drop(background);
+    result.map_err(|source| RunError::Listen { address, source })
+}

@@ -1,0 +1,179 @@
+//! Shared test harness: a server on a free port with either store, and a
+//! small HTTP client that returns status, headers and the body.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cloro_auth_core::AccountId;
+use cloro_auth_core::wire::CreateKeyRequest;
+use cloro_server::App;
+use cloro_server::config::{Flags, Settings};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+
+/// An admin token tests use; long enough to be accepted.
+pub(crate) const ADMIN_TOKEN: &str = "test_admin_token_0123456789abcdefghijklmnop";
+
+/// A running server.
+pub(crate) struct TestServer {
+    pub(crate) address: SocketAddr,
+    pub(crate) app: Arc<App>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _background: cloro_server::Background,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+/// An answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// `error.code` of an error body.
+    pub(crate) fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// A header as text.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestServer {
+    /// A server on the embedded store in a fresh temp dir, configured by `toml`.
+    pub(crate) async fn embedded(toml: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Flags {
+            data_dir: Some(dir.path().to_owned()),
+            ..Flags::default()
+        };
+        Self::start(Settings::from_toml(flags, toml).unwrap(), Some(dir)).await
+    }
+
+    /// A server on the Redis at `url`, configured by `toml`.
+    #[expect(
+        dead_code,
+        reason = "the Redis end-to-end tests arrive with the admin API and gateway"
+    )]
+    pub(crate) async fn redis(url: &str, toml: &str) -> TestServer {
+        let flags = Flags {
+            redis_url: Some(url.to_owned()),
+            ..Flags::default()
+        };
+        Self::start(Settings::from_toml(flags, toml).unwrap(), None).await
+    }
+
+    /// A server with these settings.
+    pub(crate) async fn start(
+        settings: Settings,
+        data_dir: Option<tempfile::TempDir>,
+    ) -> TestServer {
+        let (app, background) = App::build(settings, Some(ADMIN_TOKEN)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(cloro_server::serve(
+            app.clone(),
+            listener,
+            None,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let task = tokio::spawn(async move {
+            task.await.unwrap().unwrap();
+        });
+        TestServer {
+            address,
+            app,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            stop: Some(stop),
+            task: Some(task),
+            _background: background,
+            _data_dir: data_dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Sends one request.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = self.client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    /// `GET path` with an API key (or any bearer token).
+    pub(crate) async fn get_with_key(&self, path: &str, key: &str) -> Answer {
+        self.send(
+            Method::GET,
+            path,
+            &[("authorization", &format!("Bearer {key}"))],
+            "",
+        )
+        .await
+    }
+
+    /// Creates a key directly through the app (the admin API has its own tests).
+    pub(crate) async fn create_key(&self, edit: impl FnOnce(&mut CreateKeyRequest)) -> String {
+        let mut request = CreateKeyRequest::new(AccountId::new("acct_test").unwrap(), "test key");
+        edit(&mut request);
+        let issued = self
+            .app
+            .admin()
+            .create(request, "test", jiff::Timestamp::now())
+            .await
+            .unwrap();
+        issued.key.expose_secret().to_owned()
+    }
+
+    /// Stops accepting, drains, and waits for the server task.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
