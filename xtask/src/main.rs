@@ -2,6 +2,8 @@
 //! does. `ci` is the single test command of the README: if it passes locally,
 //! CI is green.
 
+mod bench;
+
 use std::env;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -103,17 +105,23 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => run_steps(CI_STEPS),
-        Some("bench") => run_steps(&[Step {
-            name: "criterion benches",
-            args: &["bench", "--workspace"],
-            env: &[],
-        }]),
+        Some("bench") => {
+            match bench::run(&env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("xtask bench: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
             eprintln!("usage: cargo xtask <ci|bench>");
             eprintln!(
                 "  ci     every check CI runs: fmt, clippy, tests, docs, benches compile, cargo deny"
             );
-            eprintln!("  bench  criterion benchmarks");
+            eprintln!(
+                "  bench  criterion benchmarks, then a wrk load comparison of the server (needs wrk)"
+            );
             ExitCode::from(2)
         }
     }

@@ -1,0 +1,282 @@
+//! `cargo xtask bench`: criterion benches, then a load comparison of the
+//! running server with wrk (SPEC perf goals): authenticated `GET /v1/whoami`
+//! against the unauthenticated `/healthz` of the same server in the same
+//! run, and a flood of invalid keys with the store calls it caused.
+//!
+//! Everything runs on this one machine: wrk and the server share its cores,
+//! so absolute figures understate a real deployment; the ratios are what
+//! the comparison is for.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An admin token only this run uses.
+const ADMIN_TOKEN: &str = "xtask_bench_admin_token_0123456789abcdef";
+/// wrk settings: one thread and a modest connection count leave the other
+/// core to the server.
+const WRK_THREADS: &str = "1";
+const WRK_CONNECTIONS: &str = "32";
+const WRK_DURATION: &str = "10s";
+
+/// One wrk run's figures.
+struct Load {
+    requests_per_second: f64,
+    p50: String,
+    p99: String,
+    non_2xx: u64,
+}
+
+/// Runs the criterion benches and the load comparison.
+pub(crate) fn run(cargo: &str) -> Result<(), String> {
+    step("criterion benches", cargo, &["bench", "--workspace"])?;
+    if Command::new("wrk").arg("--version").output().is_err() {
+        return Err("wrk is not installed: `apt-get install wrk` (Debian/Ubuntu)".into());
+    }
+    step(
+        "release build of cloro-server",
+        cargo,
+        &["build", "--release", "--package", "cloro-server"],
+    )?;
+    let data_dir = std::env::temp_dir().join(format!("cloro-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let port = free_port()?;
+    let mut server =
+        ServerProcess::start(Path::new("target/release/cloro-server"), port, &data_dir)?;
+    let result = compare(port);
+    server.stop();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+fn compare(port: u16) -> Result<(), String> {
+    let key = create_key(port)?;
+    let base = format!("http://127.0.0.1:{port}");
+    // Warm up both paths (connection setup, the key's cache entry).
+    wrk(&format!("{base}/healthz"), None, "2s")?;
+    wrk(&format!("{base}/v1/whoami"), Some(&key), "2s")?;
+
+    let unauthenticated = wrk(&format!("{base}/healthz"), None, WRK_DURATION)?;
+    let authenticated = wrk(&format!("{base}/v1/whoami"), Some(&key), WRK_DURATION)?;
+    let misses_before = metric(port, "cloro_cache_misses_total")?;
+    let bad_key = bad_checksum(&key);
+    let flood = wrk(&format!("{base}/v1/whoami"), Some(&bad_key), WRK_DURATION)?;
+    let misses_after = metric(port, "cloro_cache_misses_total")?;
+
+    let ratio = authenticated.requests_per_second / unauthenticated.requests_per_second;
+    eprintln!();
+    eprintln!(
+        "load comparison (wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_DURATION}, same server, same run):"
+    );
+    eprintln!(
+        "  {:<38} {:>12} {:>10} {:>10}",
+        "", "requests/s", "p50", "p99"
+    );
+    for (name, load) in [
+        ("GET /healthz (no auth)", &unauthenticated),
+        ("GET /v1/whoami (API key, rate limit)", &authenticated),
+        ("invalid-key flood (bad checksum)", &flood),
+    ] {
+        eprintln!(
+            "  {name:<38} {:>12.0} {:>10} {:>10}",
+            load.requests_per_second, load.p50, load.p99
+        );
+    }
+    eprintln!(
+        "  authenticated / unauthenticated throughput: {:.1}% (goal >= 90%)",
+        ratio * 100.0
+    );
+    eprintln!(
+        "  store lookups caused by the flood: {} (goal 0); its non-2xx answers: {}",
+        misses_after.saturating_sub(misses_before),
+        flood.non_2xx
+    );
+    if authenticated.non_2xx > 0 {
+        return Err(format!(
+            "{} authenticated requests failed",
+            authenticated.non_2xx
+        ));
+    }
+    Ok(())
+}
+
+fn step(name: &str, cargo: &str, args: &[&str]) -> Result<(), String> {
+    eprintln!("==> {name}: cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .status()
+        .map_err(|e| format!("{name}: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("{name} failed ({status})"))
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+/// The server as a child process, stopped with SIGTERM.
+struct ServerProcess {
+    child: Child,
+}
+
+impl ServerProcess {
+    fn start(binary: &Path, port: u16, data_dir: &Path) -> Result<Self, String> {
+        let child = Command::new(binary)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("CLORO_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("CLORO_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let server = ServerProcess { child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http(port, "GET", "/readyz", &[], "").is_ok_and(|(status, _)| status == 200) {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("the server did not become ready within 20 s".into())
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A key with a rate limit no benchmark reaches, created through the admin API.
+fn create_key(port: u16) -> Result<String, String> {
+    let body = r#"{"account_id":"acct_bench","name":"bench","rate_limit":{"requests":1000000000,"per_seconds":1}}"#;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let (status, response) = http(
+        port,
+        "POST",
+        "/admin/v1/keys",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )?;
+    if status != 201 {
+        return Err(format!(
+            "creating the bench key answered {status}: {response}"
+        ));
+    }
+    let start = response
+        .find("\"key\":\"")
+        .ok_or("no key in the create response")?
+        + 7;
+    let end = response[start..].find('"').ok_or("unterminated key")? + start;
+    Ok(response[start..end].to_owned())
+}
+
+/// The same key with one digit changed: fails its checksum.
+fn bad_checksum(key: &str) -> String {
+    let mut bytes = key.as_bytes().to_vec();
+    bytes[20] = if bytes[20] == b'0' { b'1' } else { b'0' };
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// One sample's value from `/metrics`.
+fn metric(port: u16, name: &str) -> Result<u64, String> {
+    let (_, text) = http(port, "GET", "/metrics", &[], "")?;
+    text.lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .ok_or_else(|| format!("metric {name} not found in /metrics"))
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection (xtask stays free of
+/// dependencies): status code and body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    BufReader::new(stream)
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn wrk(url: &str, key: Option<&str>, duration: &str) -> Result<Load, String> {
+    let mut command = Command::new("wrk");
+    command.args([
+        "-t",
+        WRK_THREADS,
+        "-c",
+        WRK_CONNECTIONS,
+        "-d",
+        duration,
+        "--latency",
+    ]);
+    if let Some(key) = key {
+        command.args(["-H", &format!("Authorization: Bearer {key}")]);
+    }
+    let output = command.arg(url).output().map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let field = |prefix: &str| {
+        BufReader::new(text.as_bytes())
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.trim_start().starts_with(prefix))
+            .and_then(|line| line.split_whitespace().nth(1).map(str::to_owned))
+    };
+    let requests_per_second = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("unexpected wrk output:\n{text}"))?;
+    let non_2xx = field("Non-2xx")
+        .and_then(|line| line.parse().ok())
+        .unwrap_or(0);
+    Ok(Load {
+        requests_per_second,
+        p50: field("50%").unwrap_or_default(),
+        p99: field("99%").unwrap_or_default(),
+        non_2xx,
+    })
+}
