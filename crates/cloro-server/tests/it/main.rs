@@ -7,3 +7,4 @@
 
 mod public_api;
 mod support;
+mod tls;
