@@ -272,6 +272,9 @@ impl App {
                 )
                 .await
             }
+            _ if path == "/admin" || path.starts_with("/admin/") => {
+                crate::admin_api::handle(self, request, request_id).await
+            }
             _ => ApiError::new(
                 ErrorCode::NotFound,
                 format!("no route {path}; see GET /openapi.json for the API"),

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin_api;
 mod admin_token;
 mod api;
 mod app;

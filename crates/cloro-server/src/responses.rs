@@ -161,3 +161,17 @@ pub(crate) fn add_concurrency_headers(headers: &mut HeaderMap, state: &Concurren
     headers.insert("x-concurrent-current", HeaderValue::from(state.current));
     headers.insert("x-concurrent-remaining", HeaderValue::from(state.remaining));
 }
+
+impl ApiError {
+    /// The same error with another message, for when the code's usual
+    /// message would mislead (an API key sent as the admin token).
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    /// `details.field`, if the error names one.
+    pub fn field(&self) -> Option<&str> {
+        self.details.field.as_deref()
+    }
+}

@@ -5,6 +5,7 @@
 // A test that meets the unexpected should stop right there, loudly.
 #![allow(clippy::unwrap_used)]
 
+mod admin_api;
 mod public_api;
 mod support;
 mod tls;

@@ -71,10 +71,6 @@ impl TestServer {
     }
 
     /// A server on the Redis at `url`, configured by `toml`.
-    #[expect(
-        dead_code,
-        reason = "the Redis end-to-end tests arrive with the admin API and gateway"
-    )]
     pub(crate) async fn redis(url: &str, toml: &str) -> TestServer {
         let flags = Flags {
             redis_url: Some(url.to_owned()),
