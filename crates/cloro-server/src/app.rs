@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::admin_token::{AdminToken, AdminTokenError};
 use crate::config::{Settings, StoreChoice, mask_url};
 use crate::guard::Guard;
+use crate::metrics::{AnsweredCode, Metrics, RouteLabel};
 use crate::request_id::request_id;
 use crate::responses::{ApiError, Body, json};
 
@@ -33,6 +34,7 @@ pub struct App {
     admin: KeyAdmin,
     admin_token: AdminToken,
     store: Arc<dyn KeyStore>,
+    metrics: Metrics,
 }
 
 /// Tasks the server runs beside requests; dropping this stops them.
@@ -152,6 +154,7 @@ impl App {
             admin,
             admin_token,
             store,
+            metrics: Metrics::new(verifier.clone()),
         });
         app.probe_store().await;
         let maintenance = tokio::spawn(maintain(verifier));
@@ -214,11 +217,18 @@ impl App {
         let method = request.method().clone();
         // The query is never logged: it may carry a key (SPEC §3).
         let path = request.uri().path().to_owned();
+        let route_label = RouteLabel::of(&path);
         let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
+        let routed = Instant::now();
         let mut response = self
             .route(request, peer, &request_id)
             .instrument(span.clone())
             .await;
+        if route_label.times_the_check() {
+            self.metrics.observe_check(routed.elapsed());
+        }
+        let code = response.extensions().get::<AnsweredCode>().map(|c| c.0);
+        self.metrics.record_request(route_label, code);
         if let Ok(value) = http::HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", value);
         }
@@ -250,6 +260,13 @@ impl App {
                 Some(refusal) => refusal,
                 None => self.readiness(request_id).await,
             },
+            "/metrics" => match only_get(method, request_id) {
+                Some(refusal) => refusal,
+                None => self.metrics.render(request.headers(), request_id),
+            },
+            "/openapi.json" => {
+                only_get(method, request_id).unwrap_or_else(crate::routes::openapi_response)
+            }
             "/v1/whoami" => {
                 crate::api::whoami(
                     self,
@@ -275,11 +292,7 @@ impl App {
             _ if path == "/admin" || path.starts_with("/admin/") => {
                 crate::admin_api::handle(self, request, request_id).await
             }
-            _ => ApiError::new(
-                ErrorCode::NotFound,
-                format!("no route {path}; see GET /openapi.json for the API"),
-            )
-            .into_response(request_id),
+            _ => crate::routes::unrouted(method, path, request_id),
         }
     }
 

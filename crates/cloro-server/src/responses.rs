@@ -137,6 +137,10 @@ impl ApiError {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // For the `code` label of `cloro_requests_total`.
+        response
+            .extensions_mut()
+            .insert(crate::metrics::AnsweredCode(self.code));
         response
     }
 }
