@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::admin_token::{AdminToken, AdminTokenError};
 use crate::config::{Settings, StoreChoice, mask_url};
+use crate::gateway::Gateway;
 use crate::guard::Guard;
 use crate::request_id::request_id;
 use crate::responses::{ApiError, Body, json};
@@ -33,6 +34,7 @@ pub struct App {
     admin: KeyAdmin,
     admin_token: AdminToken,
     store: Arc<dyn KeyStore>,
+    gateway: Gateway,
 }
 
 /// Tasks the server runs beside requests; dropping this stops them.
@@ -146,12 +148,14 @@ impl App {
             settings.trusted_proxies.clone(),
         );
 
+        let gateway = Gateway::new(settings.upstream.as_ref());
         let app = Arc::new(App {
             settings,
             guard,
             admin,
             admin_token,
             store,
+            gateway,
         });
         app.probe_store().await;
         let maintenance = tokio::spawn(maintain(verifier));
@@ -260,6 +264,11 @@ impl App {
                     request_id,
                 )
                 .await
+            }
+            _ if path.starts_with("/v1/") => {
+                self.gateway
+                    .forward(&self.guard, request, peer.ip(), request_id)
+                    .await
             }
             _ if path == "/auth/verify" || path.starts_with("/auth/verify/") => {
                 crate::api::verify(

@@ -10,6 +10,7 @@ mod api;
 mod app;
 mod client_addr;
 pub mod config;
+mod gateway;
 mod guard;
 mod request_id;
 mod request_path;

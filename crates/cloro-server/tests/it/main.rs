@@ -5,5 +5,7 @@
 // A test that meets the unexpected should stop right there, loudly.
 #![allow(clippy::unwrap_used)]
 
+mod gateway;
+mod nginx;
 mod public_api;
 mod support;
