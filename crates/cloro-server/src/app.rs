@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::admin_token::{AdminToken, AdminTokenError};
 use crate::config::{Settings, StoreChoice, mask_url};
+use crate::gateway::Gateway;
 use crate::guard::Guard;
 use crate::metrics::{AnsweredCode, Metrics, RouteLabel};
 use crate::request_id::request_id;
@@ -35,6 +36,7 @@ pub struct App {
     admin_token: AdminToken,
     store: Arc<dyn KeyStore>,
     metrics: Metrics,
+    gateway: Gateway,
 }
 
 /// Tasks the server runs beside requests; dropping this stops them.
@@ -148,6 +150,7 @@ impl App {
             settings.trusted_proxies.clone(),
         );
 
+        let gateway = Gateway::new(settings.upstream.as_ref());
         let app = Arc::new(App {
             settings,
             guard,
@@ -155,6 +158,7 @@ impl App {
             admin_token,
             store,
             metrics: Metrics::new(verifier.clone()),
+            gateway,
         });
         app.probe_store().await;
         let maintenance = tokio::spawn(maintain(verifier));
@@ -277,6 +281,11 @@ impl App {
                     request_id,
                 )
                 .await
+            }
+            _ if path.starts_with("/v1/") => {
+                self.gateway
+                    .forward(&self.guard, request, peer.ip(), request_id)
+                    .await
             }
             _ if path == "/auth/verify" || path.starts_with("/auth/verify/") => {
                 crate::api::verify(

@@ -11,6 +11,7 @@ mod api;
 mod app;
 mod client_addr;
 pub mod config;
+mod gateway;
 mod guard;
 mod layer;
 mod metrics;

@@ -7,8 +7,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin_api;
+mod gateway;
 mod layer;
+mod nginx;
 mod ops;
+mod process;
 mod public_api;
 mod support;
 mod tls;

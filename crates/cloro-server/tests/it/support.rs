@@ -173,3 +173,103 @@ impl TestServer {
         }
     }
 }
+
+impl TestServer {
+    /// A server on the embedded store that forwards `/v1/*` to `upstream`,
+    /// configured by `toml` (which must not set `upstream` itself).
+    pub(crate) async fn with_upstream(upstream: &str, toml: &str) -> TestServer {
+        // Top-level keys go before any table the rest of the file opens.
+        Self::embedded(&format!("upstream = \"{upstream}\"\n{toml}")).await
+    }
+}
+
+/// What the test upstream saw of one request.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub(crate) method: Method,
+    pub(crate) uri: http::Uri,
+    pub(crate) headers: HeaderMap,
+}
+
+impl Seen {
+    /// A header as text.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The API behind the gateway, for tests: records every request head and
+/// answers 200, streaming the request body straight back as it arrives, with
+/// hop-by-hop fields the gateway must not pass on.
+pub(crate) struct TestUpstream {
+    pub(crate) address: SocketAddr,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestUpstream {
+    /// An upstream on a free loopback port.
+    pub(crate) async fn start() -> TestUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let record = record.clone();
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let (parts, body) = request.into_parts();
+                        record.lock().unwrap().push(Seen {
+                            method: parts.method,
+                            uri: parts.uri,
+                            headers: parts.headers,
+                        });
+                        let response = http::Response::builder()
+                            .header("x-upstream", "echo")
+                            .header("connection", "x-upstream-hop")
+                            .header("x-upstream-hop", "1")
+                            .header("keep-alive", "timeout=5")
+                            .body(body)
+                            .unwrap();
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        TestUpstream {
+            address,
+            seen,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Every request seen so far, oldest first.
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The one request seen so far.
+    pub(crate) fn only(&self) -> Seen {
+        let seen = self.seen();
+        assert_eq!(seen.len(), 1, "expected exactly one upstream request");
+        seen.into_iter().next().unwrap()
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,310 @@
+//! The real `cloro-server` binary as a child process: restart after
+//! SIGKILL, drain on SIGTERM, and logs that never hold a secret.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use crate::support::ADMIN_TOKEN;
+
+/// A running server process and the port it listens on.
+struct ServerProcess {
+    child: Child,
+    port: u16,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ServerProcess {
+    /// Starts the binary on the embedded store in `data_dir`; with
+    /// `admin_token` unset it generates its own.
+    async fn start(data_dir: &Path, admin_token: Option<&str>, extra: &[&str]) -> ServerProcess {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cloro-server"));
+        command
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("CLORO_LOG", "debug")
+            .env_remove("CLORO_ADMIN_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(token) = admin_token {
+            command.env("CLORO_ADMIN_TOKEN", token);
+        }
+        let server = ServerProcess {
+            child: command.spawn().unwrap(),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(reply) = tokio::time::timeout(
+                Duration::from_secs(1),
+                server.request(Method::GET, "/readyz", None, ""),
+            )
+            .await
+                && reply.is_some_and(|r| r.status == StatusCode::OK)
+            {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "the server did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: &str,
+    ) -> Option<Reply> {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1:{}{path}", self.port));
+        if let Some(token) = bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = client.request(request).await.ok()?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await.ok()?.to_bytes();
+        Some(Reply {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    async fn admin(&self, method: Method, path: &str, token: &str, body: &str) -> Reply {
+        self.request(method, path, Some(token), body).await.unwrap()
+    }
+
+    async fn create_key(&self, token: &str) -> (String, String) {
+        let reply = self
+            .admin(
+                Method::POST,
+                "/admin/v1/keys",
+                token,
+                r#"{"account_id":"acct_proc","name":"p"}"#,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        (
+            reply.body["key"].as_str().unwrap().to_owned(),
+            reply.body["key_info"]["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn whoami(&self, key: &str) -> Reply {
+        self.request(Method::GET, "/v1/whoami", Some(key), "")
+            .await
+            .unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit; returns whether it exited 0, and everything it printed.
+    async fn wait_with_output(mut self) -> (bool, String) {
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut text = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            stdout.read_to_string(&mut text).await.unwrap();
+        }
+        if let Some(mut stderr) = self.child.stderr.take() {
+            stderr.read_to_string(&mut text).await.unwrap();
+        }
+        (status.success(), text)
+    }
+}
+
+#[tokio::test]
+async fn restart_after_sigkill_keeps_keys_and_revocations() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), Some(ADMIN_TOKEN), &[]).await;
+    let (kept, _) = server.create_key(ADMIN_TOKEN).await;
+    let (revoked, revoked_id) = server.create_key(ADMIN_TOKEN).await;
+    let reply = server
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/keys/{revoked_id}/revoke"),
+            ADMIN_TOKEN,
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    server.signal("KILL");
+    let _ = server.wait_with_output().await;
+
+    let server = ServerProcess::start(data.path(), Some(ADMIN_TOKEN), &[]).await;
+    assert_eq!(server.whoami(&kept).await.status, StatusCode::OK);
+    let refused = server.whoami(&revoked).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.body["error"]["code"], "REVOKED_API_KEY");
+    server.signal("TERM");
+    assert!(server.wait_with_output().await.0);
+}
+
+/// A test upstream that answers after `delay`.
+async fn slow_upstream(delay: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"slow done"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
+    let data = tempfile::tempdir().unwrap();
+    let upstream = slow_upstream(Duration::from_millis(800)).await;
+    let upstream_url = format!("http://127.0.0.1:{upstream}");
+    let server = ServerProcess::start(
+        data.path(),
+        Some(ADMIN_TOKEN),
+        &["--upstream", &upstream_url],
+    )
+    .await;
+    let (key, _) = server.create_key(ADMIN_TOKEN).await;
+    let port = server.port;
+    let in_flight = tokio::spawn(async move {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = Request::get(format!("http://127.0.0.1:{port}/v1/slow"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status();
+        (
+            status,
+            response.into_body().collect().await.unwrap().to_bytes(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.signal("TERM");
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &b"slow done"[..]),
+        "the request in flight finished"
+    );
+    let (clean, _) = server.wait_with_output().await;
+    assert!(clean, "exit status 0 after SIGTERM");
+}
+
+#[tokio::test]
+async fn logs_never_hold_a_key_or_the_admin_token() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), None, &[]).await;
+    let token_file = data.path().join("admin-token");
+    let admin_token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (key, id) = server.create_key(&admin_token).await;
+    assert_eq!(server.whoami(&key).await.status, StatusCode::OK);
+    let mut typo = key.clone();
+    typo.replace_range(30..31, if &key[30..31] == "0" { "1" } else { "0" });
+    assert_eq!(server.whoami(&typo).await.status, StatusCode::UNAUTHORIZED);
+    let in_url = server
+        .request(Method::GET, &format!("/v1/whoami?api_key={key}"), None, "")
+        .await
+        .unwrap();
+    assert_eq!(in_url.status, StatusCode::BAD_REQUEST);
+    let rotated = server
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/keys/{id}/rotate"),
+            &admin_token,
+            "",
+        )
+        .await;
+    let new_key = rotated.body["key"].as_str().unwrap().to_owned();
+    assert_eq!(server.whoami(&new_key).await.status, StatusCode::OK);
+    assert_eq!(
+        server
+            .admin(
+                Method::GET,
+                "/admin/v1/plans",
+                "wrong-token-wrong-token-wrong-token",
+                ""
+            )
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    server.signal("TERM");
+    let (clean, logs) = server.wait_with_output().await;
+    assert!(clean);
+
+    assert!(
+        logs.contains(&token_file.display().to_string()),
+        "the admin token's path is logged"
+    );
+    assert!(logs.contains("answered"), "requests were logged: {logs}");
+    for secret in [
+        key.as_str(),
+        typo.as_str(),
+        new_key.as_str(),
+        admin_token.as_str(),
+        "wrong-token-wrong-token",
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+    for random_part in [&key[8..40], &new_key[8..40], &admin_token[12..]] {
+        assert!(
+            !logs.contains(random_part),
+            "part of a secret reached the logs"
+        );
+    }
+}
