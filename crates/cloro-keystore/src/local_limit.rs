@@ -112,8 +112,8 @@ impl ConcurrencyPermit {
     /// A permit on `counter` if fewer than `limit` requests hold one.
     ///
     /// # Errors
-    /// The state at refusal (`current` = requests in flight) when the limit
-    /// is reached.
+    /// The state at refusal (`current` = requests in flight plus this one)
+    /// when the limit is reached.
     pub fn acquire(
         counter: &Arc<AtomicU32>,
         limit: u32,
@@ -121,9 +121,10 @@ impl ConcurrencyPermit {
         let before = counter.fetch_add(1, Ordering::AcqRel);
         if before >= limit {
             counter.fetch_sub(1, Ordering::AcqRel);
+            // SPEC §5: `X-Concurrent-Current` counts the refused request too.
             return Err(ConcurrencyState {
                 limit,
-                current: before,
+                current: before.saturating_add(1),
                 remaining: 0,
             });
         }
@@ -226,7 +227,7 @@ mod tests {
             refused,
             ConcurrencyState {
                 limit: 2,
-                current: 2,
+                current: 3,
                 remaining: 0
             }
         );

@@ -190,7 +190,8 @@ impl Gateway {
 }
 
 /// Removes what must not reach the upstream: the key, any identity or
-/// address the client claims for itself, hop-by-hop fields, and the
+/// address the client claims for itself (`X-Cloro-*`, `X-Forwarded-For`,
+/// `Forwarded`), hop-by-hop fields, and the
 /// client's `Host` and `Expect` (the upstream gets its own authority, as
 /// with nginx's `proxy_pass`; `100-continue` was already answered by our
 /// server when it started reading the body).
@@ -200,6 +201,9 @@ fn sanitise_request_headers(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove("x-forwarded-for");
+    // RFC 7239 `Forwarded` would let a client claim another address than the
+    // `X-Forwarded-For` we set; the upstream gets only ours.
+    headers.remove("forwarded");
     let claimed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().starts_with("x-cloro-"))

@@ -110,6 +110,7 @@ async fn forwards_path_and_query_with_rewritten_headers() {
                 ("x-cloro-made-up", "1"),
                 ("connection", "x-secret-hop"),
                 ("x-secret-hop", "do not pass"),
+                ("forwarded", "for=6.6.6.6"),
                 ("keep-alive", "timeout=1"),
                 ("proxy-authorization", "Basic c2VjcmV0"),
                 ("x-forwarded-for", "198.51.100.7"),
@@ -147,6 +148,11 @@ async fn forwards_path_and_query_with_rewritten_headers() {
     assert_eq!(seen.header("x-cloro-scopes"), Some("*"));
     assert_eq!(seen.header("x-cloro-made-up"), None);
     assert_eq!(seen.header("x-secret-hop"), None);
+    assert_eq!(
+        seen.header("forwarded"),
+        None,
+        "a client-claimed Forwarded is dropped"
+    );
     assert_eq!(seen.header("keep-alive"), None);
     assert_eq!(seen.header("proxy-authorization"), None);
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
@@ -346,7 +352,11 @@ async fn the_concurrency_permit_is_held_until_the_answer_is_sent() {
     );
     assert_eq!(second.header("retry-after"), Some("1"));
     assert_eq!(second.header("x-concurrent-limit"), Some("1"));
-    assert!(second.header("x-concurrent-current").is_some());
+    assert_eq!(
+        second.header("x-concurrent-current"),
+        Some("2"),
+        "counts the refused request itself"
+    );
     assert_eq!(second.header("x-concurrent-remaining"), Some("0"));
 
     drop(sender);
