@@ -13,5 +13,6 @@ mod nginx;
 mod ops;
 mod process;
 mod public_api;
+mod spec_rules;
 mod support;
 mod tls;

@@ -416,3 +416,67 @@ async fn openapi_schemas_have_the_field_names_of_the_wire_types() {
         .collect();
     assert_eq!(required, fields(&info));
 }
+
+/// The router serves every route `ROUTES` (and so the OpenAPI document)
+/// lists: each one, called with its method and proper credentials, reaches
+/// a handler instead of the router's 404/405 fallback.
+#[tokio::test]
+async fn the_router_serves_every_listed_route() {
+    let upstream = crate::support::TestUpstream::start().await;
+    let server = TestServer::with_upstream(&upstream.url(), "").await;
+    let key = server.create_key(|_| {}).await;
+    for (method, template) in ROUTES {
+        let path = template
+            .replace("{path}", "v1/some/thing")
+            .replace("{id}", "key_doesnotexist")
+            .replace("{account_id}", "acct_routes");
+        let path = if template.starts_with("/v1/") {
+            path.replace("/v1/v1/", "/v1/")
+        } else {
+            path
+        };
+        let method = if *method == "*" {
+            Method::GET
+        } else {
+            method.parse::<Method>().unwrap()
+        };
+        let bearer = if path.starts_with("/admin/") {
+            format!("Bearer {ADMIN_TOKEN}")
+        } else {
+            format!("Bearer {key}")
+        };
+        let body = match (method.as_str(), path.as_str()) {
+            ("POST", "/admin/v1/keys") => r#"{"account_id":"acct_routes","name":"r"}"#,
+            ("PUT", _) => r#"{"plan":"free"}"#,
+            ("PATCH", _) => "{}",
+            _ => "",
+        };
+        let query = if path == "/admin/v1/keys" || path == "/admin/v1/audit" {
+            "?account_id=acct_routes"
+        } else {
+            ""
+        };
+        let answer = server
+            .send(
+                method.clone(),
+                &format!("{path}{query}"),
+                &[
+                    ("authorization", &bearer),
+                    ("content-type", "application/json"),
+                ],
+                body,
+            )
+            .await;
+        let fallback = answer.status == StatusCode::METHOD_NOT_ALLOWED
+            || (answer.status == StatusCode::NOT_FOUND
+                && answer.json()["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("no route")));
+        assert!(
+            !fallback,
+            "{method} {path}: the router has no handler ({})",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    server.stop().await;
+}
