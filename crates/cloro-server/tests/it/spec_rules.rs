@@ -77,6 +77,10 @@ fn auth(value: &str) -> Vec<u8> {
 
 const BARE: &str = r#"Bearer realm="cloro""#;
 
+/// Header lines to send, the code and status expected, and the exact
+/// challenge where it is fixed.
+type Case = (Vec<Vec<u8>>, &'static str, u16, Option<&'static str>);
+
 #[tokio::test]
 async fn every_header_rule_of_spec_section_3() {
     let server = TestServer::embedded("").await;
@@ -97,7 +101,7 @@ async fn every_header_rule_of_spec_section_3() {
     let mut typo = key.clone();
     typo.replace_range(20..21, if &key[20..21] == "a" { "b" } else { "a" });
     let huge = format!("Bearer {}", "a".repeat(64 * 1024));
-    let cases: Vec<(Vec<Vec<u8>>, &str, u16, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (vec![], "MISSING_API_KEY", 401, Some(BARE)),
         (
             vec![b"Authorization: ".to_vec()],
