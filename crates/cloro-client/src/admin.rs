@@ -1,0 +1,520 @@
+//! [`AdminClient`]: every route of the admin API (`/admin/v1/*`, SPEC §6)
+//! with the admin token, and [`Pager`] for its two paginated lists.
+//!
+//! Creating and rotating keys are never retried: if the first attempt
+//! reached the server, a second would mint another key that nobody holds.
+//! Revoking is idempotent by SPEC and a merge patch (RFC 7396) sets the
+//! same fields to the same values however often it is applied, so those
+//! two POST/PATCH calls are retried like GETs.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use cloro_auth_core::wire::{
+    AccountInfo, AuditEvent, CreateKeyRequest, CreateKeyResponse, KeyInfo, ListAuditResponse,
+    ListKeysResponse, PlansResponse, RevokeKeyRequest, RotateKeyRequest, RotateKeyResponse,
+    SetPlanRequest, UpdateKeyRequest,
+};
+use cloro_auth_core::{AccountId, ApiKey, KeyId, PlanName};
+use http::{HeaderValue, Method};
+use serde::de::DeserializeOwned;
+use zeroize::Zeroize;
+
+use crate::builder::ClientBuilder;
+use crate::error::{DecodeError, Error};
+use crate::response::Response;
+use crate::transport::{Call, Transport, decode, decode_secret};
+
+/// A client of the admin API, holding the admin token. Cheap to clone.
+#[derive(Clone)]
+pub struct AdminClient {
+    transport: Arc<Transport>,
+    authorization: HeaderValue,
+}
+
+impl fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // By hand, so the header value (the token in full) is never a field.
+        f.debug_struct("AdminClient")
+            .field("admin_token", &format_args!("<redacted>"))
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+/// A new key: the plaintext, which exists only here and in the answer it
+/// came in, and its record. `Debug` shows the key redacted.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct CreatedKey {
+    /// The key; [`ApiKey::expose_secret`] gives the text to store.
+    pub key: ApiKey,
+    /// Its record.
+    pub key_info: KeyInfo,
+}
+
+/// The result of a rotation: the new key and both records.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct RotatedKey {
+    /// The new key.
+    pub key: ApiKey,
+    /// The new key's record.
+    pub key_info: KeyInfo,
+    /// The old key's record, with the end of its grace period.
+    pub previous: KeyInfo,
+}
+
+/// Which keys to list (`GET /admin/v1/keys`).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyListQuery {
+    /// The account.
+    pub account_id: AccountId,
+    /// Keys per page (server default 20, at most 100).
+    pub limit: Option<u32>,
+    /// Start after this cursor (from a previous page).
+    pub cursor: Option<String>,
+    /// Revoked keys too.
+    pub include_revoked: bool,
+}
+
+impl KeyListQuery {
+    /// The account's unrevoked keys, newest first, in pages of the server's default size.
+    pub fn new(account_id: AccountId) -> Self {
+        KeyListQuery {
+            account_id,
+            limit: None,
+            cursor: None,
+            include_revoked: false,
+        }
+    }
+
+    /// Keys per page.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Start after `cursor`.
+    pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
+        self.cursor = Some(cursor.into());
+        self
+    }
+
+    /// Whether revoked keys are listed too.
+    pub fn include_revoked(mut self, include: bool) -> Self {
+        self.include_revoked = include;
+        self
+    }
+
+    fn path(&self) -> String {
+        let mut path = format!("/admin/v1/keys?account_id={}", self.account_id);
+        push_page_params(&mut path, self.limit, self.cursor.as_deref());
+        if self.include_revoked {
+            path.push_str("&include_revoked=true");
+        }
+        path
+    }
+}
+
+/// Which audit events to list (`GET /admin/v1/audit`).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// The account.
+    pub account_id: AccountId,
+    /// Events per page (server default 20, at most 100).
+    pub limit: Option<u32>,
+    /// Start after this cursor (from a previous page).
+    pub cursor: Option<String>,
+}
+
+impl AuditQuery {
+    /// The account's events, newest first.
+    pub fn new(account_id: AccountId) -> Self {
+        AuditQuery {
+            account_id,
+            limit: None,
+            cursor: None,
+        }
+    }
+
+    /// Events per page.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Start after `cursor`.
+    pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
+        self.cursor = Some(cursor.into());
+        self
+    }
+
+    fn path(&self) -> String {
+        let mut path = format!("/admin/v1/audit?account_id={}", self.account_id);
+        push_page_params(&mut path, self.limit, self.cursor.as_deref());
+        path
+    }
+}
+
+/// `&limit=…&cursor=…`. Account ids need no escaping (`[A-Za-z0-9_-]`);
+/// cursors are opaque, so they are escaped whatever the server sends.
+fn push_page_params(path: &mut String, limit: Option<u32>, cursor: Option<&str>) {
+    if let Some(limit) = limit {
+        path.push_str(&format!("&limit={limit}"));
+    }
+    if let Some(cursor) = cursor {
+        path.push_str("&cursor=");
+        for byte in cursor.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                path.push(char::from(byte));
+            } else {
+                path.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+}
+
+/// A page of a paginated list.
+pub trait Page: DeserializeOwned {
+    /// What the page lists.
+    type Item;
+
+    /// The cursor of the next page; `None` on the last.
+    fn next_cursor(&self) -> Option<&str>;
+
+    /// The entries.
+    fn into_items(self) -> Vec<Self::Item>;
+}
+
+impl Page for ListKeysResponse {
+    type Item = KeyInfo;
+
+    fn next_cursor(&self) -> Option<&str> {
+        self.next_cursor.as_deref()
+    }
+
+    fn into_items(self) -> Vec<KeyInfo> {
+        self.keys
+    }
+}
+
+impl Page for ListAuditResponse {
+    type Item = AuditEvent;
+
+    fn next_cursor(&self) -> Option<&str> {
+        self.next_cursor.as_deref()
+    }
+
+    fn into_items(self) -> Vec<AuditEvent> {
+        self.events
+    }
+}
+
+/// Walks a paginated list page by page, following `next_cursor`.
+///
+/// ```no_run
+/// # async fn example(admin: cloro_client::AdminClient) -> Result<(), cloro_client::Error> {
+/// use cloro_client::KeyListQuery;
+/// let account = cloro_client::cloro_auth_core::AccountId::new("acct_1").expect("a valid account id");
+/// let mut pages = admin.keys(KeyListQuery::new(account).limit(50));
+/// while let Some(page) = pages.next_page().await? {
+///     for key in &page.value().keys {
+///         println!("{} {}", key.id, key.start);
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "a pager does nothing until next_page is called"]
+pub struct Pager<P> {
+    admin: AdminClient,
+    /// The path of the next page; `None` once the last was read.
+    next: Option<String>,
+    page: PhantomData<fn() -> P>,
+}
+
+impl<P: Page> Pager<P> {
+    /// The next page, or `None` after the last one.
+    ///
+    /// # Errors
+    /// Any [`Error`]; the pager stays on the failed page, so calling again
+    /// retries it.
+    pub async fn next_page(&mut self) -> Result<Option<Response<P>>, Error> {
+        let Some(path) = &self.next else {
+            return Ok(None);
+        };
+        let page: Response<P> = self.admin.get(path).await?;
+        self.next = page
+            .value()
+            .next_cursor()
+            .map(|cursor| with_cursor(path, cursor));
+        Ok(Some(page))
+    }
+
+    /// Every remaining entry, page after page.
+    ///
+    /// # Errors
+    /// The first [`Error`] of any page.
+    pub async fn collect_all(mut self) -> Result<Vec<P::Item>, Error> {
+        let mut items = Vec::new();
+        while let Some(page) = self.next_page().await? {
+            items.extend(page.into_value().into_items());
+        }
+        Ok(items)
+    }
+}
+
+/// `path` with its `cursor` parameter replaced by `cursor`. Every list
+/// path has `account_id` first, so the query is never left empty.
+fn with_cursor(path: &str, cursor: &str) -> String {
+    let (base, query) = path.split_once('?').unwrap_or((path, ""));
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("cursor="))
+        .collect();
+    let mut next = format!("{base}?{}", kept.join("&"));
+    push_page_params(&mut next, None, Some(cursor));
+    next
+}
+
+impl AdminClient {
+    pub(crate) fn new(transport: Arc<Transport>, authorization: HeaderValue) -> Self {
+        AdminClient {
+            transport,
+            authorization,
+        }
+    }
+
+    /// An admin client configured by `CLORO_ADMIN_TOKEN` and `CLORO_BASE_URL`.
+    ///
+    /// # Errors
+    /// [`ConfigError`](crate::ConfigError) when the token is missing or
+    /// malformed, or the URL is unusable.
+    pub fn from_env() -> Result<Self, Error> {
+        ClientBuilder::from_env().build_admin()
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        self.transport.base.as_str()
+    }
+
+    /// `POST /admin/v1/keys`: a new key. Never retried.
+    ///
+    /// # Errors
+    /// Any [`Error`]; a bad field is `INVALID_REQUEST` with `details.field`.
+    pub async fn create_key(
+        &self,
+        request: &CreateKeyRequest,
+    ) -> Result<Response<CreatedKey>, Error> {
+        let call = Call::new(Method::POST, "/admin/v1/keys").json(request)?;
+        let answer: Response<CreateKeyResponse> =
+            decode_secret(self.transport.send(&call, &self.authorization).await?)?;
+        let (body, meta) = answer.into_parts();
+        let CreateKeyResponse { mut key, key_info } = body;
+        let parsed = parse_issued_key(&mut key, &meta);
+        Ok(Response::new(
+            CreatedKey {
+                key: parsed?,
+                key_info,
+            },
+            meta,
+        ))
+    }
+
+    /// One page of `GET /admin/v1/keys`.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn list_keys(
+        &self,
+        query: &KeyListQuery,
+    ) -> Result<Response<ListKeysResponse>, Error> {
+        self.get(&query.path()).await
+    }
+
+    /// Every page of `GET /admin/v1/keys`, one [`Pager::next_page`] at a time.
+    pub fn keys(&self, query: KeyListQuery) -> Pager<ListKeysResponse> {
+        Pager {
+            admin: self.clone(),
+            next: Some(query.path()),
+            page: PhantomData,
+        }
+    }
+
+    /// `GET /admin/v1/keys/{id}`.
+    ///
+    /// # Errors
+    /// Any [`Error`]; an unknown id is `KEY_NOT_FOUND`.
+    pub async fn get_key(&self, id: &KeyId) -> Result<Response<KeyInfo>, Error> {
+        self.get(&format!("/admin/v1/keys/{id}")).await
+    }
+
+    /// `PATCH /admin/v1/keys/{id}`: a JSON merge patch.
+    ///
+    /// # Errors
+    /// Any [`Error`]; a revoked key is `KEY_REVOKED`.
+    pub async fn update_key(
+        &self,
+        id: &KeyId,
+        patch: &UpdateKeyRequest,
+    ) -> Result<Response<KeyInfo>, Error> {
+        let call = Call::new(Method::PATCH, format!("/admin/v1/keys/{id}"))
+            .json(patch)?
+            .idempotent(true);
+        decode(self.transport.send(&call, &self.authorization).await?)
+    }
+
+    /// `POST /admin/v1/keys/{id}/revoke`; idempotent.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn revoke_key(
+        &self,
+        id: &KeyId,
+        reason: Option<&str>,
+    ) -> Result<Response<KeyInfo>, Error> {
+        let body = RevokeKeyRequest {
+            reason: reason.map(str::to_owned),
+        };
+        let call = Call::new(Method::POST, format!("/admin/v1/keys/{id}/revoke"))
+            .json(&body)?
+            .idempotent(true);
+        decode(self.transport.send(&call, &self.authorization).await?)
+    }
+
+    /// `POST /admin/v1/keys/{id}/rotate`: a new key with the old one's
+    /// settings. Never retried.
+    ///
+    /// # Errors
+    /// Any [`Error`]; a revoked key is `KEY_REVOKED`.
+    pub async fn rotate_key(
+        &self,
+        id: &KeyId,
+        request: &RotateKeyRequest,
+    ) -> Result<Response<RotatedKey>, Error> {
+        let call = Call::new(Method::POST, format!("/admin/v1/keys/{id}/rotate")).json(request)?;
+        let answer: Response<RotateKeyResponse> =
+            decode_secret(self.transport.send(&call, &self.authorization).await?)?;
+        let (body, meta) = answer.into_parts();
+        let RotateKeyResponse {
+            mut key,
+            key_info,
+            previous,
+        } = body;
+        let parsed = parse_issued_key(&mut key, &meta);
+        Ok(Response::new(
+            RotatedKey {
+                key: parsed?,
+                key_info,
+                previous,
+            },
+            meta,
+        ))
+    }
+
+    /// One page of `GET /admin/v1/audit`.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn audit(&self, query: &AuditQuery) -> Result<Response<ListAuditResponse>, Error> {
+        self.get(&query.path()).await
+    }
+
+    /// Every page of `GET /admin/v1/audit`.
+    pub fn audit_events(&self, query: AuditQuery) -> Pager<ListAuditResponse> {
+        Pager {
+            admin: self.clone(),
+            next: Some(query.path()),
+            page: PhantomData,
+        }
+    }
+
+    /// `GET /admin/v1/plans`.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn plans(&self) -> Result<Response<PlansResponse>, Error> {
+        self.get("/admin/v1/plans").await
+    }
+
+    /// `GET /admin/v1/accounts/{account_id}`.
+    ///
+    /// # Errors
+    /// Any [`Error`]; an account with neither keys nor plan is
+    /// `ACCOUNT_NOT_FOUND`.
+    pub async fn account(&self, account_id: &AccountId) -> Result<Response<AccountInfo>, Error> {
+        self.get(&format!("/admin/v1/accounts/{account_id}")).await
+    }
+
+    /// `PUT /admin/v1/accounts/{account_id}`: puts the account on `plan`.
+    ///
+    /// # Errors
+    /// Any [`Error`]; an unknown plan is `INVALID_REQUEST`.
+    pub async fn set_plan(
+        &self,
+        account_id: &AccountId,
+        plan: PlanName,
+    ) -> Result<Response<AccountInfo>, Error> {
+        let call = Call::new(Method::PUT, format!("/admin/v1/accounts/{account_id}"))
+            .json(&SetPlanRequest { plan })?;
+        decode(self.transport.send(&call, &self.authorization).await?)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Response<T>, Error> {
+        let call = Call::new(Method::GET, path);
+        decode(self.transport.send(&call, &self.authorization).await?)
+    }
+}
+
+/// The plaintext from a create or rotate answer as an [`ApiKey`]; the
+/// text is wiped either way.
+fn parse_issued_key(
+    text: &mut String,
+    meta: &crate::response::ResponseMeta,
+) -> Result<ApiKey, Error> {
+    let parsed = ApiKey::parse_token(text).map_err(|why| {
+        Error::from(DecodeError {
+            status: meta.status,
+            request_id: meta.request_id.clone(),
+            message: format!("the server sent a key that is not a Cloro key: {why}"),
+        })
+    });
+    text.zeroize();
+    parsed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_paths() {
+        let account = AccountId::new("acct_1").unwrap();
+        assert_eq!(
+            KeyListQuery::new(account).path(),
+            "/admin/v1/keys?account_id=acct_1"
+        );
+        assert_eq!(
+            KeyListQuery::new(account)
+                .limit(5)
+                .cursor("a b/c=")
+                .include_revoked(true)
+                .path(),
+            "/admin/v1/keys?account_id=acct_1&limit=5&cursor=a%20b%2Fc%3D&include_revoked=true"
+        );
+        assert_eq!(
+            with_cursor("/admin/v1/audit?account_id=a&cursor=old&limit=2", "new+1"),
+            "/admin/v1/audit?account_id=a&limit=2&cursor=new%2B1"
+        );
+        assert_eq!(
+            AuditQuery::new(account).limit(3).path(),
+            "/admin/v1/audit?account_id=acct_1&limit=3"
+        );
+    }
+}

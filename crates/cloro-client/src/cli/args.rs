@@ -1,0 +1,407 @@
+//! The command line of `cloro`, as clap derives it. Values are parsed into
+//! the core's types here (`AccountId`, `Scope`, rates, durations), so a
+//! typo is a usage error before any request.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use cloro_auth_core::wire::KeyPurpose;
+use cloro_auth_core::{AccountId, Environment, KeyId, PlanName, Scope, parse_duration, parse_rate};
+
+/// Manage Cloro API keys.
+///
+/// Reads CLORO_BASE_URL (default http://127.0.0.1:8080), CLORO_API_KEY
+/// (for whoami) and CLORO_ADMIN_TOKEN (for everything else).
+#[derive(Debug, Parser)]
+#[command(name = "cloro", version)]
+pub struct Cli {
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// The server; overrides CLORO_BASE_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Also trust the CA certificates in this PEM file.
+    #[arg(long, global = true, value_name = "FILE", env = "CLORO_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Allow plain http:// to hosts other than this machine (credentials
+    /// then cross the network in clear text).
+    #[arg(long, global = true)]
+    pub allow_insecure_http: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the key in CLORO_API_KEY and its rate-limit state.
+    Whoami,
+    /// Create, list, show, change, revoke and rotate keys (admin token).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Show an account's audit log, newest first (admin token).
+    Audit(AuditArgs),
+    /// List the plans and their limits (admin token).
+    Plans,
+    /// Show an account or change its plan (admin token).
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+}
+
+/// `cloro keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints it once, on stdout.
+    Create(CreateArgs),
+    /// List an account's keys, newest first.
+    List(ListArgs),
+    /// Show one key.
+    Show {
+        /// The key id, `key_…`.
+        id: KeyId,
+    },
+    /// Change a key's name, expiry, scopes, limits, labels or state.
+    Update(UpdateArgs),
+    /// Revoke a key for good.
+    Revoke {
+        /// The key id, `key_…`.
+        id: KeyId,
+        /// Why, for the record and the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Replace a key with a new one that has the same settings; prints the
+    /// new key once, on stdout.
+    Rotate(RotateArgs),
+}
+
+/// `cloro accounts …`.
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Show an account's plan and key count.
+    Show {
+        /// The account id.
+        account: AccountId,
+    },
+    /// Put an account on a plan.
+    SetPlan {
+        /// The account id.
+        account: AccountId,
+        /// A plan name from `cloro plans`.
+        plan: PlanName,
+    },
+}
+
+/// What a key is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PurposeArg {
+    /// Production traffic.
+    Production,
+    /// A developer's machine.
+    Development,
+    /// Continuous integration.
+    Ci,
+    /// A person's own key.
+    #[value(name = "team_member", alias = "team-member")]
+    TeamMember,
+    /// Anything else.
+    Other,
+}
+
+impl From<PurposeArg> for KeyPurpose {
+    fn from(purpose: PurposeArg) -> Self {
+        match purpose {
+            PurposeArg::Production => KeyPurpose::Production,
+            PurposeArg::Development => KeyPurpose::Development,
+            PurposeArg::Ci => KeyPurpose::Ci,
+            PurposeArg::TeamMember => KeyPurpose::TeamMember,
+            PurposeArg::Other => KeyPurpose::Other,
+        }
+    }
+}
+
+/// `live` or `test`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EnvironmentArg {
+    /// Production: `sk_live_…`.
+    Live,
+    /// Development and CI: `sk_test_…`.
+    Test,
+}
+
+impl From<EnvironmentArg> for Environment {
+    fn from(environment: EnvironmentArg) -> Self {
+        match environment {
+            EnvironmentArg::Live => Environment::Live,
+            EnvironmentArg::Test => Environment::Test,
+        }
+    }
+}
+
+/// `cloro keys create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The owning account.
+    #[arg(long, value_name = "ACCOUNT")]
+    pub account: AccountId,
+    /// A label for people.
+    #[arg(long)]
+    pub name: String,
+    /// What the key is for.
+    #[arg(long, value_enum, default_value = "other")]
+    pub purpose: PurposeArg,
+    /// `live` (production) or `test`.
+    #[arg(long = "env", value_enum, default_value = "live")]
+    pub environment: EnvironmentArg,
+    /// Expire after this long, e.g. 90d or 12h; never when absent.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub expires_in: Option<Duration>,
+    /// A scope the key holds (repeat for more); default `*`, everything.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<Scope>,
+    /// The key's own rate limit, e.g. 1000/hour; the plan's when absent.
+    #[arg(long, value_name = "COUNT/UNIT", value_parser = rate)]
+    pub rate_limit: Option<(NonZeroU32, NonZeroU32)>,
+    /// Requests allowed back to back (default: the rate's count).
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    pub burst: Option<NonZeroU32>,
+    /// Requests in flight at once.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<NonZeroU32>,
+    /// A label, KEY=VALUE (repeat for more).
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub metadata: Vec<(String, String)>,
+}
+
+/// `cloro keys list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The account.
+    #[arg(long, value_name = "ACCOUNT")]
+    pub account: AccountId,
+    /// Keys per page (at most 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: Option<u32>,
+    /// Start after this cursor, from an earlier page.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow every page.
+    #[arg(long)]
+    pub all: bool,
+    /// Revoked keys too.
+    #[arg(long)]
+    pub include_revoked: bool,
+}
+
+/// `cloro audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The account.
+    #[arg(long, value_name = "ACCOUNT")]
+    pub account: AccountId,
+    /// Events per page (at most 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: Option<u32>,
+    /// Start after this cursor, from an earlier page.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow every page.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `cloro keys update`: at least one change.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args([
+            "name", "expires_in", "no_expiry", "scopes", "rate_limit", "plan_rate_limit",
+            "concurrency", "no_concurrency_limit", "metadata", "remove_metadata",
+            "clear_metadata", "enable", "disable",
+        ])
+))]
+pub struct UpdateArgs {
+    /// The key id, `key_…`.
+    pub id: KeyId,
+    /// A new label.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Expire this long from now.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration, conflicts_with = "no_expiry")]
+    pub expires_in: Option<Duration>,
+    /// Never expire.
+    #[arg(long)]
+    pub no_expiry: bool,
+    /// The key's scopes, replacing the old ones (repeat for more).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<Scope>,
+    /// A new rate limit of the key's own, e.g. 1000/hour.
+    #[arg(long, value_name = "COUNT/UNIT", value_parser = rate, conflicts_with = "plan_rate_limit")]
+    pub rate_limit: Option<(NonZeroU32, NonZeroU32)>,
+    /// Requests allowed back to back with the new rate limit.
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    pub burst: Option<NonZeroU32>,
+    /// Drop the key's own rate limit and use its plan's.
+    #[arg(long)]
+    pub plan_rate_limit: bool,
+    /// A new concurrency limit.
+    #[arg(long, value_name = "N", conflicts_with = "no_concurrency_limit")]
+    pub concurrency: Option<NonZeroU32>,
+    /// Remove the concurrency limit.
+    #[arg(long)]
+    pub no_concurrency_limit: bool,
+    /// Set a label, KEY=VALUE (repeat for more).
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub metadata: Vec<(String, String)>,
+    /// Remove a label (repeat for more).
+    #[arg(long = "remove-metadata", value_name = "KEY")]
+    pub remove_metadata: Vec<String>,
+    /// Remove every label.
+    #[arg(long, conflicts_with_all = ["metadata", "remove_metadata"])]
+    pub clear_metadata: bool,
+    /// Switch a disabled key back on.
+    #[arg(long, conflicts_with = "disable")]
+    pub enable: bool,
+    /// Switch the key off (undo with --enable).
+    #[arg(long)]
+    pub disable: bool,
+}
+
+/// `cloro keys rotate`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The key id, `key_…`.
+    pub id: KeyId,
+    /// How long the old key keeps working, e.g. 24h; it stops at once
+    /// when absent.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub grace: Option<Duration>,
+    /// The new key expires this long from now (default: the old key's expiry).
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration, conflicts_with = "no_expiry")]
+    pub expires_in: Option<Duration>,
+    /// The new key never expires.
+    #[arg(long)]
+    pub no_expiry: bool,
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|why| why.to_string())
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration_arg(text)? {
+        Duration::ZERO => Err("must be longer than zero, e.g. 90d".into()),
+        duration => Ok(duration),
+    }
+}
+
+fn rate(text: &str) -> Result<(NonZeroU32, NonZeroU32), String> {
+    parse_rate(text).map_err(|why| why.to_string())
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err("expected KEY=VALUE, e.g. team=payments".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn create_parses_the_issue_example() {
+        let cli = Cli::try_parse_from([
+            "cloro",
+            "keys",
+            "create",
+            "--account",
+            "A",
+            "--name",
+            "N",
+            "--purpose",
+            "ci",
+            "--env",
+            "test",
+            "--expires-in",
+            "90d",
+            "--scope",
+            "monitor:read",
+            "--rate-limit",
+            "1000/hour",
+            "--concurrency",
+            "10",
+        ])
+        .unwrap();
+        let Command::Keys(KeysCommand::Create(args)) = cli.command else {
+            panic!("not create: {:?}", cli.command);
+        };
+        assert_eq!(args.purpose, PurposeArg::Ci);
+        assert_eq!(args.environment, EnvironmentArg::Test);
+        assert_eq!(args.expires_in, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(
+            args.rate_limit.map(|(n, s)| (n.get(), s.get())),
+            Some((1000, 3600))
+        );
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for argv in [
+            &["cloro", "keys", "create", "--account", "a b", "--name", "n"][..],
+            &[
+                "cloro",
+                "keys",
+                "create",
+                "--account",
+                "a",
+                "--name",
+                "n",
+                "--rate-limit",
+                "lots",
+            ],
+            &[
+                "cloro",
+                "keys",
+                "create",
+                "--account",
+                "a",
+                "--name",
+                "n",
+                "--expires-in",
+                "0",
+            ],
+            &["cloro", "keys", "update", "key_1"],
+            &["cloro", "keys", "update", "key_1", "--enable", "--disable"],
+            &[
+                "cloro",
+                "keys",
+                "rotate",
+                "key_1",
+                "--expires-in",
+                "1d",
+                "--no-expiry",
+            ],
+        ] {
+            let error = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{argv:?}");
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! What each `cloro` command does: turn its arguments into one or more
+//! SDK calls and hand the answers to [`super::output`].
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use cloro_auth_core::wire::{
+    CreateKeyRequest, ListAuditResponse, ListKeysResponse, Patch, RateLimitPolicy,
+    RotateKeyRequest, UpdateKeyRequest,
+};
+use jiff::Timestamp;
+
+use super::Failure;
+use super::args::{
+    AccountsCommand, AuditArgs, Cli, Command, CreateArgs, KeysCommand, ListArgs, RotateArgs,
+    UpdateArgs,
+};
+use super::output::Out;
+use crate::admin::{AdminClient, AuditQuery, KeyListQuery};
+use crate::builder::ClientBuilder;
+
+/// Runs one command.
+pub(crate) async fn execute(
+    cli: Cli,
+    builder: ClientBuilder,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Failure> {
+    let mut builder = builder.allow_insecure_http(cli.allow_insecure_http);
+    if let Some(url) = cli.base_url {
+        builder = builder.base_url(url);
+    }
+    if let Some(path) = &cli.ca_cert {
+        let pem = std::fs::read(path).map_err(|why| {
+            Failure::Usage(format!("cannot read --ca-cert {}: {why}", path.display()))
+        })?;
+        builder = builder.add_root_certificates_pem(pem);
+    }
+    let mut out = Out::new(out, err, cli.json);
+    match cli.command {
+        Command::Whoami => {
+            let client = builder.build()?;
+            let me = client.whoami().await?;
+            out.whoami(&me)?;
+        }
+        Command::Keys(command) => keys(command, &builder.build_admin()?, &mut out).await?,
+        Command::Audit(args) => audit(args, &builder.build_admin()?, &mut out).await?,
+        Command::Plans => {
+            let plans = builder.build_admin()?.plans().await?;
+            out.plans(plans.value())?;
+        }
+        Command::Accounts(AccountsCommand::Show { account }) => {
+            let info = builder.build_admin()?.account(&account).await?;
+            out.account(info.value())?;
+        }
+        Command::Accounts(AccountsCommand::SetPlan { account, plan }) => {
+            let info = builder.build_admin()?.set_plan(&account, plan).await?;
+            out.account(info.value())?;
+        }
+    }
+    Ok(())
+}
+
+async fn keys(command: KeysCommand, admin: &AdminClient, out: &mut Out<'_>) -> Result<(), Failure> {
+    match command {
+        KeysCommand::Create(args) => {
+            let created = admin.create_key(&create_request(args)?).await?;
+            out.created(created.value())?;
+        }
+        KeysCommand::List(args) => list(args, admin, out).await?,
+        KeysCommand::Show { id } => {
+            let info = admin.get_key(&id).await?;
+            out.key_info(info.value())?;
+        }
+        KeysCommand::Update(args) => {
+            let id = args.id;
+            let info = admin.update_key(&id, &update_request(args)?).await?;
+            out.key_info(info.value())?;
+        }
+        KeysCommand::Revoke { id, reason } => {
+            let info = admin.revoke_key(&id, reason.as_deref()).await?;
+            out.key_info(info.value())?;
+        }
+        KeysCommand::Rotate(args) => {
+            let id = args.id;
+            let rotated = admin.rotate_key(&id, &rotate_request(&args)?).await?;
+            out.rotated(rotated.value())?;
+        }
+    }
+    Ok(())
+}
+
+async fn list(args: ListArgs, admin: &AdminClient, out: &mut Out<'_>) -> Result<(), Failure> {
+    let mut query = KeyListQuery::new(args.account).include_revoked(args.include_revoked);
+    query.limit = args.limit;
+    query.cursor = args.cursor;
+    let page = if args.all {
+        ListKeysResponse {
+            keys: admin.keys(query).collect_all().await?,
+            next_cursor: None,
+        }
+    } else {
+        admin.list_keys(&query).await?.into_value()
+    };
+    out.keys(&page)?;
+    Ok(())
+}
+
+async fn audit(args: AuditArgs, admin: &AdminClient, out: &mut Out<'_>) -> Result<(), Failure> {
+    let mut query = AuditQuery::new(args.account);
+    query.limit = args.limit;
+    query.cursor = args.cursor;
+    let page = if args.all {
+        ListAuditResponse {
+            events: admin.audit_events(query).collect_all().await?,
+            next_cursor: None,
+        }
+    } else {
+        admin.audit(&query).await?.into_value()
+    };
+    out.audit(&page)?;
+    Ok(())
+}
+
+fn create_request(args: CreateArgs) -> Result<CreateKeyRequest, Failure> {
+    let mut request = CreateKeyRequest::new(args.account, args.name);
+    request.purpose = args.purpose.into();
+    request.environment = args.environment.into();
+    request.expires_at = args.expires_in.map(from_now).transpose()?;
+    if !args.scopes.is_empty() {
+        request.scopes = args.scopes;
+    }
+    request.rate_limit = args
+        .rate_limit
+        .map(|(requests, per_seconds)| RateLimitPolicy {
+            burst: args.burst,
+            ..RateLimitPolicy::new(requests, per_seconds)
+        });
+    request.concurrency_limit = args.concurrency;
+    request.metadata = args.metadata.into_iter().collect();
+    Ok(request)
+}
+
+fn update_request(args: UpdateArgs) -> Result<UpdateKeyRequest, Failure> {
+    let mut patch = UpdateKeyRequest::default();
+    if let Some(name) = args.name {
+        patch.name = Patch::Value(name);
+    }
+    if let Some(expires_in) = args.expires_in {
+        patch.expires_at = Patch::Value(from_now(expires_in)?);
+    } else if args.no_expiry {
+        patch.expires_at = Patch::Null;
+    }
+    if !args.scopes.is_empty() {
+        patch.scopes = Patch::Value(args.scopes);
+    }
+    if let Some((requests, per_seconds)) = args.rate_limit {
+        patch.rate_limit = Patch::Value(RateLimitPolicy {
+            burst: args.burst,
+            ..RateLimitPolicy::new(requests, per_seconds)
+        });
+    } else if args.plan_rate_limit {
+        patch.rate_limit = Patch::Null;
+    }
+    if let Some(limit) = args.concurrency {
+        patch.concurrency_limit = Patch::Value(limit);
+    } else if args.no_concurrency_limit {
+        patch.concurrency_limit = Patch::Null;
+    }
+    if args.clear_metadata {
+        patch.metadata = Patch::Null;
+    } else if !args.metadata.is_empty() || !args.remove_metadata.is_empty() {
+        // RFC 7396: a member set to null removes that label, others merge in.
+        let mut labels: BTreeMap<String, Option<String>> = args
+            .remove_metadata
+            .into_iter()
+            .map(|key| (key, None))
+            .collect();
+        labels.extend(args.metadata.into_iter().map(|(k, v)| (k, Some(v))));
+        patch.metadata = Patch::Value(labels);
+    }
+    if args.enable {
+        patch.enabled = Patch::Value(true);
+    } else if args.disable {
+        patch.enabled = Patch::Value(false);
+    }
+    Ok(patch)
+}
+
+fn rotate_request(args: &RotateArgs) -> Result<RotateKeyRequest, Failure> {
+    let expires_at = match (args.expires_in, args.no_expiry) {
+        (Some(expires_in), _) => Patch::Value(from_now(expires_in)?),
+        (None, true) => Patch::Null,
+        (None, false) => Patch::Absent,
+    };
+    Ok(RotateKeyRequest {
+        grace_period_seconds: args.grace.map_or(0, |grace| grace.as_secs()),
+        expires_at,
+    })
+}
+
+/// Now plus `duration`, to the second.
+fn from_now(duration: Duration) -> Result<Timestamp, Failure> {
+    Timestamp::now()
+        .checked_add(duration)
+        .and_then(|at| at.round(jiff::Unit::Second))
+        .map_err(|_| Failure::Usage(format!("{duration:?} from now is past the year 9999")))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse_update(argv: &[&str]) -> UpdateKeyRequest {
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Keys(KeysCommand::Update(args)) = cli.command else {
+            panic!("not update");
+        };
+        update_request(args).unwrap()
+    }
+
+    #[test]
+    fn update_builds_a_merge_patch() {
+        let patch = parse_update(&[
+            "cloro",
+            "keys",
+            "update",
+            "key_1",
+            "--name",
+            "new",
+            "--no-expiry",
+            "--plan-rate-limit",
+            "--metadata",
+            "team=a",
+            "--remove-metadata",
+            "old",
+            "--disable",
+        ]);
+        let json = serde_json::to_value(&patch).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "new",
+                "expires_at": null,
+                "rate_limit": null,
+                "metadata": {"old": null, "team": "a"},
+                "enabled": false,
+            })
+        );
+    }
+
+    #[test]
+    fn rotate_grace_and_expiry() {
+        let cli =
+            Cli::try_parse_from(["cloro", "keys", "rotate", "key_1", "--grace", "24h"]).unwrap();
+        let Command::Keys(KeysCommand::Rotate(args)) = cli.command else {
+            panic!("not rotate");
+        };
+        let request = rotate_request(&args).unwrap();
+        assert_eq!(request.grace_period_seconds, 86_400);
+        assert_eq!(request.expires_at, Patch::Absent);
+    }
+}

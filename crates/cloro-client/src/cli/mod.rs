@@ -1,0 +1,105 @@
+//! The `cloro` command line (SPEC §7): `whoami`, `keys`, `audit`, `plans`
+//! and `accounts`, over the SDK.
+//!
+//! Credentials come only from the environment (`CLORO_API_KEY`,
+//! `CLORO_ADMIN_TOKEN`), never from flags: a flag would put the secret in
+//! the shell history and in every process listing. Output is a table for
+//! people, or JSON with `--json` for scripts; a new key is the only thing a
+//! human-mode create or rotate prints on stdout, so `KEY=$(cloro keys
+//! create …)` works.
+//!
+//! Exit codes: 0 success, 1 the server refused ([`EXIT_API_ERROR`]), 2 bad
+//! usage or configuration ([`EXIT_USAGE`], as clap uses), 3 no usable
+//! answer (connection, TLS, timeout, unreadable answer) or no way to write
+//! the output ([`EXIT_UNREACHABLE`]).
+
+mod args;
+mod commands;
+mod output;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+pub use args::{
+    AccountsCommand, AuditArgs, Cli, Command, CreateArgs, EnvironmentArg, KeysCommand, ListArgs,
+    PurposeArg, RotateArgs, UpdateArgs,
+};
+
+use crate::builder::ClientBuilder;
+use crate::error::Error;
+
+/// The server answered with an error.
+pub const EXIT_API_ERROR: u8 = 1;
+/// The command line or the environment is wrong.
+pub const EXIT_USAGE: u8 = 2;
+/// No usable answer came back.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// Why a command failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// From the SDK.
+    Sdk(Error),
+    /// Writing the output failed (a closed pipe, say).
+    Output(std::io::Error),
+    /// A local file or argument was unusable.
+    Usage(String),
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure::Sdk(error)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(error: std::io::Error) -> Self {
+        Failure::Output(error)
+    }
+}
+
+/// Runs `cli` on a single-threaded runtime with the process environment
+/// and standard streams; what `main` calls.
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cloro: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let code = runtime.block_on(run(
+        cli,
+        ClientBuilder::from_env(),
+        &mut stdout.lock(),
+        &mut stderr.lock(),
+    ));
+    ExitCode::from(code)
+}
+
+/// Runs `cli` with `builder` (credentials and base URL already read),
+/// writing results to `out` and messages to `err`; returns the exit code.
+pub async fn run(cli: Cli, builder: ClientBuilder, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let json = cli.json;
+    match commands::execute(cli, builder, out, err).await {
+        Ok(()) => 0,
+        Err(failure) => {
+            // Nothing more can be said if stderr itself is gone.
+            let _ = output::report(&failure, json, err);
+            exit_code(&failure)
+        }
+    }
+}
+
+fn exit_code(failure: &Failure) -> u8 {
+    match failure {
+        Failure::Sdk(Error::Api(_)) => EXIT_API_ERROR,
+        Failure::Sdk(Error::Config(_) | Error::Encode(_)) | Failure::Usage(_) => EXIT_USAGE,
+        Failure::Sdk(_) | Failure::Output(_) => EXIT_UNREACHABLE,
+    }
+}

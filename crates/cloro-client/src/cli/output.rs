@@ -1,0 +1,403 @@
+//! How `cloro` shows answers: aligned tables and `field  value` lists for
+//! people, the API's own JSON shapes for scripts, and one `CODE: fix` line
+//! on stderr for a failure.
+//!
+//! Keys appear only in their redacted form (`start`), except the new key
+//! of a create or rotate, which is the point of those commands.
+
+use std::io::{self, Write};
+
+use cloro_auth_core::wire::{
+    AccountInfo, AppliesTo, KeyInfo, ListAuditResponse, ListKeysResponse, PlansResponse,
+    RateLimitPolicy,
+};
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::json;
+
+use super::Failure;
+use crate::admin::{CreatedKey, RotatedKey};
+use crate::error::Error;
+use crate::response::Response;
+
+/// Where results (`out`) and messages (`err`) go, and in which form.
+pub(crate) struct Out<'a> {
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+    json: bool,
+}
+
+impl<'a> Out<'a> {
+    pub(crate) fn new(out: &'a mut dyn Write, err: &'a mut dyn Write, json: bool) -> Self {
+        Out { out, err, json }
+    }
+
+    fn print_json(&mut self, value: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *self.out, value)?;
+        writeln!(self.out)
+    }
+
+    pub(crate) fn whoami(&mut self, me: &Response<KeyInfo>) -> io::Result<()> {
+        if self.json {
+            return self.print_json(me.value());
+        }
+        self.key_info(me.value())?;
+        if let Some(limit) = me.rate_limit() {
+            writeln!(
+                self.out,
+                "{:<13} {} of {} left, full again in {} s",
+                "rate now",
+                limit.remaining,
+                limit.limit,
+                limit.reset.as_secs()
+            )?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn key_info(&mut self, info: &KeyInfo) -> io::Result<()> {
+        if self.json {
+            return self.print_json(info);
+        }
+        let revoked = match (&info.revoked_at, &info.revoked_reason) {
+            (Some(at), Some(reason)) => format!("{} ({reason})", time(at)),
+            (Some(at), None) => time(at),
+            (None, _) => "no".into(),
+        };
+        let rows = [
+            ("id", info.id.to_string()),
+            ("account", info.account_id.to_string()),
+            ("name", info.name.clone()),
+            ("key", info.start.clone()),
+            ("environment", info.environment.to_string()),
+            ("purpose", wire_name(&info.purpose)),
+            ("status", info.status.to_string()),
+            ("scopes", join(info.scopes.iter())),
+            (
+                "rate limit",
+                info.rate_limit
+                    .as_ref()
+                    .map_or_else(|| "the plan's".into(), rate),
+            ),
+            (
+                "concurrency",
+                info.concurrency_limit
+                    .map_or_else(|| "no limit".into(), |n| n.to_string()),
+            ),
+            ("created", time(&info.created_at)),
+            (
+                "expires",
+                info.expires_at
+                    .as_ref()
+                    .map_or_else(|| "never".into(), time),
+            ),
+            (
+                "last used",
+                info.last_used_at
+                    .as_ref()
+                    .map_or_else(|| "never".into(), time),
+            ),
+            ("revoked", revoked),
+            (
+                "metadata",
+                join(info.metadata.iter().map(|(k, v)| format!("{k}={v}"))),
+            ),
+        ];
+        for (field, value) in rows {
+            writeln!(self.out, "{field:<13} {value}")?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn created(&mut self, created: &CreatedKey) -> io::Result<()> {
+        if self.json {
+            self.print_json(&json!({
+                "key": created.key.expose_secret(),
+                "key_info": created.key_info,
+            }))?;
+        } else {
+            writeln!(self.out, "{}", created.key.expose_secret())?;
+        }
+        let info = &created.key_info;
+        writeln!(
+            self.err,
+            "created {} ({}) for account {}, expires {}",
+            info.id,
+            info.start,
+            info.account_id,
+            info.expires_at
+                .as_ref()
+                .map_or_else(|| "never".into(), time)
+        )?;
+        self.store_reminder()
+    }
+
+    pub(crate) fn rotated(&mut self, rotated: &RotatedKey) -> io::Result<()> {
+        if self.json {
+            self.print_json(&json!({
+                "key": rotated.key.expose_secret(),
+                "key_info": rotated.key_info,
+                "previous": rotated.previous,
+            }))?;
+        } else {
+            writeln!(self.out, "{}", rotated.key.expose_secret())?;
+        }
+        let old_end = rotated
+            .previous
+            .expires_at
+            .as_ref()
+            .map_or_else(|| "never".into(), time);
+        writeln!(
+            self.err,
+            "rotated {} ({}) to {} ({}); the old key works until {old_end}",
+            rotated.previous.id,
+            rotated.previous.start,
+            rotated.key_info.id,
+            rotated.key_info.start
+        )?;
+        self.store_reminder()
+    }
+
+    fn store_reminder(&mut self) -> io::Result<()> {
+        writeln!(
+            self.err,
+            "store the key now, it is shown only this once: put it in an environment variable \
+             (export CLORO_API_KEY=<the key>) or your secret manager, never in source code"
+        )
+    }
+
+    pub(crate) fn keys(&mut self, page: &ListKeysResponse) -> io::Result<()> {
+        if self.json {
+            return self.print_json(page);
+        }
+        let mut table = Table::new(&[
+            "ID",
+            "NAME",
+            "KEY",
+            "ENV",
+            "PURPOSE",
+            "STATUS",
+            "EXPIRES",
+            "LAST USED",
+        ]);
+        for key in &page.keys {
+            table.row(vec![
+                key.id.to_string(),
+                key.name.clone(),
+                key.start.clone(),
+                key.environment.to_string(),
+                wire_name(&key.purpose),
+                key.status.to_string(),
+                key.expires_at.as_ref().map_or_else(|| "never".into(), time),
+                key.last_used_at
+                    .as_ref()
+                    .map_or_else(|| "never".into(), time),
+            ]);
+        }
+        table.write(self.out)?;
+        self.more(page.next_cursor.as_deref())
+    }
+
+    pub(crate) fn audit(&mut self, page: &ListAuditResponse) -> io::Result<()> {
+        if self.json {
+            return self.print_json(page);
+        }
+        let mut table = Table::new(&["AT", "ACTION", "KEY", "ACTOR", "DETAILS"]);
+        for event in &page.events {
+            table.row(vec![
+                time(&event.at),
+                wire_name(&event.action),
+                event.key_id.map_or_else(|| "-".into(), |id| id.to_string()),
+                event.actor.clone(),
+                join(event.details.iter().map(|(k, v)| format!("{k}={v}"))),
+            ]);
+        }
+        table.write(self.out)?;
+        self.more(page.next_cursor.as_deref())
+    }
+
+    fn more(&mut self, next_cursor: Option<&str>) -> io::Result<()> {
+        match next_cursor {
+            Some(cursor) => writeln!(
+                self.err,
+                "more on the next page: add --cursor {cursor}, or --all for everything"
+            ),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn plans(&mut self, plans: &PlansResponse) -> io::Result<()> {
+        if self.json {
+            return self.print_json(plans);
+        }
+        let mut table = Table::new(&["PLAN", "RATE LIMIT", "CONCURRENCY", "DEFAULT"]);
+        for plan in &plans.plans {
+            table.row(vec![
+                plan.name.to_string(),
+                rate(&plan.rate_limit),
+                plan.concurrency_limit
+                    .map_or_else(|| "no limit".into(), |n| n.to_string()),
+                if plan.name == plans.default_plan {
+                    "yes"
+                } else {
+                    ""
+                }
+                .into(),
+            ]);
+        }
+        table.write(self.out)
+    }
+
+    pub(crate) fn account(&mut self, account: &AccountInfo) -> io::Result<()> {
+        if self.json {
+            return self.print_json(account);
+        }
+        writeln!(self.out, "{:<13} {}", "account", account.account_id)?;
+        writeln!(self.out, "{:<13} {}", "plan", account.plan)?;
+        writeln!(self.out, "{:<13} {}", "keys", account.key_count)
+    }
+}
+
+/// Writes the failure: `CODE: fix` (and the server's own words) for
+/// people, or `{"error": {…}}` with `--json`.
+pub(crate) fn report(failure: &Failure, json: bool, err: &mut dyn Write) -> io::Result<()> {
+    let (label, fix, error) = match failure {
+        Failure::Sdk(error) => (error.label(), error.fix(), Some(error)),
+        Failure::Usage(message) => ("USAGE_ERROR", message.clone(), None),
+        Failure::Output(why) => (
+            "OUTPUT_ERROR",
+            format!("cannot write the output: {why}"),
+            None,
+        ),
+    };
+    if json {
+        let body = json!({"error": {
+            "code": label,
+            "fix": fix,
+            "message": error.map(Error::to_string),
+            "status": error.and_then(Error::status).map(|status| status.as_u16()),
+            "request_id": error.and_then(Error::request_id),
+            "retry_after": error.and_then(Error::retry_after).map(|after| after.as_secs()),
+        }});
+        serde_json::to_writer(&mut *err, &body)?;
+        return writeln!(err);
+    }
+    writeln!(err, "{label}: {fix}")?;
+    if let Some(api) = error.and_then(Error::api_error) {
+        let request = api
+            .request_id
+            .as_deref()
+            .map(|id| format!(" (request id {id})"))
+            .unwrap_or_default();
+        writeln!(err, "  the server said: {}{request}", api.message)?;
+    }
+    Ok(())
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(header: &[&str]) -> Self {
+        Table {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::new();
+            for (cell, width) in row.iter().zip(&widths) {
+                line.push_str(cell);
+                let pad = width - cell.chars().count() + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// `1000/hour`, `10/s (burst 20)`, `5/10s per account`.
+fn rate(policy: &RateLimitPolicy) -> String {
+    let per = match policy.per_seconds.get() {
+        1 => "s".to_owned(),
+        60 => "minute".to_owned(),
+        3600 => "hour".to_owned(),
+        86_400 => "day".to_owned(),
+        seconds => format!("{seconds}s"),
+    };
+    let mut text = format!("{}/{per}", policy.requests);
+    if let Some(burst) = policy.burst {
+        text.push_str(&format!(" (burst {burst})"));
+    }
+    if policy.applies_to == AppliesTo::Account {
+        text.push_str(" per account");
+    }
+    text
+}
+
+/// A timestamp to the second, RFC 3339.
+fn time(at: &Timestamp) -> String {
+    at.round(jiff::Unit::Second).unwrap_or(*at).to_string()
+}
+
+/// The wire spelling of an enum (`team_member`, `key.created`).
+fn wire_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => "?".into(),
+    }
+}
+
+fn join<T: ToString>(items: impl Iterator<Item = T>) -> String {
+    let joined: Vec<String> = items.map(|item| item.to_string()).collect();
+    if joined.is_empty() {
+        "-".into()
+    } else {
+        joined.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let mut table = Table::new(&["A", "LONGER"]);
+        table.row(vec!["wide cell".into(), "x".into()]);
+        let mut out = Vec::new();
+        table.write(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "A          LONGER\nwide cell  x\n"
+        );
+    }
+
+    #[test]
+    fn rates_read_well() {
+        let n = |v| NonZeroU32::new(v).unwrap();
+        assert_eq!(rate(&RateLimitPolicy::new(n(1000), n(3600))), "1000/hour");
+        let mut policy = RateLimitPolicy::new(n(5), n(10));
+        policy.burst = Some(n(7));
+        policy.applies_to = AppliesTo::Account;
+        assert_eq!(rate(&policy), "5/10s (burst 7) per account");
+    }
+}

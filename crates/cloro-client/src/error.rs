@@ -1,0 +1,459 @@
+//! What can go wrong talking to Cloro, kept in four kinds a caller handles
+//! differently: configuration (fix the environment), an API error (the
+//! server answered with a SPEC §4 code), transport (no answer at all) and
+//! decoding (an answer the SDK cannot read).
+//!
+//! No variant holds a key or a token: messages come from the server (which
+//! never echoes a secret), from the key parser (which names the broken rule,
+//! not the text), or from the network stack (which never sees the headers).
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use cloro_auth_core::wire::ErrorDetails;
+use cloro_auth_core::{ErrorCode, FormatError};
+use http::StatusCode;
+
+use crate::response::RateLimit;
+
+/// Every failure of the SDK.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Found before any request: a missing or malformed key, token, URL or
+    /// certificate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The server answered with a SPEC §4 error.
+    #[error(transparent)]
+    Api(Box<ApiError>),
+    /// No answer: the connection, the TLS handshake or the timeout failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// An answer that is not what the API promises.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The request body could not be encoded as JSON.
+    #[error("cannot encode the request body as JSON: {0}")]
+    Encode(String),
+}
+
+impl From<ApiError> for Error {
+    fn from(error: ApiError) -> Self {
+        Error::Api(Box::new(error))
+    }
+}
+
+impl Error {
+    /// The server's error, if it answered with one.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            Error::Api(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The SPEC §4 code, if the server answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        self.api_error().map(|error| error.code)
+    }
+
+    /// The HTTP status of the answer, if there was one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::Api(error) => Some(error.status),
+            Error::Decode(error) => Some(error.status),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked the client to wait (429, 503).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.api_error().and_then(|error| error.retry_after)
+    }
+
+    /// The request id the server gave the answer, for a support request.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::Api(error) => error.request_id.as_deref(),
+            Error::Decode(error) => error.request_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A short upper-case label: the SPEC §4 code for an API error, else
+    /// one of `CONFIGURATION_ERROR`, `CONNECTION_FAILED`, `TLS_ERROR`,
+    /// `TIMEOUT`, `UNEXPECTED_RESPONSE`, `INVALID_REQUEST_BODY`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Api(error) => error.code.as_str(),
+            Error::Config(_) => "CONFIGURATION_ERROR",
+            Error::Transport(error) => match error.kind {
+                TransportErrorKind::Tls => "TLS_ERROR",
+                TransportErrorKind::Timeout => "TIMEOUT",
+                TransportErrorKind::Connect | TransportErrorKind::Io => "CONNECTION_FAILED",
+            },
+            Error::Decode(_) => "UNEXPECTED_RESPONSE",
+            Error::Encode(_) => "INVALID_REQUEST_BODY",
+        }
+    }
+
+    /// One line telling a person what to do about it, e.g. `this key was
+    /// revoked; create a new one with cloro keys create`.
+    pub fn fix(&self) -> String {
+        match self {
+            Error::Api(error) => error.fix(),
+            Error::Config(error) => error.to_string(),
+            Error::Transport(error) => match error.kind {
+                TransportErrorKind::Tls => {
+                    format!("{error}; check the server certificate, or trust its CA with --ca-cert")
+                }
+                TransportErrorKind::Timeout => {
+                    format!("{error}; the server may be overloaded, retry shortly")
+                }
+                TransportErrorKind::Connect | TransportErrorKind::Io => {
+                    format!("{error}; check CLORO_BASE_URL and that the server is running")
+                }
+            },
+            Error::Decode(error) => {
+                format!("{error}; check that CLORO_BASE_URL points at a Cloro server")
+            }
+            Error::Encode(message) => format!("cannot encode the request body: {message}"),
+        }
+    }
+}
+
+/// A SPEC §4 error answer.
+#[non_exhaustive]
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{code} ({status}): {message}")]
+pub struct ApiError {
+    /// The code, e.g. [`ErrorCode::RevokedApiKey`]: what programs match on.
+    pub code: ErrorCode,
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What happened and what to do, for people.
+    pub message: String,
+    /// The `X-Request-Id` of the answer.
+    pub request_id: Option<String>,
+    /// How long to wait before trying again (429, 503), from `Retry-After`.
+    pub retry_after: Option<Duration>,
+    /// Machine-readable particulars: the field at fault, the scope needed,
+    /// the plan whose limit was hit.
+    pub details: ErrorDetails,
+    /// The rate-limit state the answer reported (429).
+    pub rate_limit: Option<RateLimit>,
+    /// How many times the request was sent, retries included.
+    pub attempts: u32,
+}
+
+impl ApiError {
+    /// One line telling a person what to do, by code.
+    pub fn fix(&self) -> String {
+        let wait = self
+            .retry_after
+            .map(|after| format!("wait {} s", after.as_secs().max(1)))
+            .unwrap_or_else(|| "wait a moment".to_owned());
+        match self.code {
+            ErrorCode::MissingApiKey => "set CLORO_API_KEY=sk_live_… in your environment".into(),
+            ErrorCode::MissingBearerPrefix => {
+                "send the key as `Authorization: Bearer sk_live_…`".into()
+            }
+            ErrorCode::MalformedAuthorization => {
+                "send exactly one `Authorization: Bearer <key>` header and never put a key in the URL"
+                    .into()
+            }
+            ErrorCode::InvalidApiKeyFormat => {
+                "CLORO_API_KEY is not a Cloro key; copy it again exactly".into()
+            }
+            ErrorCode::InvalidApiKey => {
+                "this key does not exist; check CLORO_API_KEY or create one with cloro keys create"
+                    .into()
+            }
+            ErrorCode::ExpiredApiKey => {
+                "this key has expired; create a new one with cloro keys create, or rotate it with cloro keys rotate"
+                    .into()
+            }
+            ErrorCode::RevokedApiKey if self.details.reason.as_deref() == Some("disabled") => {
+                "this key is disabled; enable it with cloro keys update ID --enable".into()
+            }
+            ErrorCode::RevokedApiKey => {
+                "this key was revoked; create a new one with cloro keys create".into()
+            }
+            ErrorCode::InsufficientPermissions => match &self.details.required_scope {
+                Some(scope) => format!(
+                    "this key lacks the scope {scope}; use a key that has it, or add it with cloro keys update ID --scope {scope}"
+                ),
+                None => "this key lacks the scope the route needs; use a key that has it".into(),
+            },
+            ErrorCode::RateLimitExceeded => match &self.details.plan {
+                Some(plan) => format!(
+                    "the rate limit of plan {plan} is spent; {wait}, or move the account to a larger plan with cloro accounts set-plan"
+                ),
+                None => format!("the key's rate limit is spent; {wait} and retry"),
+            },
+            ErrorCode::ConcurrentLimitExceeded => {
+                "too many requests in flight for this key; let some finish, then retry".into()
+            }
+            ErrorCode::TooManyFailedAttempts => {
+                format!("too many unknown keys from this address; fix CLORO_API_KEY, then {wait}")
+            }
+            ErrorCode::AuthUnavailable => {
+                format!("the key store is unavailable; {wait} and retry")
+            }
+            ErrorCode::InvalidRequest => match &self.details.field {
+                Some(field) => format!("fix the field `{field}`: {}", self.message),
+                None => format!("fix the request: {}", self.message),
+            },
+            ErrorCode::InvalidAdminToken => {
+                "set CLORO_ADMIN_TOKEN to the server's admin token (API keys are not admin tokens)"
+                    .into()
+            }
+            ErrorCode::KeyNotFound => {
+                "no key has this id; find it with cloro keys list --account ACCOUNT".into()
+            }
+            ErrorCode::AccountNotFound => {
+                "no such account; an account exists once it has a key or a plan".into()
+            }
+            ErrorCode::NotFound => "no such route; check CLORO_BASE_URL and the path".into(),
+            ErrorCode::MethodNotAllowed => "this route does not take that method".into(),
+            ErrorCode::KeyRevoked => {
+                "the key is revoked and cannot change; create a new one with cloro keys create"
+                    .into()
+            }
+            ErrorCode::UpstreamUnavailable => {
+                "the API behind the gateway did not answer; retry shortly".into()
+            }
+            ErrorCode::InternalError => {
+                "the server failed; retry, or report it with the request id".into()
+            }
+            // A code added to the core after this SDK: the server's message
+            // is the best advice there is.
+            _ => self.message.clone(),
+        }
+    }
+}
+
+/// A problem found before any request was sent.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No API key was given.
+    #[error("no API key: set CLORO_API_KEY=sk_live_… in your environment")]
+    MissingApiKey,
+    /// The API key is not a well-formed Cloro key (SPEC §2).
+    #[error(
+        "CLORO_API_KEY is not a Cloro API key: {0}; set CLORO_API_KEY=sk_live_… in your environment"
+    )]
+    MalformedApiKey(FormatError),
+    /// No admin token was given.
+    #[error("no admin token: set CLORO_ADMIN_TOKEN=<admin token> in your environment")]
+    MissingAdminToken,
+    /// The admin token cannot be sent as a bearer token.
+    #[error("CLORO_ADMIN_TOKEN is not usable: {0}")]
+    MalformedAdminToken(&'static str),
+    /// The base URL cannot be used.
+    #[error("CLORO_BASE_URL {url} is not usable: {why}")]
+    BaseUrl {
+        /// The URL as given (credentials in it are masked).
+        url: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Plain `http://` to a host that is not this machine, without an
+    /// explicit opt-in: the key would cross the network in clear text.
+    #[error(
+        "refusing to send credentials over plain http to {host}; use https, or allow insecure http explicitly"
+    )]
+    InsecureHttp {
+        /// The host.
+        host: String,
+    },
+    /// A generic request outside `/v1/`, where the API key must not go.
+    #[error(
+        "{path} is not an API route: the API key is sent only to /v1/ paths without . or .. segments"
+    )]
+    NotApiPath {
+        /// The path asked for.
+        path: String,
+    },
+    /// A certificate or the TLS configuration is unusable.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// What kind of transport failure it was; decides whether a retry can help.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportErrorKind {
+    /// No connection could be made (refused, unreachable, name not
+    /// resolved): nothing was sent, so a retry is safe.
+    Connect,
+    /// The TLS handshake failed: a retry will fail the same way.
+    Tls,
+    /// No full answer within the request timeout.
+    Timeout,
+    /// The connection broke after the request was sent.
+    Io,
+}
+
+/// No answer from the server.
+#[non_exhaustive]
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct TransportError {
+    /// What failed.
+    pub kind: TransportErrorKind,
+    /// The server's base URL.
+    pub target: String,
+    /// The cause, as the network stack put it.
+    pub message: String,
+    /// How many times the request was tried.
+    pub attempts: u32,
+}
+
+impl TransportError {
+    pub(crate) fn new(kind: TransportErrorKind, target: &str, message: String) -> Self {
+        TransportError {
+            kind,
+            target: target.to_owned(),
+            message,
+            attempts: 1,
+        }
+    }
+
+    /// Classifies a failure of hyper-util's client and flattens its causes.
+    pub(crate) fn from_client(error: &hyper_util::client::legacy::Error, target: &str) -> Self {
+        let causes = causes(error);
+        let tls = causes
+            .iter()
+            .any(|cause| cause.downcast_ref::<rustls::Error>().is_some());
+        let kind = if tls {
+            TransportErrorKind::Tls
+        } else if error.is_connect() {
+            TransportErrorKind::Connect
+        } else {
+            TransportErrorKind::Io
+        };
+        TransportError::new(kind, target, flatten(&causes))
+    }
+
+    fn describe(&self) -> String {
+        let tries = match self.attempts {
+            1 => String::new(),
+            n => format!(" after {n} attempts"),
+        };
+        match self.kind {
+            TransportErrorKind::Connect => {
+                format!("cannot connect to {}{tries}: {}", self.target, self.message)
+            }
+            TransportErrorKind::Tls => {
+                format!(
+                    "TLS handshake with {} failed: {}",
+                    self.target, self.message
+                )
+            }
+            TransportErrorKind::Timeout => {
+                format!("no answer from {}{tries}: {}", self.target, self.message)
+            }
+            TransportErrorKind::Io => format!(
+                "the connection to {} failed{tries}: {}",
+                self.target, self.message
+            ),
+        }
+    }
+}
+
+/// An answer the SDK could not read: not JSON, not the documented shape,
+/// or an error body without a known code (a proxy's HTML 502, say).
+#[non_exhaustive]
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("cannot read the {status} answer: {message}")]
+pub struct DecodeError {
+    /// The HTTP status of the answer.
+    pub status: StatusCode,
+    /// Its `X-Request-Id`, if any.
+    pub request_id: Option<String>,
+    /// What did not fit.
+    pub message: String,
+}
+
+/// Every cause of `error`, outermost first. `io::Error` hides the error it
+/// wraps from `source()` (it returns the inner error's source instead), so
+/// it is unwrapped by hand; otherwise a TLS failure inside two `io::Error`
+/// layers could not be recognised.
+fn causes<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+    // Cause chains are short; the bound only guards against a cycle.
+    const MAX_DEPTH: usize = 16;
+    let mut found = Vec::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        found.push(cause);
+        if found.len() == MAX_DEPTH {
+            break;
+        }
+        next = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+            None => cause.source(),
+        };
+    }
+    found
+}
+
+/// `a: b: c` from the causes, without hyper-util's generic outer layer and
+/// without the repeats that wrapping in `io::Error` produces.
+fn flatten(causes: &[&(dyn StdError + 'static)]) -> String {
+    let skip = usize::from(causes.len() > 1);
+    let mut parts: Vec<String> = Vec::new();
+    for cause in &causes[skip..] {
+        let text = cause.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_wrapping_is_seen_through() {
+        let inner =
+            std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        let outer = std::io::Error::other(inner);
+        let found = causes(&outer);
+        assert!(
+            found
+                .iter()
+                .any(|cause| cause.downcast_ref::<rustls::Error>().is_some())
+        );
+    }
+
+    #[test]
+    fn fix_follows_the_code() {
+        let error = ApiError {
+            code: ErrorCode::RevokedApiKey,
+            status: StatusCode::UNAUTHORIZED,
+            message: "revoked".into(),
+            request_id: None,
+            retry_after: None,
+            details: ErrorDetails::default(),
+            rate_limit: None,
+            attempts: 1,
+        };
+        assert_eq!(
+            error.fix(),
+            "this key was revoked; create a new one with cloro keys create"
+        );
+        let disabled = ApiError {
+            details: ErrorDetails {
+                reason: Some("disabled".into()),
+                ..ErrorDetails::default()
+            },
+            ..error
+        };
+        assert!(disabled.fix().contains("--enable"));
+    }
+}

@@ -1,0 +1,423 @@
+//! One logical request: build it, send it, retry it when that is safe and
+//! useful, and turn the answer into a [`Response`] or a typed [`Error`].
+//!
+//! [`Client`](crate::Client) and [`AdminClient`](crate::AdminClient) share
+//! this; they differ only in the `Authorization` value they pass in.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cloro_auth_core::wire::ErrorBody;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroize;
+
+use crate::error::{ApiError, ConfigError, DecodeError, Error, TransportError, TransportErrorKind};
+use crate::response::{Response, ResponseMeta};
+use crate::retry::{RetryPolicy, retry_after};
+
+/// Cloro answers are small JSON documents; the cap stops a misdirected
+/// base URL (a file server, say) from filling memory.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// `cloro-client/<version>`, so server logs can tell SDK traffic apart.
+const USER_AGENT_VALUE: &str = concat!("cloro-client/", env!("CARGO_PKG_VERSION"));
+
+/// hyper-util's pooled client over rustls (or plain TCP for `http://`).
+pub(crate) type HttpClient =
+    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The connection pool and the settings every request shares.
+pub(crate) struct Transport {
+    pub(crate) http: HttpClient,
+    pub(crate) base: BaseUrl,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) request_timeout: Duration,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("base_url", &self.base.as_str())
+            .field("retry", &self.retry)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request before it is sent: everything but the credentials.
+#[derive(Clone, Debug)]
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    /// Path and query, starting with `/`.
+    pub(crate) path: String,
+    pub(crate) body: Option<Bytes>,
+    pub(crate) headers: HeaderMap,
+    /// Whether sending it twice has the same effect as sending it once.
+    pub(crate) idempotent: bool,
+}
+
+impl Call {
+    /// A request without a body; idempotent exactly when its method is
+    /// (RFC 9110 §9.2.2).
+    pub(crate) fn new(method: Method, path: impl Into<String>) -> Self {
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        );
+        Call {
+            method,
+            path: path.into(),
+            body: None,
+            headers: HeaderMap::new(),
+            idempotent,
+        }
+    }
+
+    /// With `body` as JSON.
+    pub(crate) fn json<B: Serialize + ?Sized>(mut self, body: &B) -> Result<Self, Error> {
+        let bytes = serde_json::to_vec(body).map_err(|why| Error::Encode(why.to_string()))?;
+        self.body = Some(Bytes::from(bytes));
+        self.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(self)
+    }
+
+    /// Marks the request safe (or not) to repeat.
+    pub(crate) fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+}
+
+/// An answer, read in full.
+struct Raw {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Raw {
+    /// Whether the server said "try later": the only statuses retried.
+    fn asks_for_retry(&self) -> bool {
+        matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        )
+    }
+
+    /// `Retry-After`, or `details.retry_after` when a proxy dropped the header.
+    fn retry_after(&self) -> Option<Duration> {
+        retry_after(&self.headers).or_else(|| {
+            serde_json::from_slice::<ErrorBody>(&self.body)
+                .ok()?
+                .error
+                .details
+                .retry_after
+                .map(Duration::from_secs)
+        })
+    }
+}
+
+impl Transport {
+    /// Sends `call` with `authorization`, retrying per the policy.
+    pub(crate) async fn send(
+        &self,
+        call: &Call,
+        authorization: &HeaderValue,
+    ) -> Result<Response<Bytes>, Error> {
+        let uri = self.base.join(&call.path)?;
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            let outcome = self.attempt(call, &uri, authorization).await;
+            let retryable = match &outcome {
+                Ok(raw) if raw.asks_for_retry() => Some(raw.retry_after()),
+                Err(error) if error.kind == TransportErrorKind::Connect => Some(None),
+                _ => None,
+            };
+            if let Some(retry_after) = retryable
+                && call.idempotent
+                && attempt < self.retry.max_attempts
+            {
+                let delay = self.retry.delay(attempt, retry_after);
+                if started.elapsed() + delay <= self.retry.max_elapsed {
+                    tracing::debug!(
+                        method = %call.method,
+                        path = %call.path,
+                        attempt,
+                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        status = outcome.as_ref().map(|raw| raw.status.as_u16()).ok(),
+                        "retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                    continue;
+                }
+            }
+            return match outcome {
+                Ok(raw) => answer(raw, attempt),
+                Err(mut error) => {
+                    error.attempts = attempt;
+                    Err(error.into())
+                }
+            };
+        }
+    }
+
+    /// One send and the whole answer, within the request timeout.
+    async fn attempt(
+        &self,
+        call: &Call,
+        uri: &Uri,
+        authorization: &HeaderValue,
+    ) -> Result<Raw, TransportError> {
+        let mut request = Request::new(Full::new(call.body.clone().unwrap_or_default()));
+        *request.method_mut() = call.method.clone();
+        *request.uri_mut() = uri.clone();
+        let headers = request.headers_mut();
+        headers.extend(call.headers.clone());
+        headers.insert(AUTHORIZATION, authorization.clone());
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        let target = self.base.as_str();
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|error| TransportError::from_client(&error, target))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|error| {
+                    TransportError::new(
+                        TransportErrorKind::Io,
+                        target,
+                        format!("reading the answer failed: {error}"),
+                    )
+                })?
+                .to_bytes();
+            Ok(Raw {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.request_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::new(
+                TransportErrorKind::Timeout,
+                target,
+                format!("timed out after {:?}", self.request_timeout),
+            )),
+        }
+    }
+}
+
+/// A 2xx as a response, anything else as the error it carries.
+fn answer(raw: Raw, attempts: u32) -> Result<Response<Bytes>, Error> {
+    let meta = ResponseMeta::new(raw.status, &raw.headers, attempts);
+    if raw.status.is_success() {
+        return Ok(Response::new(raw.body, meta));
+    }
+    match serde_json::from_slice::<ErrorBody>(&raw.body) {
+        Ok(ErrorBody { error }) => {
+            let retry_after = retry_after(&raw.headers)
+                .or_else(|| error.details.retry_after.map(Duration::from_secs));
+            let request_id = Some(error.request_id)
+                .filter(|id| !id.is_empty())
+                .or(meta.request_id);
+            Err(ApiError {
+                code: error.code,
+                status: raw.status,
+                message: error.message,
+                request_id,
+                retry_after,
+                details: error.details,
+                rate_limit: meta.rate_limit,
+                attempts,
+            }
+            .into())
+        }
+        Err(why) => Err(DecodeError {
+            status: raw.status,
+            request_id: meta.request_id,
+            message: format!("the body is not a Cloro error ({why})"),
+        }
+        .into()),
+    }
+}
+
+/// The body of a successful answer as `T`.
+pub(crate) fn decode<T: DeserializeOwned>(response: Response<Bytes>) -> Result<Response<T>, Error> {
+    let (body, meta) = response.into_parts();
+    decode_body(&body, meta)
+}
+
+/// Like [`decode`] for a body that holds a plaintext key: its bytes are
+/// wiped afterwards where the buffer is ours alone (best effort: the
+/// connection's own buffers are out of reach).
+pub(crate) fn decode_secret<T: DeserializeOwned>(
+    response: Response<Bytes>,
+) -> Result<Response<T>, Error> {
+    let (body, meta) = response.into_parts();
+    let decoded = decode_body(&body, meta);
+    if let Ok(mut owned) = body.try_into_mut() {
+        owned.as_mut().zeroize();
+    }
+    decoded
+}
+
+fn decode_body<T: DeserializeOwned>(body: &[u8], meta: ResponseMeta) -> Result<Response<T>, Error> {
+    match serde_json::from_slice(body) {
+        Ok(value) => Ok(Response::new(value, meta)),
+        Err(why) => Err(DecodeError {
+            status: meta.status,
+            request_id: meta.request_id,
+            message: format!("the body is not what the API documents ({why})"),
+        }
+        .into()),
+    }
+}
+
+/// A checked base URL: scheme, host, port and an optional path prefix,
+/// without credentials, query or trailing slash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BaseUrl {
+    text: String,
+}
+
+impl BaseUrl {
+    /// Checks `text`. Plain `http://` is accepted only for this machine
+    /// unless `allow_insecure_http`: anywhere else the key would cross the
+    /// network readable by anyone on the path.
+    pub(crate) fn parse(text: &str, allow_insecure_http: bool) -> Result<Self, ConfigError> {
+        let refuse = |why| ConfigError::BaseUrl {
+            url: mask_credentials(text),
+            why,
+        };
+        let uri: Uri = text.trim().parse().map_err(|_| refuse("it is not a URL"))?;
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme,
+            Some(_) => return Err(refuse("only http:// and https:// are supported")),
+            None => return Err(refuse("it has no scheme; start it with https://")),
+        };
+        let authority = uri.authority().ok_or_else(|| refuse("it has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(refuse(
+                "it carries credentials; give the API key in CLORO_API_KEY instead",
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(refuse(
+                "it has a query; give only scheme, host, port and path",
+            ));
+        }
+        let host = authority.host();
+        if scheme == "http" && !allow_insecure_http && !is_loopback(host) {
+            return Err(ConfigError::InsecureHttp {
+                host: host.to_owned(),
+            });
+        }
+        let prefix = uri.path().trim_end_matches('/');
+        Ok(BaseUrl {
+            text: format!("{scheme}://{authority}{prefix}"),
+        })
+    }
+
+    /// The URL, e.g. `https://auth.example.com`.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The URL of `path` (which starts with `/`) under this base.
+    fn join(&self, path: &str) -> Result<Uri, ConfigError> {
+        let url = format!("{}{path}", self.text);
+        url.parse().map_err(|_| ConfigError::BaseUrl {
+            url,
+            why: "the request path does not make a valid URL",
+        })
+    }
+}
+
+/// `localhost`, `*.localhost` (RFC 6761) or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let lower = host.to_ascii_lowercase();
+    lower == "localhost"
+        || lower.ends_with(".localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `scheme://***@host…` in place of `scheme://user:password@host…`.
+fn mask_credentials(text: &str) -> String {
+    let text = text.trim();
+    match (text.find("://"), text.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &text[..scheme_end + 3], &text[at..])
+        }
+        (None, Some(_)) => "<a URL with credentials>".to_owned(),
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        let ok = |text: &str| BaseUrl::parse(text, false).unwrap().as_str().to_owned();
+        assert_eq!(ok("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(ok("http://localhost:8080/"), "http://localhost:8080");
+        assert_eq!(ok("http://[::1]:8080"), "http://[::1]:8080");
+        assert_eq!(
+            ok("https://auth.example.com/cloro/"),
+            "https://auth.example.com/cloro"
+        );
+        assert_eq!(
+            BaseUrl::parse("https://auth.example.com", false)
+                .unwrap()
+                .join("/v1/whoami")
+                .unwrap()
+                .to_string(),
+            "https://auth.example.com/v1/whoami"
+        );
+        assert!(matches!(
+            BaseUrl::parse("http://auth.example.com", false),
+            Err(ConfigError::InsecureHttp { .. })
+        ));
+        assert!(BaseUrl::parse("http://auth.example.com", true).is_ok());
+        for bad in [
+            "auth.example.com",
+            "ftp://auth.example.com",
+            "https://auth.example.com/?a=b",
+            "not a url",
+        ] {
+            assert!(
+                matches!(BaseUrl::parse(bad, false), Err(ConfigError::BaseUrl { .. })),
+                "{bad}"
+            );
+        }
+        let error = BaseUrl::parse("https://user:hunter2@auth.example.com", false).unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn idempotence_follows_the_method() {
+        assert!(Call::new(Method::GET, "/").idempotent);
+        assert!(Call::new(Method::PUT, "/").idempotent);
+        assert!(!Call::new(Method::POST, "/").idempotent);
+        assert!(!Call::new(Method::PATCH, "/").idempotent);
+        assert!(Call::new(Method::POST, "/").idempotent(true).idempotent);
+    }
+}

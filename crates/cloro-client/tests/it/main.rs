@@ -1,0 +1,13 @@
+//! Integration tests of cloro-client: the SDK and the `cloro` binary against
+//! a real cloro-server run in-process on a free loopback port (embedded
+//! store in a temp dir), plus small scripted servers for the retry rules.
+
+// A test that meets the unexpected should stop right there, loudly.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod redaction;
+mod retries;
+mod sdk;
+mod support;
+mod tls;
