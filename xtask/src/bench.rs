@@ -270,8 +270,12 @@ fn wrk(url: &str, key: Option<&str>, duration: &str) -> Result<Load, String> {
     let requests_per_second = field("Requests/sec:")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("unexpected wrk output:\n{text}"))?;
-    let non_2xx = field("Non-2xx")
-        .and_then(|line| line.parse().ok())
+    // "Non-2xx or 3xx responses: N": the count is the line's last word.
+    let non_2xx = BufReader::new(text.as_bytes())
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.trim_start().starts_with("Non-2xx"))
+        .and_then(|line| line.split_whitespace().last().and_then(|n| n.parse().ok()))
         .unwrap_or(0);
     Ok(Load {
         requests_per_second,
