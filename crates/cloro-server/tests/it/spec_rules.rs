@@ -81,9 +81,44 @@ const BARE: &str = r#"Bearer realm="cloro""#;
 /// challenge where it is fixed.
 type Case = (Vec<Vec<u8>>, &'static str, u16, Option<&'static str>);
 
+/// The store a test runs on; the Redis one keeps its private server alive.
+enum Store {
+    Embedded,
+    Redis,
+}
+
+async fn server_on(store: Store, toml: &str) -> (TestServer, Option<RedisServer>) {
+    match store {
+        Store::Embedded => (TestServer::embedded(toml).await, None),
+        Store::Redis => {
+            let redis = RedisServer::start();
+            (TestServer::redis(&redis.url(), toml).await, Some(redis))
+        }
+    }
+}
+
 #[tokio::test]
-async fn every_header_rule_of_spec_section_3() {
-    let server = TestServer::embedded("").await;
+async fn every_header_rule_of_spec_section_3_embedded() {
+    every_header_rule_of_spec_section_3(Store::Embedded).await;
+}
+
+#[tokio::test]
+async fn every_header_rule_of_spec_section_3_redis() {
+    every_header_rule_of_spec_section_3(Store::Redis).await;
+}
+
+#[tokio::test]
+async fn every_error_row_of_spec_section_4_embedded() {
+    every_error_row_of_spec_section_4(Store::Embedded).await;
+}
+
+#[tokio::test]
+async fn every_error_row_of_spec_section_4_redis() {
+    every_error_row_of_spec_section_4(Store::Redis).await;
+}
+
+async fn every_header_rule_of_spec_section_3(store: Store) {
+    let (server, _redis) = server_on(store, "").await;
     let key = server.create_key(|_| {}).await;
     let ok = |value: &str| auth(value);
     for value in [
@@ -257,10 +292,9 @@ async fn every_header_rule_of_spec_section_3() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn every_error_row_of_spec_section_4() {
+async fn every_error_row_of_spec_section_4(store: Store) {
     let toml = "[route_scopes]\n\"/v1/whoami\" = \"whoami\"\n";
-    let server = TestServer::embedded(toml).await;
+    let (server, _redis) = server_on(store, toml).await;
     let header = |key: &str| auth(&format!("Bearer {key}"));
     let whoami = Scope::new("whoami").unwrap();
 
