@@ -10,9 +10,14 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let flags = Flags::parse();
     let filter = EnvFilter::try_from_env("CLORO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+        // Logs go to stderr, coloured only for a person at a terminal: a file or
+    // a log collector gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
         .init();
     // Read once, then never kept in plaintext: the library hashes it.
     let admin_token = std::env::var("CLORO_ADMIN_TOKEN").ok();
