@@ -98,14 +98,7 @@ impl Gateway {
             )
             .into_response(request_id);
         }
-        let facts = RequestFacts {
-            method: request.method(),
-            path: request.uri().path(),
-            query: request.uri().query(),
-            headers: request.headers(),
-            peer,
-            limit_concurrency: true,
-        };
+        let facts = RequestFacts::of(&request, peer, true);
         let mut verified = match guard.check(facts).await {
             Ok(verified) => verified,
             Err(refused) => return refusal_response(&refused, request_id),

@@ -41,6 +41,20 @@ pub struct RequestFacts<'a> {
     pub limit_concurrency: bool,
 }
 
+impl<'a> RequestFacts<'a> {
+    /// The facts of a whole request as the client sent it.
+    pub fn of<B>(request: &'a http::Request<B>, peer: IpAddr, limit_concurrency: bool) -> Self {
+        RequestFacts {
+            method: request.method(),
+            path: request.uri().path(),
+            query: request.uri().query(),
+            headers: request.headers(),
+            peer,
+            limit_concurrency,
+        }
+    }
+}
+
 impl Guard {
     /// A guard over `verifier`.
     pub fn new(

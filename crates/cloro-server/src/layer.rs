@@ -140,14 +140,7 @@ where
                 return Ok(refusal_of(refusal, &request_id).await);
             }
             let peer = peer_of(&request);
-            let facts = RequestFacts {
-                method: request.method(),
-                path: request.uri().path(),
-                query: request.uri().query(),
-                headers: request.headers(),
-                peer,
-                limit_concurrency: true,
-            };
+            let facts = RequestFacts::of(&request, peer, true);
             let verified = match guard.check(facts).await {
                 Ok(verified) => verified,
                 Err(refused) => {

@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let flags = Flags::parse();
     let filter = EnvFilter::try_from_env("CLORO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-        // Logs go to stderr, coloured only for a person at a terminal: a file or
+    // Logs go to stderr, coloured only for a person at a terminal: a file or
     // a log collector gets plain text.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
