@@ -39,7 +39,9 @@ pub struct Flags {
     #[arg(long, env = "CLORO_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Treat `--redis-url` as the seed nodes of a Redis Cluster.
-    #[arg(long, env = "CLORO_REDIS_CLUSTER")]
+    // A bare `--redis-cluster` means true (SPEC §7 uses it as a switch);
+    // `--redis-cluster=false` and the variable still parse.
+    #[arg(long, env = "CLORO_REDIS_CLUSTER", num_args = 0..=1, default_missing_value = "true")]
     pub redis_cluster: Option<bool>,
     /// Where authenticated `/v1/*` requests are forwarded (`http://host:port`).
     #[arg(long, env = "CLORO_UPSTREAM")]
@@ -428,6 +430,15 @@ mod tests {
         let error = Settings::from_toml(flags(&["--upstream", "ftp://x"]), "").unwrap_err();
         assert!(error.to_string().contains("upstream"), "{error}");
         assert!(Flags::try_parse_from(["cloro-server", "--cache-ttl", "soon"]).is_err());
+    }
+
+    #[test]
+    fn redis_cluster_is_a_switch() {
+        assert_eq!(flags(&["--redis-cluster"]).redis_cluster, Some(true));
+        assert_eq!(flags(&["--redis-cluster=false"]).redis_cluster, Some(false));
+        assert_eq!(flags(&[]).redis_cluster, None);
+        let error = Settings::from_toml(flags(&["--redis-cluster"]), "").unwrap_err();
+        assert!(error.to_string().contains("redis-url"), "{error}");
     }
 
     #[test]
