@@ -4,7 +4,13 @@
 //! a change reaches every node within a second).
 //!
 //! Messages are `k:<64 hex>` (one key, by hash), `a:<account>` (an account's
-//! plan) and `*` (everything). Pub/sub delivers at most once and forgets
+//! plan) and `*` (everything), each followed by a space and the publication
+//! time in Unix microseconds, so that every node can measure how long a
+//! change took to reach it (a message without the time is still accepted).
+//!
+//! On a Redis Cluster a classic `PUBLISH` reaches every node of the cluster,
+//! so the listener subscribes on any one node; it moves to the next seed
+//! whenever its node fails or stops answering (a failover). Pub/sub delivers at most once and forgets
 //! what it sent while a subscriber was away, so after every re-subscription
 //! the listener invalidates everything; the cache TTL bounds staleness if
 //! pub/sub stays down (SPEC §8).
@@ -16,13 +22,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cloro_auth_core::{AccountId, KeyHash};
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
+use jiff::Timestamp;
 use redis::{Client, Msg};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::invalidation::{ChangeNotifier, Invalidation, InvalidationSink};
-use crate::redis_store::{RedisOptions, RedisStore, RedisTarget};
+use crate::redis_connection::RedisConnection;
+use crate::redis_store::{RedisOptions, RedisStore, RedisTarget, split_seeds};
 use crate::store::StoreError;
 
 /// The pub/sub channel every node listens on.
@@ -37,7 +44,7 @@ const WARN_EVERY: u32 = 30;
 /// Applies changes to this node's sinks at once, then publishes them so that
 /// every other node's listener applies them too.
 pub struct RedisNotifier {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     timeout: Duration,
     target: String,
     sinks: Vec<Arc<dyn InvalidationSink>>,
@@ -71,7 +78,7 @@ impl ChangeNotifier for RedisNotifier {
         for sink in &self.sinks {
             sink.invalidate(change);
         }
-        let message = encode(&change);
+        let message = encode(&change, Timestamp::now());
         let mut command = redis::cmd("PUBLISH");
         command.arg(INVALIDATION_CHANNEL).arg(&message);
         let mut connection = self.connection.clone();
@@ -104,17 +111,34 @@ impl ChangeNotifier for RedisNotifier {
     }
 }
 
-/// The pub/sub text of a change.
-fn encode(change: &Invalidation) -> String {
+/// The pub/sub text of a change published at `sent`.
+fn encode(change: &Invalidation, sent: Timestamp) -> String {
+    let sent = sent.as_microsecond();
     match change {
-        Invalidation::Key(hash) => format!("k:{}", String::from_utf8_lossy(&hash.to_hex())),
-        Invalidation::Account(account) => format!("a:{account}"),
-        Invalidation::Everything => "*".to_owned(),
+        Invalidation::Key(hash) => {
+            format!("k:{} {sent}", String::from_utf8_lossy(&hash.to_hex()))
+        }
+        Invalidation::Account(account) => format!("a:{account} {sent}"),
+        Invalidation::Everything => format!("* {sent}"),
     }
 }
 
-/// Reads [`encode`]'s text; `None` for anything else.
-fn decode(text: &str) -> Option<Invalidation> {
+/// Reads [`encode`]'s text, with the publication time when it has one;
+/// `None` for anything else.
+fn decode(text: &str) -> Option<(Invalidation, Option<Timestamp>)> {
+    match text.split_once(' ') {
+        Some((change, sent)) => {
+            let sent = sent
+                .parse::<i64>()
+                .ok()
+                .and_then(|micros| Timestamp::from_microsecond(micros).ok())?;
+            Some((decode_change(change)?, Some(sent)))
+        }
+        None => Some((decode_change(text)?, None)),
+    }
+}
+
+fn decode_change(text: &str) -> Option<Invalidation> {
     if text == "*" {
         return Some(Invalidation::Everything);
     }
@@ -190,18 +214,56 @@ pub fn spawn_invalidation_listener(
 ) -> Result<InvalidationListener, StoreError> {
     let target = RedisTarget::new(url);
     let client = target.client(url)?;
+    Ok(start_listener(vec![client], options, target, sink))
+}
+
+/// [`spawn_invalidation_listener`] for a Redis Cluster reached through
+/// `seeds` (comma-separated `redis://` URLs): the listener subscribes on
+/// one seed at a time, and moves to the next whenever that one fails.
+///
+/// # Errors
+/// `Unavailable` when the list is empty or a URL cannot be used (passwords
+/// masked).
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub fn spawn_cluster_invalidation_listener(
+    seeds: &str,
+    options: RedisOptions,
+    sink: Arc<dyn InvalidationSink>,
+) -> Result<InvalidationListener, StoreError> {
+    let urls = split_seeds(seeds);
+    let target = RedisTarget::of_seeds(&urls);
+    if urls.is_empty() {
+        return Err(StoreError::Unavailable(
+            "a redis cluster needs at least one seed url".into(),
+        ));
+    }
+    let clients = urls
+        .iter()
+        .map(|url| RedisTarget::new(url).client(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(start_listener(clients, options, target, sink))
+}
+
+fn start_listener(
+    clients: Vec<Client>,
+    options: RedisOptions,
+    target: RedisTarget,
+    sink: Arc<dyn InvalidationSink>,
+) -> InvalidationListener {
     let (announce, subscriptions) = watch::channel(0);
-    let task = tokio::spawn(listen(client, options, target, sink, announce));
-    Ok(InvalidationListener {
+    let task = tokio::spawn(listen(clients, options, target, sink, announce));
+    InvalidationListener {
         task,
         subscriptions,
-    })
+    }
 }
 
 /// The listener's loop: subscribe, forward until the connection is lost,
 /// back off, repeat.
 async fn listen(
-    client: Client,
+    clients: Vec<Client>,
     options: RedisOptions,
     target: RedisTarget,
     sink: Arc<dyn InvalidationSink>,
@@ -211,8 +273,13 @@ async fn listen(
     let mut failures: u32 = 0;
     // Whether messages may have been missed since the listener started.
     let mut missed = false;
+    // Which client to try next: after a failure the next seed gets a turn,
+    // so a dead node is left behind.
+    let mut turn: usize = 0;
     loop {
-        match subscribe(&client, &options).await {
+        let client = &clients[turn % clients.len()];
+        turn = turn.wrapping_add(1);
+        match subscribe(client, &options).await {
             Ok(pubsub) => {
                 subscriptions += 1;
                 if subscriptions > 1 || missed {
@@ -313,7 +380,17 @@ fn deliver(message: &Msg, sink: &dyn InvalidationSink) {
         .ok()
         .and_then(decode);
     match change {
-        Some(change) => sink.invalidate(change),
+        Some((change, sent)) => {
+            // A sender whose clock runs ahead would give a negative delay:
+            // it counts as none rather than as a huge one.
+            let delay = sent.map(|sent| {
+                Timestamp::now()
+                    .duration_since(sent)
+                    .try_into()
+                    .unwrap_or(Duration::ZERO)
+            });
+            sink.invalidate_published(change, delay);
+        }
         // The payload is not echoed: whatever it is, it is not ours.
         None => tracing::warn!(
             bytes = message.get_payload_bytes().len(),
@@ -350,10 +427,13 @@ mod tests {
             Invalidation::Everything,
         ];
         for change in changes {
-            assert_eq!(decode(&encode(&change)), Some(change));
+            let sent = Timestamp::from_microsecond(1_800_000_000_123_456).unwrap();
+            assert_eq!(decode(&encode(&change, sent)), Some((change, Some(sent))));
         }
-        let key = encode(&changes[0]);
-        assert!(key.starts_with("k:") && key.len() == 66, "{key}");
+        let key = encode(&changes[0], Timestamp::UNIX_EPOCH);
+        assert!(key.starts_with("k:") && key.len() == 68, "{key}");
+        // Messages from nodes that send no time still count.
+        assert_eq!(decode("*"), Some((Invalidation::Everything, None)));
     }
 
     #[test]
@@ -367,6 +447,9 @@ mod tests {
             "**",
             "x:1",
             "K:00",
+            "* ",
+            "* soon",
+            "a:bad account",
         ] {
             assert_eq!(decode(text), None, "{text:?}");
         }
