@@ -9,15 +9,21 @@
 //! change took to reach it (a message without the time is still accepted).
 //!
 //! On a Redis Cluster a classic `PUBLISH` reaches every node of the cluster,
-//! so the listener subscribes on any one node; it moves to the next seed
-//! whenever its node fails or stops answering (a failover). Pub/sub delivers at most once and forgets
+//! so the listener subscribes on any node; it moves to the next seed
+//! whenever its node fails or stops answering (a failover). It holds two
+//! subscriptions on different nodes at once, so that losing one node loses
+//! no message: only when both were down together does the cache have to
+//! be dropped, and a failover then keeps serving cached keys (SPEC §8).
+//! Each message is applied once, whichever subscription brings it first. Pub/sub delivers at most once and forgets
 //! what it sent while a subscriber was away, so after every re-subscription
 //! the listener invalidates everything; the cache TTL bounds staleness if
 //! pub/sub stays down (SPEC §8).
 
 use core::fmt;
 use core::time::Duration;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cloro_auth_core::{AccountId, KeyHash};
@@ -154,7 +160,7 @@ fn decode_change(text: &str) -> Option<Invalidation> {
 /// every change to a sink, resubscribing forever when the connection drops.
 /// Dropping the listener stops the task.
 pub struct InvalidationListener {
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
     subscriptions: watch::Receiver<u64>,
 }
 
@@ -190,7 +196,9 @@ impl InvalidationListener {
 
 impl Drop for InvalidationListener {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -214,7 +222,7 @@ pub fn spawn_invalidation_listener(
 ) -> Result<InvalidationListener, StoreError> {
     let target = RedisTarget::new(url);
     let client = target.client(url)?;
-    Ok(start_listener(vec![client], options, target, sink))
+    Ok(start_listener(vec![client], 1, options, target, sink))
 }
 
 /// [`spawn_invalidation_listener`] for a Redis Cluster reached through
@@ -243,54 +251,128 @@ pub fn spawn_cluster_invalidation_listener(
         .iter()
         .map(|url| RedisTarget::new(url).client(url))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(start_listener(clients, options, target, sink))
+    let redundancy = clients.len().min(CLUSTER_SUBSCRIPTIONS);
+    Ok(start_listener(clients, redundancy, options, target, sink))
+}
+
+/// Subscriptions a cluster listener holds at once, on different nodes.
+const CLUSTER_SUBSCRIPTIONS: usize = 2;
+/// Messages remembered to apply each one once when several subscriptions
+/// bring it: far more than can arrive while one subscription lags another.
+const RECENT_MESSAGES: usize = 256;
+
+/// What a listener's subscriptions share.
+struct Coverage {
+    clients: Vec<Client>,
+    options: RedisOptions,
+    target: RedisTarget,
+    sink: Arc<dyn InvalidationSink>,
+    announce: watch::Sender<u64>,
+    /// Subscriptions up right now.
+    live: AtomicUsize,
+    /// How many times no subscription at all was up: messages published
+    /// then were heard by nobody.
+    outages: AtomicU64,
+    /// The latest payloads applied, oldest first.
+    recent: Mutex<VecDeque<Vec<u8>>>,
+}
+
+impl Coverage {
+    /// Whether `payload` is new (and remembers it); a payload brought by a
+    /// second subscription is not. Only timed payloads are compared: one
+    /// without a time (from an older node) may be a later, equal change.
+    fn first_time(&self, payload: &[u8]) -> bool {
+        if !payload.contains(&b' ') {
+            return true;
+        }
+        let Ok(mut recent) = self.recent.lock() else {
+            // A panic elsewhere poisoned the lock: applying twice is harmless.
+            return true;
+        };
+        if recent.iter().any(|seen| seen == payload) {
+            return false;
+        }
+        if recent.len() == RECENT_MESSAGES {
+            recent.pop_front();
+        }
+        recent.push_back(payload.to_vec());
+        true
+    }
 }
 
 fn start_listener(
     clients: Vec<Client>,
+    redundancy: usize,
     options: RedisOptions,
     target: RedisTarget,
     sink: Arc<dyn InvalidationSink>,
 ) -> InvalidationListener {
     let (announce, subscriptions) = watch::channel(0);
-    let task = tokio::spawn(listen(clients, options, target, sink, announce));
+    let coverage = Arc::new(Coverage {
+        clients,
+        options,
+        target,
+        sink,
+        announce,
+        live: AtomicUsize::new(0),
+        outages: AtomicU64::new(0),
+        recent: Mutex::new(VecDeque::with_capacity(RECENT_MESSAGES)),
+    });
+    let tasks = (0..redundancy.max(1))
+        .map(|first| tokio::spawn(listen(coverage.clone(), first)))
+        .collect();
     InvalidationListener {
-        task,
+        tasks,
         subscriptions,
     }
 }
 
 /// The listener's loop: subscribe, forward until the connection is lost,
 /// back off, repeat.
-async fn listen(
-    clients: Vec<Client>,
-    options: RedisOptions,
-    target: RedisTarget,
-    sink: Arc<dyn InvalidationSink>,
-    announce: watch::Sender<u64>,
-) {
+async fn listen(coverage: Arc<Coverage>, first: usize) {
+    let Coverage {
+        clients,
+        options,
+        target,
+        sink,
+        announce,
+        ..
+    } = coverage.as_ref();
     let mut subscriptions: u64 = 0;
     let mut failures: u32 = 0;
     // Whether messages may have been missed since the listener started.
     let mut missed = false;
+    // The outage count when this subscription was lost: if it moved by the
+    // time it is back, nobody heard some messages.
+    let mut outages_at_loss = coverage.outages.load(Ordering::SeqCst);
     // Which client to try next: after a failure the next seed gets a turn,
     // so a dead node is left behind.
-    let mut turn: usize = 0;
+    let mut turn = first;
     loop {
         let client = &clients[turn % clients.len()];
         turn = turn.wrapping_add(1);
-        match subscribe(client, &options).await {
+        match subscribe(client, options).await {
             Ok(pubsub) => {
                 subscriptions += 1;
-                if subscriptions > 1 || missed {
+                let others_live = coverage.live.fetch_add(1, Ordering::SeqCst) > 0;
+                let gap = if subscriptions > 1 {
+                    coverage.outages.load(Ordering::SeqCst) != outages_at_loss
+                } else {
+                    missed && !others_live
+                };
+                if gap {
                     sink.invalidate(Invalidation::Everything);
                 }
                 if failures > 0 {
                     tracing::info!(url = %target.masked, "invalidation subscription is back");
                 }
                 failures = 0;
-                announce.send_replace(subscriptions);
-                let why = forward(pubsub, &options, sink.as_ref()).await;
+                announce.send_modify(|count| *count += 1);
+                let why = forward(pubsub, options, &coverage).await;
+                outages_at_loss = coverage.outages.load(Ordering::SeqCst);
+                if coverage.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    coverage.outages.fetch_add(1, Ordering::SeqCst);
+                }
                 tracing::warn!(
                     url = %target.masked,
                     reason = %why,
@@ -303,7 +385,7 @@ async fn listen(
                     tracing::warn!(
                         url = %target.masked,
                         attempts = failures,
-                        reason = %describe_failure(&target, &why),
+                        reason = %describe_failure(target, &why),
                         "cannot subscribe to invalidations; retrying"
                     );
                 }
@@ -350,7 +432,7 @@ async fn subscribe(
 async fn forward(
     pubsub: redis::aio::PubSub,
     options: &RedisOptions,
-    sink: &dyn InvalidationSink,
+    coverage: &Coverage,
 ) -> &'static str {
     let (mut control, mut messages) = pubsub.split();
     let mut heartbeat = tokio::time::interval(options.heartbeat_interval);
@@ -360,7 +442,11 @@ async fn forward(
     loop {
         tokio::select! {
             message = messages.next() => match message {
-                Some(message) => deliver(&message, sink),
+                Some(message) => {
+                    if coverage.first_time(message.get_payload_bytes()) {
+                        deliver(&message, coverage.sink.as_ref());
+                    }
+                }
                 None => return "the connection closed",
             },
             _ = heartbeat.tick() => {

@@ -21,7 +21,7 @@ use crate::admin_token::{AdminToken, AdminTokenError};
 use crate::config::{Settings, StoreChoice, mask_url};
 use crate::gateway::Gateway;
 use crate::guard::Guard;
-use crate::metrics::{AnsweredCode, Metrics, RouteLabel};
+use crate::metrics::{AnsweredCode, MeasuredSink, Metrics, PropagationDelays, RouteLabel};
 use crate::request_id::request_id;
 use crate::responses::{ApiError, Body, json};
 
@@ -131,12 +131,15 @@ impl App {
             &config,
         ));
         let cache: Arc<dyn InvalidationSink> = verifier.cache().clone();
+        let propagation = Arc::new(PropagationDelays::default());
         let (notifier, listener): (Arc<dyn ChangeNotifier>, _) = match redis {
             Some((redis_store, url, cluster, options)) => {
+                let heard: Arc<dyn InvalidationSink> =
+                    Arc::new(MeasuredSink::new(cache.clone(), propagation.clone()));
                 let listener = if cluster {
-                    spawn_cluster_invalidation_listener(&url, options, cache.clone())?
+                    spawn_cluster_invalidation_listener(&url, options, heard)?
                 } else {
-                    spawn_invalidation_listener(&url, options, cache.clone())?
+                    spawn_invalidation_listener(&url, options, heard)?
                 };
                 (
                     Arc::new(RedisNotifier::new(&redis_store, vec![cache])),
@@ -159,7 +162,7 @@ impl App {
             admin,
             admin_token,
             store,
-            metrics: Metrics::new(verifier.clone()),
+            metrics: Metrics::new(verifier.clone(), propagation),
             gateway,
         });
         app.probe_store().await;
