@@ -42,7 +42,10 @@
 //! Redis hangs instead of refusing: the whole call, however many round
 //! trips, runs under one `tokio::time::timeout`, and a miss is
 //! [`StoreError::Unavailable`]. The connection manager reconnects in the
-//! background, so the same `RedisStore` works again once Redis is back.
+//! background, so the same `RedisStore` works again once Redis is back. On
+//! a cluster ([`RedisStore::connect_cluster`]) the cluster client follows
+//! slot moves and failovers: while a master is down, only calls touching
+//! its slots fail, and they work again once a replica has taken over.
 //! No plaintext key ever reaches Redis, and errors show the URL with its
 //! password masked.
 
