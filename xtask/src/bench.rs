@@ -1,7 +1,10 @@
 //! `cargo xtask bench`: criterion benches, then a load comparison of the
 //! running server with wrk (SPEC perf goals): authenticated `GET /v1/whoami`
 //! against the unauthenticated `/healthz` of the same server in the same
-//! run, and a flood of invalid keys with the store calls it caused.
+//! run, and a flood of invalid keys with the store calls it caused. Then a
+//! propagation run: two servers on one private `redis-server`, 100 keys
+//! revoked on one, and the delay until the other refuses each (SPEC §8;
+//! goal p99 <= 100 ms).
 //!
 //! Everything runs on this one machine: wrk and the server share its cores,
 //! so absolute figures understate a real deployment; the ratios are what
@@ -48,7 +51,102 @@ pub(crate) fn run(cargo: &str) -> Result<(), String> {
     let result = compare(port);
     server.stop();
     let _ = std::fs::remove_dir_all(&data_dir);
-    result
+    result?;
+    propagation(Path::new("target/release/cloro-server"))
+}
+
+/// Only the propagation run (after a release build of the server).
+pub(crate) fn run_propagation(cargo: &str) -> Result<(), String> {
+    step(
+        "release build of cloro-server",
+        cargo,
+        &["build", "--release", "--package", "cloro-server"],
+    )?;
+    propagation(Path::new("target/release/cloro-server"))
+}
+
+/// Revocations made on one node and refused on another.
+const REVOCATIONS: usize = 100;
+
+/// Two nodes on one private Redis: the delay from a revocation's answer on
+/// node A until node B first refuses the key (B had it cached).
+fn propagation(binary: &Path) -> Result<(), String> {
+    let redis_port = free_port()?;
+    let mut redis = Command::new("redis-server")
+        .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server (apt-get install redis-server): {e}"))?;
+    let result = (|| {
+        let url = format!("redis://127.0.0.1:{redis_port}");
+        let (port_a, port_b) = (free_port()?, free_port()?);
+        let mut a = ServerProcess::start_redis(binary, port_a, &url)?;
+        let b = ServerProcess::start_redis(binary, port_b, &url);
+        let mut b = match b {
+            Ok(b) => b,
+            Err(error) => {
+                a.stop();
+                return Err(error);
+            }
+        };
+        let delays = measure_revocations(port_a, port_b);
+        a.stop();
+        b.stop();
+        delays
+    })();
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let mut delays = result?;
+    delays.sort();
+    let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
+    eprintln!();
+    eprintln!("propagation ({REVOCATIONS} revocations on node A, refused on node B):");
+    eprintln!(
+        "  p50 {:?}  p99 {:?}  max {:?} (goal p99 <= 100 ms)",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    Ok(())
+}
+
+fn measure_revocations(port_a: u16, port_b: u16) -> Result<Vec<Duration>, String> {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let mut delays = Vec::with_capacity(REVOCATIONS);
+    for _ in 0..REVOCATIONS {
+        let (key, id) = create_key_with_id(port_a)?;
+        let bearer = format!("Bearer {key}");
+        let whoami = |port| http(port, "GET", "/v1/whoami", &[("Authorization", &bearer)], "");
+        // Cache it on B: the delay measured is the invalidation's.
+        if whoami(port_b)?.0 != 200 {
+            return Err("a fresh key was refused on node B".into());
+        }
+        let (status, body) = http(
+            port_a,
+            "POST",
+            &format!("/admin/v1/keys/{id}/revoke"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            "{}",
+        )?;
+        if status != 200 {
+            return Err(format!("revoking answered {status}: {body}"));
+        }
+        let revoked = Instant::now();
+        loop {
+            if whoami(port_b)?.0 == 401 {
+                delays.push(revoked.elapsed());
+                break;
+            }
+            if revoked.elapsed() > Duration::from_secs(5) {
+                return Err("node B still accepted a revoked key after 5 s".into());
+            }
+        }
+    }
+    Ok(delays)
 }
 
 fn compare(port: u16) -> Result<(), String> {
@@ -149,6 +247,32 @@ impl ServerProcess {
         Err("the server did not become ready within 20 s".into())
     }
 
+    /// A server on the Redis at `url`.
+    fn start_redis(binary: &Path, port: u16, url: &str) -> Result<Self, String> {
+        let child = Command::new(binary)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--redis-url", url])
+            .env("CLORO_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("CLORO_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        ServerProcess { child }.ready(port)
+    }
+
+    fn ready(self, port: u16) -> Result<Self, String> {
+        let mut server = self;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http(port, "GET", "/readyz", &[], "").is_ok_and(|(status, _)| status == 200) {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server.stop();
+        Err("the server did not become ready within 20 s".into())
+    }
+
     fn stop(&mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -160,6 +284,11 @@ impl ServerProcess {
 
 /// A key with a rate limit no benchmark reaches, created through the admin API.
 fn create_key(port: u16) -> Result<String, String> {
+    create_key_with_id(port).map(|(key, _)| key)
+}
+
+/// [`create_key`], with the key's id.
+fn create_key_with_id(port: u16) -> Result<(String, String), String> {
     let body = r#"{"account_id":"acct_bench","name":"bench","rate_limit":{"requests":1000000000,"per_seconds":1}}"#;
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let (status, response) = http(
@@ -182,7 +311,13 @@ fn create_key(port: u16) -> Result<String, String> {
         .ok_or("no key in the create response")?
         + 7;
     let end = response[start..].find('"').ok_or("unterminated key")? + start;
-    Ok(response[start..end].to_owned())
+    let key = response[start..end].to_owned();
+    let id_start = response
+        .find("\"id\":\"")
+        .ok_or("no id in the create response")?
+        + 6;
+    let id_end = response[id_start..].find('"').ok_or("unterminated id")? + id_start;
+    Ok((key, response[id_start..id_end].to_owned()))
 }
 
 /// The same key with one digit changed: fails its checksum.

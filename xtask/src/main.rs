@@ -106,7 +106,14 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("ci") => run_steps(CI_STEPS),
         Some("bench") => {
-            match bench::run(&env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())) {
+            let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let only_propagation = args.get(1).map(String::as_str) == Some("propagation");
+            let outcome = if only_propagation {
+                bench::run_propagation(&cargo)
+            } else {
+                bench::run(&cargo)
+            };
+            match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("xtask bench: {error}");
@@ -120,7 +127,10 @@ fn main() -> ExitCode {
                 "  ci     every check CI runs: fmt, clippy, tests, docs, benches compile, cargo deny"
             );
             eprintln!(
-                "  bench  criterion benchmarks, then a wrk load comparison of the server (needs wrk)"
+                "  bench  criterion benchmarks, then a wrk load comparison of the server (needs wrk),"
+            );
+            eprintln!(
+                "         then revocation propagation across two nodes (`bench propagation`: only that)"
             );
             ExitCode::from(2)
         }

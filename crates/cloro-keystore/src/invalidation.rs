@@ -3,6 +3,7 @@
 //! also published so every other node drops its copy within a second.
 
 use core::fmt;
+use core::time::Duration;
 
 use async_trait::async_trait;
 use cloro_auth_core::{AccountId, KeyHash};
@@ -31,6 +32,16 @@ pub trait ChangeNotifier: Send + Sync + fmt::Debug + 'static {
 pub trait InvalidationSink: Send + Sync + fmt::Debug + 'static {
     /// Drops whatever `change` makes stale.
     fn invalidate(&self, change: Invalidation);
+
+    /// Drops whatever `change` makes stale, as heard from pub/sub:
+    /// `delay` is how long the change took from its publication to this
+    /// node (by the two nodes' wall clocks, so clock skew counts; `None`
+    /// for a message without a publication time). Sinks that measure
+    /// propagation override this; the default only invalidates.
+    fn invalidate_published(&self, change: Invalidation, delay: Option<Duration>) {
+        let _ = delay;
+        self.invalidate(change);
+    }
 }
 
 /// The single-node notifier: applies each change to local sinks only.

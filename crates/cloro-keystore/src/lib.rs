@@ -22,6 +22,7 @@ mod local_limit;
 mod memory;
 mod plans;
 mod record;
+mod redis_connection;
 mod redis_invalidation;
 mod redis_limit;
 mod redis_store;
@@ -42,7 +43,8 @@ pub use memory::MemoryStore;
 pub use plans::{Plan, Plans, PlansError};
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
 pub use redis_invalidation::{
-    INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, spawn_invalidation_listener,
+    INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, spawn_cluster_invalidation_listener,
+    spawn_invalidation_listener,
 };
 pub use redis_limit::RedisRateLimiter;
 pub use redis_store::{RedisOptions, RedisStore};

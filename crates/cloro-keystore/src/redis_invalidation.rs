@@ -4,25 +4,38 @@
 //! a change reaches every node within a second).
 //!
 //! Messages are `k:<64 hex>` (one key, by hash), `a:<account>` (an account's
-//! plan) and `*` (everything). Pub/sub delivers at most once and forgets
+//! plan) and `*` (everything), each followed by a space and the publication
+//! time in Unix microseconds, so that every node can measure how long a
+//! change took to reach it (a message without the time is still accepted).
+//!
+//! On a Redis Cluster a classic `PUBLISH` reaches every node of the cluster,
+//! so the listener subscribes on any node; it moves to the next seed
+//! whenever its node fails or stops answering (a failover). It holds two
+//! subscriptions on different nodes at once, so that losing one node loses
+//! no message: only when both were down together does the cache have to
+//! be dropped, and a failover then keeps serving cached keys (SPEC §8).
+//! Each message is applied once, whichever subscription brings it first. Pub/sub delivers at most once and forgets
 //! what it sent while a subscriber was away, so after every re-subscription
 //! the listener invalidates everything; the cache TTL bounds staleness if
 //! pub/sub stays down (SPEC §8).
 
 use core::fmt;
 use core::time::Duration;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cloro_auth_core::{AccountId, KeyHash};
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
+use jiff::Timestamp;
 use redis::{Client, Msg};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::invalidation::{ChangeNotifier, Invalidation, InvalidationSink};
-use crate::redis_store::{RedisOptions, RedisStore, RedisTarget};
+use crate::redis_connection::RedisConnection;
+use crate::redis_store::{RedisOptions, RedisStore, RedisTarget, split_seeds};
 use crate::store::StoreError;
 
 /// The pub/sub channel every node listens on.
@@ -37,7 +50,7 @@ const WARN_EVERY: u32 = 30;
 /// Applies changes to this node's sinks at once, then publishes them so that
 /// every other node's listener applies them too.
 pub struct RedisNotifier {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     timeout: Duration,
     target: String,
     sinks: Vec<Arc<dyn InvalidationSink>>,
@@ -71,7 +84,7 @@ impl ChangeNotifier for RedisNotifier {
         for sink in &self.sinks {
             sink.invalidate(change);
         }
-        let message = encode(&change);
+        let message = encode(&change, Timestamp::now());
         let mut command = redis::cmd("PUBLISH");
         command.arg(INVALIDATION_CHANNEL).arg(&message);
         let mut connection = self.connection.clone();
@@ -104,17 +117,34 @@ impl ChangeNotifier for RedisNotifier {
     }
 }
 
-/// The pub/sub text of a change.
-fn encode(change: &Invalidation) -> String {
+/// The pub/sub text of a change published at `sent`.
+fn encode(change: &Invalidation, sent: Timestamp) -> String {
+    let sent = sent.as_microsecond();
     match change {
-        Invalidation::Key(hash) => format!("k:{}", String::from_utf8_lossy(&hash.to_hex())),
-        Invalidation::Account(account) => format!("a:{account}"),
-        Invalidation::Everything => "*".to_owned(),
+        Invalidation::Key(hash) => {
+            format!("k:{} {sent}", String::from_utf8_lossy(&hash.to_hex()))
+        }
+        Invalidation::Account(account) => format!("a:{account} {sent}"),
+        Invalidation::Everything => format!("* {sent}"),
     }
 }
 
-/// Reads [`encode`]'s text; `None` for anything else.
-fn decode(text: &str) -> Option<Invalidation> {
+/// Reads [`encode`]'s text, with the publication time when it has one;
+/// `None` for anything else.
+fn decode(text: &str) -> Option<(Invalidation, Option<Timestamp>)> {
+    match text.split_once(' ') {
+        Some((change, sent)) => {
+            let sent = sent
+                .parse::<i64>()
+                .ok()
+                .and_then(|micros| Timestamp::from_microsecond(micros).ok())?;
+            Some((decode_change(change)?, Some(sent)))
+        }
+        None => Some((decode_change(text)?, None)),
+    }
+}
+
+fn decode_change(text: &str) -> Option<Invalidation> {
     if text == "*" {
         return Some(Invalidation::Everything);
     }
@@ -130,7 +160,7 @@ fn decode(text: &str) -> Option<Invalidation> {
 /// every change to a sink, resubscribing forever when the connection drops.
 /// Dropping the listener stops the task.
 pub struct InvalidationListener {
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
     subscriptions: watch::Receiver<u64>,
 }
 
@@ -166,7 +196,9 @@ impl InvalidationListener {
 
 impl Drop for InvalidationListener {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -190,40 +222,157 @@ pub fn spawn_invalidation_listener(
 ) -> Result<InvalidationListener, StoreError> {
     let target = RedisTarget::new(url);
     let client = target.client(url)?;
-    let (announce, subscriptions) = watch::channel(0);
-    let task = tokio::spawn(listen(client, options, target, sink, announce));
-    Ok(InvalidationListener {
-        task,
-        subscriptions,
-    })
+    Ok(start_listener(vec![client], 1, options, target, sink))
 }
 
-/// The listener's loop: subscribe, forward until the connection is lost,
-/// back off, repeat.
-async fn listen(
-    client: Client,
+/// [`spawn_invalidation_listener`] for a Redis Cluster reached through
+/// `seeds` (comma-separated `redis://` URLs): the listener subscribes on
+/// one seed at a time, and moves to the next whenever that one fails.
+///
+/// # Errors
+/// `Unavailable` when the list is empty or a URL cannot be used (passwords
+/// masked).
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub fn spawn_cluster_invalidation_listener(
+    seeds: &str,
+    options: RedisOptions,
+    sink: Arc<dyn InvalidationSink>,
+) -> Result<InvalidationListener, StoreError> {
+    let urls = split_seeds(seeds);
+    let target = RedisTarget::of_seeds(&urls);
+    if urls.is_empty() {
+        return Err(StoreError::Unavailable(
+            "a redis cluster needs at least one seed url".into(),
+        ));
+    }
+    let clients = urls
+        .iter()
+        .map(|url| RedisTarget::new(url).client(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let redundancy = clients.len().min(CLUSTER_SUBSCRIPTIONS);
+    Ok(start_listener(clients, redundancy, options, target, sink))
+}
+
+/// Subscriptions a cluster listener holds at once, on different nodes.
+const CLUSTER_SUBSCRIPTIONS: usize = 2;
+/// Messages remembered to apply each one once when several subscriptions
+/// bring it: far more than can arrive while one subscription lags another.
+const RECENT_MESSAGES: usize = 256;
+
+/// What a listener's subscriptions share.
+struct Coverage {
+    clients: Vec<Client>,
     options: RedisOptions,
     target: RedisTarget,
     sink: Arc<dyn InvalidationSink>,
     announce: watch::Sender<u64>,
-) {
+    /// Subscriptions up right now.
+    live: AtomicUsize,
+    /// How many times no subscription at all was up: messages published
+    /// then were heard by nobody.
+    outages: AtomicU64,
+    /// The latest payloads applied, oldest first.
+    recent: Mutex<VecDeque<Vec<u8>>>,
+}
+
+impl Coverage {
+    /// Whether `payload` is new (and remembers it); a payload brought by a
+    /// second subscription is not. Only timed payloads are compared: one
+    /// without a time (from an older node) may be a later, equal change.
+    fn first_time(&self, payload: &[u8]) -> bool {
+        if !payload.contains(&b' ') {
+            return true;
+        }
+        let Ok(mut recent) = self.recent.lock() else {
+            // A panic elsewhere poisoned the lock: applying twice is harmless.
+            return true;
+        };
+        if recent.iter().any(|seen| seen == payload) {
+            return false;
+        }
+        if recent.len() == RECENT_MESSAGES {
+            recent.pop_front();
+        }
+        recent.push_back(payload.to_vec());
+        true
+    }
+}
+
+fn start_listener(
+    clients: Vec<Client>,
+    redundancy: usize,
+    options: RedisOptions,
+    target: RedisTarget,
+    sink: Arc<dyn InvalidationSink>,
+) -> InvalidationListener {
+    let (announce, subscriptions) = watch::channel(0);
+    let coverage = Arc::new(Coverage {
+        clients,
+        options,
+        target,
+        sink,
+        announce,
+        live: AtomicUsize::new(0),
+        outages: AtomicU64::new(0),
+        recent: Mutex::new(VecDeque::with_capacity(RECENT_MESSAGES)),
+    });
+    let tasks = (0..redundancy.max(1))
+        .map(|first| tokio::spawn(listen(coverage.clone(), first)))
+        .collect();
+    InvalidationListener {
+        tasks,
+        subscriptions,
+    }
+}
+
+/// The listener's loop: subscribe, forward until the connection is lost,
+/// back off, repeat.
+async fn listen(coverage: Arc<Coverage>, first: usize) {
+    let Coverage {
+        clients,
+        options,
+        target,
+        sink,
+        announce,
+        ..
+    } = coverage.as_ref();
     let mut subscriptions: u64 = 0;
     let mut failures: u32 = 0;
     // Whether messages may have been missed since the listener started.
     let mut missed = false;
+    // The outage count when this subscription was lost: if it moved by the
+    // time it is back, nobody heard some messages.
+    let mut outages_at_loss = coverage.outages.load(Ordering::SeqCst);
+    // Which client to try next: after a failure the next seed gets a turn,
+    // so a dead node is left behind.
+    let mut turn = first;
     loop {
-        match subscribe(&client, &options).await {
+        let client = &clients[turn % clients.len()];
+        turn = turn.wrapping_add(1);
+        match subscribe(client, options).await {
             Ok(pubsub) => {
                 subscriptions += 1;
-                if subscriptions > 1 || missed {
+                let others_live = coverage.live.fetch_add(1, Ordering::SeqCst) > 0;
+                let gap = if subscriptions > 1 {
+                    coverage.outages.load(Ordering::SeqCst) != outages_at_loss
+                } else {
+                    missed && !others_live
+                };
+                if gap {
                     sink.invalidate(Invalidation::Everything);
                 }
                 if failures > 0 {
                     tracing::info!(url = %target.masked, "invalidation subscription is back");
                 }
                 failures = 0;
-                announce.send_replace(subscriptions);
-                let why = forward(pubsub, &options, sink.as_ref()).await;
+                announce.send_modify(|count| *count += 1);
+                let why = forward(pubsub, options, &coverage).await;
+                outages_at_loss = coverage.outages.load(Ordering::SeqCst);
+                if coverage.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    coverage.outages.fetch_add(1, Ordering::SeqCst);
+                }
                 tracing::warn!(
                     url = %target.masked,
                     reason = %why,
@@ -236,7 +385,7 @@ async fn listen(
                     tracing::warn!(
                         url = %target.masked,
                         attempts = failures,
-                        reason = %describe_failure(&target, &why),
+                        reason = %describe_failure(target, &why),
                         "cannot subscribe to invalidations; retrying"
                     );
                 }
@@ -283,7 +432,7 @@ async fn subscribe(
 async fn forward(
     pubsub: redis::aio::PubSub,
     options: &RedisOptions,
-    sink: &dyn InvalidationSink,
+    coverage: &Coverage,
 ) -> &'static str {
     let (mut control, mut messages) = pubsub.split();
     let mut heartbeat = tokio::time::interval(options.heartbeat_interval);
@@ -293,7 +442,11 @@ async fn forward(
     loop {
         tokio::select! {
             message = messages.next() => match message {
-                Some(message) => deliver(&message, sink),
+                Some(message) => {
+                    if coverage.first_time(message.get_payload_bytes()) {
+                        deliver(&message, coverage.sink.as_ref());
+                    }
+                }
                 None => return "the connection closed",
             },
             _ = heartbeat.tick() => {
@@ -313,7 +466,17 @@ fn deliver(message: &Msg, sink: &dyn InvalidationSink) {
         .ok()
         .and_then(decode);
     match change {
-        Some(change) => sink.invalidate(change),
+        Some((change, sent)) => {
+            // A sender whose clock runs ahead would give a negative delay:
+            // it counts as none rather than as a huge one.
+            let delay = sent.map(|sent| {
+                Timestamp::now()
+                    .duration_since(sent)
+                    .try_into()
+                    .unwrap_or(Duration::ZERO)
+            });
+            sink.invalidate_published(change, delay);
+        }
         // The payload is not echoed: whatever it is, it is not ours.
         None => tracing::warn!(
             bytes = message.get_payload_bytes().len(),
@@ -350,10 +513,13 @@ mod tests {
             Invalidation::Everything,
         ];
         for change in changes {
-            assert_eq!(decode(&encode(&change)), Some(change));
+            let sent = Timestamp::from_microsecond(1_800_000_000_123_456).unwrap();
+            assert_eq!(decode(&encode(&change, sent)), Some((change, Some(sent))));
         }
-        let key = encode(&changes[0]);
-        assert!(key.starts_with("k:") && key.len() == 66, "{key}");
+        let key = encode(&changes[0], Timestamp::UNIX_EPOCH);
+        assert!(key.starts_with("k:") && key.len() == 68, "{key}");
+        // Messages from nodes that send no time still count.
+        assert_eq!(decode("*"), Some((Invalidation::Everything, None)));
     }
 
     #[test]
@@ -367,6 +533,9 @@ mod tests {
             "**",
             "x:1",
             "K:00",
+            "* ",
+            "* soon",
+            "a:bad account",
         ] {
             assert_eq!(decode(text), None, "{text:?}");
         }

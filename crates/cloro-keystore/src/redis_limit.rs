@@ -20,10 +20,10 @@ use core::time::Duration;
 
 use async_trait::async_trait;
 use cloro_auth_core::wire::RateLimitPolicy;
-use redis::aio::ConnectionManager;
-use redis::{ErrorKind, RedisError, Script};
+use redis::{ErrorKind, RedisError};
 
 use crate::gcra::{self, GcraParams, RateDecision};
+use crate::redis_connection::{LuaScript, RedisConnection};
 use crate::redis_store::RedisStore;
 use crate::store::StoreError;
 use crate::subject::Subject;
@@ -68,10 +68,10 @@ const MAX_EXACT_TOLERANCE_US: i64 = 1 << 50;
 
 /// A [`SharedRateLimiter`] in Redis, sharing a [`RedisStore`]'s connection.
 pub struct RedisRateLimiter {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     timeout: Duration,
     target: String,
-    script: Script,
+    script: LuaScript,
 }
 
 impl fmt::Debug for RedisRateLimiter {
@@ -90,7 +90,7 @@ impl RedisRateLimiter {
             connection: store.connection(),
             timeout: store.options().command_timeout,
             target: store.masked_url().to_owned(),
-            script: Script::new(GCRA_LUA),
+            script: LuaScript::new(GCRA_LUA),
         }
     }
 
@@ -99,15 +99,15 @@ impl RedisRateLimiter {
     /// a new one by then. Should the first attempt have run after all, the
     /// retry only spends one more unit of allowance: stricter, never looser.
     async fn step(&self, subject: &Subject, params: &GcraParams) -> Result<Step, StoreError> {
-        let mut invocation = self.script.prepare_invoke();
-        invocation
-            .key(limit_key(subject))
-            .arg(params.emission_interval)
-            .arg(params.tolerance);
+        let keys = [limit_key(subject)];
+        let args = [
+            params.emission_interval.to_string(),
+            params.tolerance.to_string(),
+        ];
         let mut connection = self.connection.clone();
-        let result = match invocation.invoke_async(&mut connection).await {
+        let result = match self.script.run(&mut connection, &keys, &args).await {
             Err(error) if error.is_connection_dropped() => {
-                invocation.invoke_async(&mut connection).await
+                self.script.run(&mut connection, &keys, &args).await
             }
             result => result,
         };

@@ -42,7 +42,10 @@
 //! Redis hangs instead of refusing: the whole call, however many round
 //! trips, runs under one `tokio::time::timeout`, and a miss is
 //! [`StoreError::Unavailable`]. The connection manager reconnects in the
-//! background, so the same `RedisStore` works again once Redis is back.
+//! background, so the same `RedisStore` works again once Redis is back. On
+//! a cluster ([`RedisStore::connect_cluster`]) the cluster client follows
+//! slot moves and failovers: while a master is down, only calls touching
+//! its slots fail, and they work again once a replica has taken over.
 //! No plaintext key ever reaches Redis, and errors show the URL with its
 //! password masked.
 
@@ -55,7 +58,9 @@ use cloro_auth_core::wire::AuditEvent;
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 use jiff::Timestamp;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ErrorKind, RedisError, Script};
+use redis::{Client, ErrorKind, RedisError};
+
+use crate::redis_connection::{LuaScript, RedisConnection};
 
 use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
 use crate::store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, StoreError};
@@ -157,14 +162,14 @@ impl Default for RedisOptions {
     }
 }
 
-/// A [`KeyStore`] in Redis (single node today; Redis Cluster compatible by
-/// its key layout, see the module docs).
+/// A [`KeyStore`] in a single Redis or a Redis Cluster (the same key
+/// layout and Lua serve both, see the module docs).
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     options: RedisOptions,
     target: RedisTarget,
-    commit_script: Script,
-    usage_script: Script,
+    commit_script: LuaScript,
+    usage_script: LuaScript,
 }
 
 impl fmt::Debug for RedisStore {
@@ -202,13 +207,50 @@ impl RedisStore {
         // (SPEC §8); `new_with_config` would fail the start instead.
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|error| target.unavailable(&error))?;
-        Ok(RedisStore {
+        Ok(RedisStore::with_connection(
+            RedisConnection::Single(connection),
+            options,
+            target,
+        ))
+    }
+
+    /// A store on the Redis Cluster reached through `seeds`, a comma-separated
+    /// list of `redis://` URLs of some of its nodes (any one that answers
+    /// is enough to learn the whole cluster).
+    ///
+    /// Like [`Self::connect`], the cluster need not be up yet: the first
+    /// call connects, and calls answer [`StoreError::Unavailable`] until it
+    /// is. The client follows slot moves and failovers by itself.
+    ///
+    /// # Errors
+    /// `Unavailable` when the list is empty or a URL cannot be used (the
+    /// message masks any password).
+    pub fn connect_cluster(seeds: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
+        let urls = split_seeds(seeds);
+        let target = RedisTarget::of_seeds(&urls);
+        if urls.is_empty() {
+            return Err(StoreError::Unavailable(
+                "a redis cluster needs at least one seed url".into(),
+            ));
+        }
+        let connection =
+            RedisConnection::cluster(&urls, options.command_timeout, options.connect_timeout)
+                .map_err(|error| target.unavailable(&error))?;
+        Ok(RedisStore::with_connection(connection, options, target))
+    }
+
+    fn with_connection(
+        connection: RedisConnection,
+        options: RedisOptions,
+        target: RedisTarget,
+    ) -> RedisStore {
+        RedisStore {
             connection,
             options,
             target,
-            commit_script: Script::new(COMMIT_LUA),
-            usage_script: Script::new(USAGE_LUA),
-        })
+            commit_script: LuaScript::new(COMMIT_LUA),
+            usage_script: LuaScript::new(USAGE_LUA),
+        }
     }
 
     /// The options in force.
@@ -221,8 +263,9 @@ impl RedisStore {
         &self.target.masked
     }
 
-    /// A handle on the shared connection, for the notifier's `PUBLISH`.
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    /// A handle on the shared connection, for the limiter and the
+    /// notifier's `PUBLISH`.
+    pub(crate) fn connection(&self) -> RedisConnection {
         self.connection.clone()
     }
 
@@ -447,26 +490,23 @@ impl KeyStore for RedisStore {
                 .collect();
             self.claim_indexes(&batch.account_id, &new_records).await?;
 
-            let mut invocation = self.commit_script.prepare_invoke();
-            invocation.key(slot.keys()).key(slot.audit());
-            invocation.arg(batch.writes.len());
+            let mut keys = vec![slot.keys(), slot.audit()];
+            let mut args = vec![batch.writes.len().to_string()];
             for (write, json) in batch.writes.iter().zip(&records) {
-                invocation.key(slot.record(write.record.id.as_str()));
-                invocation
-                    .arg(
-                        write
-                            .expected_version
-                            .map_or_else(String::new, |v| v.to_string()),
-                    )
-                    .arg(json)
-                    .arg(position(write.record.created_at, write.record.id.as_str()));
+                keys.push(slot.record(write.record.id.as_str()));
+                args.push(
+                    write
+                        .expected_version
+                        .map_or_else(String::new, |v| v.to_string()),
+                );
+                args.push(json.clone());
+                args.push(position(write.record.created_at, write.record.id.as_str()));
             }
-            for member in &audit {
-                invocation.arg(member);
-            }
+            args.extend(audit.iter().cloned());
             let mut connection = self.connection.clone();
-            let outcome: i64 = invocation
-                .invoke_async(&mut connection)
+            let outcome: i64 = self
+                .commit_script
+                .run(&mut connection, &keys, &args)
                 .await
                 .map_err(|error| self.target.failure(&error))?;
             match outcome {
@@ -566,17 +606,15 @@ impl KeyStore for RedisStore {
         self.bounded(async {
             for (account, deltas) in &by_account {
                 let slot = AccountSlot::new(account);
-                let mut invocation = self.usage_script.prepare_invoke();
-                invocation.key(slot.usage());
+                let mut args = Vec::with_capacity(3 * deltas.len());
                 for delta in deltas {
-                    invocation
-                        .arg(delta.key_id.as_str())
-                        .arg(i64::try_from(delta.count).unwrap_or(i64::MAX))
-                        .arg(encode_time(delta.last_used_at));
+                    args.push(delta.key_id.as_str().to_owned());
+                    args.push(i64::try_from(delta.count).unwrap_or(i64::MAX).to_string());
+                    args.push(encode_time(delta.last_used_at));
                 }
                 let mut connection = self.connection.clone();
-                invocation
-                    .invoke_async::<i64>(&mut connection)
+                self.usage_script
+                    .run::<i64>(&mut connection, &[slot.usage()], &args)
                     .await
                     .map_err(|error| self.target.failure(&error))?;
             }
@@ -607,23 +645,34 @@ impl RedisStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        let mut expected = Vec::with_capacity(2 * records.len());
+        let mut claims = Vec::with_capacity(2 * records.len());
         for record in records {
-            let entries = [
-                (
-                    hash_index_key(&record.hash),
-                    format!("{account} {}", record.id),
-                ),
-                (id_index_key(&record.id), account.to_string()),
-            ];
-            for (key, value) in entries {
-                pipe.cmd("SET").arg(&key).arg(&value).arg("NX").ignore();
-                pipe.cmd("GET").arg(&key);
-                expected.push(value);
-            }
+            claims.push((
+                hash_index_key(&record.hash),
+                format!("{account} {}", record.id),
+            ));
+            claims.push((id_index_key(&record.id), account.to_string()));
         }
-        let stored: Vec<Option<String>> = self.query_pipe(&pipe).await?;
+        let expected: Vec<&String> = claims.iter().map(|(_, value)| value).collect();
+        let stored: Vec<Option<String>> = if self.connection.is_cluster() {
+            // Each entry has a slot of its own: one pipeline per entry, all
+            // in flight at once.
+            let answers = futures_util::future::try_join_all(claims.iter().map(|(key, value)| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET").arg(key).arg(value).arg("NX").ignore();
+                pipe.cmd("GET").arg(key);
+                async move { self.query_pipe::<(Option<String>,)>(&pipe).await }
+            }))
+            .await?;
+            answers.into_iter().map(|(stored,)| stored).collect()
+        } else {
+            let mut pipe = redis::pipe();
+            for (key, value) in &claims {
+                pipe.cmd("SET").arg(key).arg(value).arg("NX").ignore();
+                pipe.cmd("GET").arg(key);
+            }
+            self.query_pipe(&pipe).await?
+        };
         if stored.len() != expected.len() {
             return Err(StoreError::Corrupt(
                 "redis answered the index claims with the wrong number of values".into(),
@@ -653,6 +702,18 @@ impl RedisTarget {
         RedisTarget {
             masked: mask_url(url),
             secrets: url_secrets(url),
+        }
+    }
+
+    /// The target of a cluster: every seed masked, joined by commas.
+    pub(crate) fn of_seeds(seeds: &[String]) -> Self {
+        RedisTarget {
+            masked: seeds
+                .iter()
+                .map(|seed| mask_url(seed))
+                .collect::<Vec<_>>()
+                .join(","),
+            secrets: seeds.iter().flat_map(|seed| url_secrets(seed)).collect(),
         }
     }
 
@@ -697,6 +758,16 @@ impl RedisTarget {
             .iter()
             .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
     }
+}
+
+/// The seed URLs in a comma-separated list, blanks dropped.
+pub(crate) fn split_seeds(seeds: &str) -> Vec<String> {
+    seeds
+        .split(',')
+        .map(str::trim)
+        .filter(|seed| !seed.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The URL for messages: the password in `user:password@` (or a bare

@@ -10,7 +10,8 @@ use cloro_auth_core::wire::HealthResponse;
 use cloro_keystore::{
     ChangeNotifier, EmbeddedStore, InvalidationListener, InvalidationSink, KeyAdmin, KeyStore,
     LocalNotifier, Readiness, RedisNotifier, RedisOptions, RedisRateLimiter, RedisStore,
-    SharedRateLimiter, StoreError, Verifier, VerifierConfig, spawn_invalidation_listener,
+    SharedRateLimiter, StoreError, Verifier, VerifierConfig, spawn_cluster_invalidation_listener,
+    spawn_invalidation_listener,
 };
 use http::{Method, Request, Response, StatusCode};
 use tokio::task::JoinHandle;
@@ -20,7 +21,7 @@ use crate::admin_token::{AdminToken, AdminTokenError};
 use crate::config::{Settings, StoreChoice, mask_url};
 use crate::gateway::Gateway;
 use crate::guard::Guard;
-use crate::metrics::{AnsweredCode, Metrics, RouteLabel};
+use crate::metrics::{AnsweredCode, MeasuredSink, Metrics, PropagationDelays, RouteLabel};
 use crate::request_id::request_id;
 use crate::responses::{ApiError, Body, json};
 
@@ -104,24 +105,21 @@ impl App {
                 tracing::info!(data_dir = %dir.display(), "using the embedded key store");
                 (Arc::new(EmbeddedStore::open(dir)?), None, None)
             }
-            StoreChoice::Redis { cluster: true, .. } => {
-                return Err(StartError::Unsupported(
-                    "--redis-cluster is not supported by this build yet; point --redis-url at a single Redis",
-                ));
-            }
-            StoreChoice::Redis {
-                url,
-                cluster: false,
-            } => {
-                tracing::info!(redis = %mask_url(url), "using Redis");
+            StoreChoice::Redis { url, cluster } => {
                 let mut options = RedisOptions::default();
                 options.command_timeout = settings.store_timeout;
-                let store = Arc::new(RedisStore::connect(url, options.clone())?);
+                let store = if *cluster {
+                    tracing::info!(seeds = %mask_seeds(url), "using a Redis Cluster");
+                    Arc::new(RedisStore::connect_cluster(url, options.clone())?)
+                } else {
+                    tracing::info!(redis = %mask_url(url), "using Redis");
+                    Arc::new(RedisStore::connect(url, options.clone())?)
+                };
                 let limiter: Arc<dyn SharedRateLimiter> = Arc::new(RedisRateLimiter::new(&store));
                 (
                     store.clone() as Arc<dyn KeyStore>,
                     Some(limiter),
-                    Some((store, url.clone(), options)),
+                    Some((store, url.clone(), *cluster, options)),
                 )
             }
         };
@@ -133,9 +131,16 @@ impl App {
             &config,
         ));
         let cache: Arc<dyn InvalidationSink> = verifier.cache().clone();
+        let propagation = Arc::new(PropagationDelays::default());
         let (notifier, listener): (Arc<dyn ChangeNotifier>, _) = match redis {
-            Some((redis_store, url, options)) => {
-                let listener = spawn_invalidation_listener(&url, options, cache.clone())?;
+            Some((redis_store, url, cluster, options)) => {
+                let heard: Arc<dyn InvalidationSink> =
+                    Arc::new(MeasuredSink::new(cache.clone(), propagation.clone()));
+                let listener = if cluster {
+                    spawn_cluster_invalidation_listener(&url, options, heard)?
+                } else {
+                    spawn_invalidation_listener(&url, options, heard)?
+                };
                 (
                     Arc::new(RedisNotifier::new(&redis_store, vec![cache])),
                     Some(listener),
@@ -157,7 +162,7 @@ impl App {
             admin,
             admin_token,
             store,
-            metrics: Metrics::new(verifier.clone()),
+            metrics: Metrics::new(verifier.clone(), propagation),
             gateway,
         });
         app.probe_store().await;
@@ -325,6 +330,15 @@ impl App {
             .into_response(request_id),
         }
     }
+}
+
+/// Seed URLs for logs: each masked on its own.
+fn mask_seeds(seeds: &str) -> String {
+    seeds
+        .split(',')
+        .map(|seed| mask_url(seed.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn ok_status(status: &str) -> Response<Body> {

@@ -1,6 +1,8 @@
 //! `GET /metrics` (SPEC §6): request outcomes by route and SPEC §4 code, the
 //! time the verify and whoami answers take, and the verifier's own counters,
 //! encoded by `prometheus-client` in the OpenMetrics or Prometheus text format.
+//! With Redis, also how long each change took to reach this node over pub/sub
+//! (`cloro_invalidation_delay_seconds`), the measure of SPEC §8's bound.
 //!
 //! Labels are a fixed small set (five routes, the §4 codes and `OK`), so no
 //! key, token, account id or client-chosen path can ever reach a label.
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cloro_auth_core::ErrorCode;
-use cloro_keystore::{Readiness, Verifier};
+use cloro_keystore::{Invalidation, InvalidationSink, Readiness, Verifier};
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use prometheus_client::collector::Collector;
@@ -185,6 +187,60 @@ fn code_label(index: usize) -> &'static str {
     }
 }
 
+/// Upper bounds (seconds) of the invalidation-delay buckets: from 1 ms to
+/// well past the 1 s that SPEC §8 allows.
+const PROPAGATION_BOUNDS: [f64; 12] = [
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Delays between a change's publication and its arrival here. A few per
+/// admin action, far off the request path: plain shared atomics suffice.
+#[derive(Debug, Default)]
+pub(crate) struct PropagationDelays {
+    /// Observations per bucket, `+Inf` last (not cumulative).
+    buckets: [AtomicU64; PROPAGATION_BOUNDS.len() + 1],
+    micros: AtomicU64,
+}
+
+impl PropagationDelays {
+    fn observe(&self, delay: Duration) {
+        let seconds = delay.as_secs_f64();
+        let bucket = PROPAGATION_BOUNDS.partition_point(|bound| *bound < seconds);
+        if let Some(count) = self.buckets.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+/// The cache as the invalidation listener sees it: every change goes to the
+/// cache, and its delay, when the message carries one, to the metrics.
+#[derive(Debug)]
+pub(crate) struct MeasuredSink {
+    cache: Arc<dyn InvalidationSink>,
+    delays: Arc<PropagationDelays>,
+}
+
+impl MeasuredSink {
+    pub(crate) fn new(cache: Arc<dyn InvalidationSink>, delays: Arc<PropagationDelays>) -> Self {
+        MeasuredSink { cache, delays }
+    }
+}
+
+impl InvalidationSink for MeasuredSink {
+    fn invalidate(&self, change: Invalidation) {
+        self.cache.invalidate(change);
+    }
+
+    fn invalidate_published(&self, change: Invalidation, delay: Option<Duration>) {
+        self.cache.invalidate(change);
+        if let Some(delay) = delay {
+            self.delays.observe(delay);
+        }
+    }
+}
+
 /// One thread's share of the counts, alone on its cache lines.
 #[repr(align(128))]
 struct Stripe {
@@ -245,8 +301,9 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics of a server whose verifier is `verifier`.
-    pub(crate) fn new(verifier: Arc<Verifier>) -> Self {
+    /// Metrics of a server whose verifier is `verifier` and whose
+    /// invalidation listener records into `propagation`.
+    pub(crate) fn new(verifier: Arc<Verifier>, propagation: Arc<PropagationDelays>) -> Self {
         let recorded = Arc::new(Recorded {
             stripes: Box::new(std::array::from_fn(|_| Stripe::default())),
         });
@@ -254,6 +311,7 @@ impl Metrics {
         registry.register_collector(Box::new(ScrapeCollector {
             recorded: recorded.clone(),
             verifier,
+            propagation,
         }));
         Metrics { recorded, registry }
     }
@@ -317,6 +375,7 @@ impl Metrics {
 struct ScrapeCollector {
     recorded: Arc<Recorded>,
     verifier: Arc<Verifier>,
+    propagation: Arc<PropagationDelays>,
 }
 
 impl ScrapeCollector {
@@ -371,6 +430,28 @@ impl ScrapeCollector {
         metric.encode_histogram::<NoLabelSet>(nanos as f64 / 1e9, count, &buckets, None)
     }
 
+    fn encode_propagation(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = PROPAGATION_BOUNDS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(&self.propagation.buckets)
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let micros = self.propagation.micros.load(Ordering::Relaxed);
+        let mut metric = encoder.encode_descriptor(
+            "cloro_invalidation_delay_seconds",
+            "Time from a change's publication on one node to its invalidation arriving on this one (wall clocks, so skew counts).",
+            None,
+            MetricType::Histogram,
+        )?;
+        metric.encode_histogram::<NoLabelSet>(micros as f64 / 1e6, count, &buckets, None)
+    }
+
     fn encode_counter(
         encoder: &mut DescriptorEncoder<'_>,
         name: &str,
@@ -386,6 +467,7 @@ impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         self.encode_requests(&mut encoder)?;
         self.encode_check_duration(&mut encoder)?;
+        self.encode_propagation(&mut encoder)?;
 
         let stats = self.verifier.stats();
         let counters = [

@@ -138,12 +138,12 @@ impl Drop for RedisServer {
 
 /// Kills and reaps; SIGKILL also ends a stopped process, so a paused server
 /// never outlives its test.
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -171,6 +171,18 @@ fn free_port() -> u16 {
 }
 
 fn spawn(binary: &Path, port: u16, dir: &Path) -> Child {
+    spawn_with(binary, port, dir, LOG_FILE, &[])
+}
+
+/// Starts `redis-server` on `port` with `extra` arguments, logging to
+/// `log` in `dir`.
+pub(crate) fn spawn_with(
+    binary: &Path,
+    port: u16,
+    dir: &Path,
+    log: &str,
+    extra: &[String],
+) -> Child {
     Command::new(binary)
         .arg("--port")
         .arg(port.to_string())
@@ -184,7 +196,8 @@ fn spawn(binary: &Path, port: u16, dir: &Path) -> Child {
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
-        .arg(dir.join(LOG_FILE))
+        .arg(dir.join(log))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -194,12 +207,22 @@ fn spawn(binary: &Path, port: u16, dir: &Path) -> Child {
 
 /// Polls until the server on `port` answers PING and reports `child`'s pid.
 fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> Result<(), String> {
+    wait_ready_logged(child, port, dir, LOG_FILE)
+}
+
+/// [`wait_ready`] for a server that logs to `log` in `dir`.
+pub(crate) fn wait_ready_logged(
+    child: &mut Child,
+    port: u16,
+    dir: &Path,
+    log: &str,
+) -> Result<(), String> {
     let deadline = Instant::now() + READY_DEADLINE;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
                 "redis-server on port {port} exited with {status} before answering; its log ends:\n{}",
-                log_tail(dir)
+                log_tail(dir, log)
             ));
         }
         if answers_as(port, child.id()) {
@@ -208,7 +231,7 @@ fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> Result<(), String> {
         if Instant::now() >= deadline {
             return Err(format!(
                 "redis-server on port {port} did not answer within {READY_DEADLINE:?}; its log ends:\n{}",
-                log_tail(dir)
+                log_tail(dir, log)
             ));
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -259,8 +282,8 @@ fn answers_as(port: u16, pid: u32) -> bool {
         .any(|reported| reported.trim() == pid.to_string())
 }
 
-fn log_tail(dir: &Path) -> String {
-    let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default();
+pub(crate) fn log_tail(dir: &Path, log: &str) -> String {
+    let log = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
 }

@@ -8,5 +8,6 @@ mod contract;
 mod embedded;
 mod memory;
 mod redis;
+mod redis_cluster;
 mod redis_verifier;
 mod verifier;
