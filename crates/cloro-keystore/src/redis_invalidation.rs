@@ -52,6 +52,7 @@ const WARN_EVERY: u32 = 30;
 pub struct RedisNotifier {
     connection: RedisConnection,
     timeout: Duration,
+    node_id: u64,
     target: String,
     sinks: Vec<Arc<dyn InvalidationSink>>,
 }
@@ -72,6 +73,7 @@ impl RedisNotifier {
         RedisNotifier {
             connection: store.connection(),
             timeout: store.options().command_timeout,
+            node_id: store.options().node_id,
             target: store.masked_url().to_owned(),
             sinks,
         }
@@ -84,7 +86,7 @@ impl ChangeNotifier for RedisNotifier {
         for sink in &self.sinks {
             sink.invalidate(change);
         }
-        let message = encode(&change, Timestamp::now());
+        let message = encode(&change, Timestamp::now(), self.node_id);
         let mut command = redis::cmd("PUBLISH");
         command.arg(INVALIDATION_CHANNEL).arg(&message);
         let mut connection = self.connection.clone();
@@ -117,31 +119,50 @@ impl ChangeNotifier for RedisNotifier {
     }
 }
 
-/// The pub/sub text of a change published at `sent`.
-fn encode(change: &Invalidation, sent: Timestamp) -> String {
+/// The pub/sub text of a change published at `sent` by node `origin`:
+/// `<change> <sent µs> <origin hex>`.
+fn encode(change: &Invalidation, sent: Timestamp, origin: u64) -> String {
     let sent = sent.as_microsecond();
-    match change {
-        Invalidation::Key(hash) => {
-            format!("k:{} {sent}", String::from_utf8_lossy(&hash.to_hex()))
-        }
-        Invalidation::Account(account) => format!("a:{account} {sent}"),
-        Invalidation::Everything => format!("* {sent}"),
-    }
+    let change = match change {
+        Invalidation::Key(hash) => format!("k:{}", String::from_utf8_lossy(&hash.to_hex())),
+        Invalidation::Account(account) => format!("a:{account}"),
+        Invalidation::Everything => "*".to_owned(),
+    };
+    format!("{change} {sent} {origin:016x}")
 }
 
-/// Reads [`encode`]'s text, with the publication time when it has one;
+/// A decoded message: the change, and when and by whom it was published
+/// where the message says so.
+#[derive(Debug, PartialEq, Eq)]
+struct Message {
+    change: Invalidation,
+    sent: Option<Timestamp>,
+    origin: Option<u64>,
+}
+
+/// Reads [`encode`]'s text (older forms without time or origin too);
 /// `None` for anything else.
-fn decode(text: &str) -> Option<(Invalidation, Option<Timestamp>)> {
-    match text.split_once(' ') {
-        Some((change, sent)) => {
-            let sent = sent
+fn decode(text: &str) -> Option<Message> {
+    let mut parts = text.split(' ');
+    let change = decode_change(parts.next()?)?;
+    let sent = match parts.next() {
+        Some(micros) => Some(
+            micros
                 .parse::<i64>()
                 .ok()
-                .and_then(|micros| Timestamp::from_microsecond(micros).ok())?;
-            Some((decode_change(change)?, Some(sent)))
-        }
-        None => Some((decode_change(text)?, None)),
-    }
+                .and_then(|m| Timestamp::from_microsecond(m).ok())?,
+        ),
+        None => None,
+    };
+    let origin = match parts.next() {
+        Some(hex) => Some(u64::from_str_radix(hex, 16).ok()?),
+        None => None,
+    };
+    parts.next().is_none().then_some(Message {
+        change,
+        sent,
+        origin,
+    })
 }
 
 fn decode_change(text: &str) -> Option<Invalidation> {
@@ -444,7 +465,7 @@ async fn forward(
             message = messages.next() => match message {
                 Some(message) => {
                     if coverage.first_time(message.get_payload_bytes()) {
-                        deliver(&message, coverage.sink.as_ref());
+                        deliver(&message, coverage.sink.as_ref(), options.node_id);
                     }
                 }
                 None => return "the connection closed",
@@ -461,12 +482,17 @@ async fn forward(
     }
 }
 
-fn deliver(message: &Msg, sink: &dyn InvalidationSink) {
-    let change = std::str::from_utf8(message.get_payload_bytes())
+fn deliver(message: &Msg, sink: &dyn InvalidationSink, own_node_id: u64) {
+    let decoded = std::str::from_utf8(message.get_payload_bytes())
         .ok()
         .and_then(decode);
-    match change {
-        Some((change, sent)) => {
+    match decoded {
+        // Our own change, already applied when it was published.
+        Some(Message {
+            origin: Some(origin),
+            ..
+        }) if origin == own_node_id => {}
+        Some(Message { change, sent, .. }) => {
             // A sender whose clock runs ahead would give a negative delay:
             // it counts as none rather than as a huge one.
             let delay = sent.map(|sent| {
@@ -514,12 +540,27 @@ mod tests {
         ];
         for change in changes {
             let sent = Timestamp::from_microsecond(1_800_000_000_123_456).unwrap();
-            assert_eq!(decode(&encode(&change, sent)), Some((change, Some(sent))));
+            let message = Message {
+                change,
+                sent: Some(sent),
+                origin: Some(0xfeed),
+            };
+            assert_eq!(decode(&encode(&change, sent, 0xfeed)), Some(message));
         }
-        let key = encode(&changes[0], Timestamp::UNIX_EPOCH);
-        assert!(key.starts_with("k:") && key.len() == 68, "{key}");
-        // Messages from nodes that send no time still count.
-        assert_eq!(decode("*"), Some((Invalidation::Everything, None)));
+        let key = encode(&changes[0], Timestamp::UNIX_EPOCH, 1);
+        assert!(
+            key.starts_with("k:") && key.ends_with(" 0 0000000000000001"),
+            "{key}"
+        );
+        // Messages from nodes that send no time or origin still count.
+        let bare = Message {
+            change: Invalidation::Everything,
+            sent: None,
+            origin: None,
+        };
+        assert_eq!(decode("*"), Some(bare));
+        assert_eq!(decode("* 5 zz"), None);
+        assert_eq!(decode("* 5 1 extra"), None);
     }
 
     #[test]

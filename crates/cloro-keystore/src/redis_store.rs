@@ -149,15 +149,25 @@ pub struct RedisOptions {
     /// How often the invalidation listener pings its connection, to notice a
     /// connection that silently died.
     pub heartbeat_interval: Duration,
+    /// This node's id in invalidation messages. A node's notifier and
+    /// listener share it (give both the same options), so the listener can
+    /// skip the node's own messages: the notifier already applied them, and
+    /// applying an echo again would only drop a freshly filled cache entry.
+    /// Random by default.
+    pub node_id: u64,
 }
 
 impl Default for RedisOptions {
     fn default() -> Self {
+        let mut random = [0u8; 8];
+        // Without randomness, 0: a node then only re-applies its own echoes.
+        let _ = getrandom::fill(&mut random);
         RedisOptions {
             command_timeout: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(1),
             reconnect_max_delay: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(1),
+            node_id: u64::from_le_bytes(random),
         }
     }
 }
