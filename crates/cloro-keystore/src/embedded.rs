@@ -302,11 +302,7 @@ impl KeyStore for EmbeddedStore {
                 entry.map_err(|error| redb_error("cannot scan the account index", error))?;
                 key_count += 1;
             }
-            Ok((key_count > 0 || plan.is_some()).then_some(AccountRecord {
-                account_id: account,
-                plan,
-                key_count,
-            }))
+            Ok(AccountRecord::if_exists(account, plan, key_count))
         })
         .await
     }

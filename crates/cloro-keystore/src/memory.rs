@@ -174,11 +174,7 @@ impl KeyStore for MemoryStore {
             .filter(|r| r.account_id == *account)
             .count() as u64;
         let plan = state.plans.get(account).copied();
-        Ok((key_count > 0 || plan.is_some()).then_some(AccountRecord {
-            account_id: *account,
-            plan,
-            key_count,
-        }))
+        Ok(AccountRecord::if_exists(*account, plan, key_count))
     }
 
     async fn set_account_plan(

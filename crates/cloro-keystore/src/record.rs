@@ -132,6 +132,23 @@ pub struct AccountRecord {
     pub key_count: u64,
 }
 
+impl AccountRecord {
+    /// The account as stored facts describe it, if it exists: SPEC §6 says
+    /// an account exists once it has a key or a plan. Every store answers
+    /// `KeyStore::account` through this, so the rule lives in one place.
+    pub fn if_exists(
+        account_id: AccountId,
+        plan: Option<PlanName>,
+        key_count: u64,
+    ) -> Option<Self> {
+        (key_count > 0 || plan.is_some()).then_some(AccountRecord {
+            account_id,
+            plan,
+            key_count,
+        })
+    }
+}
+
 /// `KeyHash` as 64 hex digits in JSON: readable in a Redis `GET`, and the
 /// same text the Redis key names use.
 mod hash_hex {

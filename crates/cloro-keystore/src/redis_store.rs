@@ -571,11 +571,7 @@ impl KeyStore for RedisStore {
             pipe.cmd("GET").arg(slot.plan());
             let (key_count, plan): (u64, Option<String>) = self.query_pipe(&pipe).await?;
             let plan = plan.as_deref().map(decode_plan).transpose()?;
-            Ok((key_count > 0 || plan.is_some()).then_some(AccountRecord {
-                account_id: *account,
-                plan,
-                key_count,
-            }))
+            Ok(AccountRecord::if_exists(*account, plan, key_count))
         })
         .await
     }
