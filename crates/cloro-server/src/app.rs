@@ -149,11 +149,13 @@ impl App {
             None => (Arc::new(LocalNotifier::new(vec![cache])), None),
         };
         let admin = KeyAdmin::new(store.clone(), plans, notifier);
+        let metrics = Metrics::new(verifier.clone(), propagation);
         let guard = Guard::new(
             verifier.clone(),
             settings.route_scopes.clone(),
             settings.trusted_proxies.clone(),
-        );
+        )
+        .with_check_observer(metrics.check_observer());
 
         let gateway = Gateway::new(settings.upstream.as_ref());
         let app = Arc::new(App {
@@ -162,7 +164,7 @@ impl App {
             admin,
             admin_token,
             store,
-            metrics: Metrics::new(verifier.clone(), propagation),
+            metrics,
             gateway,
         });
         app.probe_store().await;
@@ -228,14 +230,10 @@ impl App {
         let path = request.uri().path().to_owned();
         let route_label = RouteLabel::of(&path);
         let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
-        let routed = Instant::now();
         let mut response = self
             .route(request, peer, &request_id)
             .instrument(span.clone())
             .await;
-        if route_label.times_the_check() {
-            self.metrics.observe_check(routed.elapsed());
-        }
         let code = response.extensions().get::<AnsweredCode>().map(|c| c.0);
         self.metrics.record_request(route_label, code);
         if let Ok(value) = http::HeaderValue::from_str(&request_id) {

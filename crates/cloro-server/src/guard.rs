@@ -3,8 +3,10 @@
 //! lookup, status, scope, rate limit, concurrency), then the headers that
 //! go on the answer.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cloro_auth_core::{AuthError, Malformed, query_carries_key};
 use cloro_keystore::{Refused, Verified, Verifier, VerifyRequest};
@@ -17,11 +19,23 @@ use crate::responses::{ApiError, Body, add_concurrency_headers, add_rate_headers
 use crate::route_scope::RouteScopes;
 
 /// What a protected request is checked against.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Guard {
     verifier: Arc<Verifier>,
     route_scopes: RouteScopes,
     trusted_proxies: Vec<IpNet>,
+    /// Told how long each check took (the server's latency histogram).
+    observe: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard")
+            .field("route_scopes", &self.route_scopes)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("observed", &self.observe.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The parts of a request the check reads.
@@ -66,7 +80,14 @@ impl Guard {
             verifier,
             route_scopes,
             trusted_proxies,
+            observe: None,
         }
+    }
+
+    /// Calls `observe` with the duration of every check (for a latency metric).
+    pub fn with_check_observer(mut self, observe: Arc<dyn Fn(Duration) + Send + Sync>) -> Self {
+        self.observe = Some(observe);
+        self
     }
 
     /// The verifier behind the guard.
@@ -98,12 +119,17 @@ impl Guard {
             limit_concurrency: facts.limit_concurrency,
             now: jiff::Timestamp::now(),
         };
+        let started = Instant::now();
         let fields = facts
             .headers
             .get_all(AUTHORIZATION)
             .iter()
             .map(HeaderValue::as_bytes);
-        self.verifier.verify(fields, &request).await
+        let outcome = self.verifier.verify(fields, &request).await;
+        if let Some(observe) = &self.observe {
+            observe(started.elapsed());
+        }
+        outcome
     }
 }
 

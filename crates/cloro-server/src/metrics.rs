@@ -146,13 +146,6 @@ impl RouteLabel {
     fn index(self) -> usize {
         self as usize
     }
-
-    /// Whether the answer's time is the guard's check: the verify endpoint
-    /// and whoami do nothing else worth timing, while the gateway's time is
-    /// mostly the upstream's and the other routes run no check.
-    pub(crate) fn times_the_check(self) -> bool {
-        matches!(self, RouteLabel::Whoami | RouteLabel::Verify)
-    }
 }
 
 /// The SPEC §4 code of an error answer, set by [`ApiError::into_response`]
@@ -269,9 +262,25 @@ thread_local! {
     static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
 }
 
+/// Called by the guard with each check's duration.
+pub(crate) type CheckObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// What the request path records; shared with the scrape-time collector.
 struct Recorded {
     stripes: Box<[Stripe; STRIPES]>,
+}
+
+impl Recorded {
+    /// Records how long one check took.
+    fn observe_check(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = DURATION_BOUNDS_NANOS.partition_point(|bound| *bound < nanos);
+        let stripe = self.stripe();
+        if let Some(count) = stripe.check_buckets.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        stripe.check_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Recorded {
@@ -322,15 +331,12 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records how long one check took.
-    pub(crate) fn observe_check(&self, elapsed: Duration) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = DURATION_BOUNDS_NANOS.partition_point(|bound| *bound < nanos);
-        let stripe = self.recorded.stripe();
-        if let Some(count) = stripe.check_buckets.get(bucket) {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-        stripe.check_nanos.fetch_add(nanos, Ordering::Relaxed);
+    /// What the guard calls with the duration of each check, so the
+    /// histogram times exactly the check on every route that runs one
+    /// (whoami, verify and the gateway), never an upstream's time.
+    pub(crate) fn check_observer(&self) -> CheckObserver {
+        let recorded = Arc::clone(&self.recorded);
+        Arc::new(move |elapsed| recorded.observe_check(elapsed))
     }
 
     /// The `GET /metrics` answer: OpenMetrics when the `Accept` field asks

@@ -49,6 +49,9 @@ async fn metrics_count_outcomes_by_route_and_code_and_hold_no_secret() {
     assert_eq!(admin_as_key.status, StatusCode::UNAUTHORIZED);
     let nowhere = server.send(Method::GET, "/nope", &[], "").await;
     assert_eq!(nowhere.code(), "NOT_FOUND");
+    // The gateway runs the check too (then finds no upstream).
+    let gateway = server.get_with_key("/v1/monitor", &key).await;
+    assert_eq!(gateway.status, StatusCode::NOT_FOUND);
 
     let scrape = server.send(Method::GET, "/metrics", &[], "").await;
     assert_eq!(scrape.status, StatusCode::OK);
@@ -76,14 +79,15 @@ async fn metrics_count_outcomes_by_route_and_code_and_hold_no_secret() {
     );
 
     assert!(text.contains("# TYPE cloro_verify_duration_seconds histogram"));
-    // whoami three times with a check, verify once: each timed.
+    // Every check is timed, wherever it ran: whoami four times, verify
+    // once, the gateway once; the 404 route ran none.
     assert_eq!(
         sample(text, "cloro_verify_duration_seconds_count"),
-        Some(5.0)
+        Some(6.0)
     );
     assert_eq!(
         sample(text, "cloro_verify_duration_seconds_bucket{le=\"+Inf\"}"),
-        Some(5.0)
+        Some(6.0)
     );
     let buckets = text
         .lines()
