@@ -34,7 +34,8 @@ where
     ping_answers(make()).await;
 }
 
-fn admin(store: Arc<dyn KeyStore>) -> KeyAdmin {
+/// `KeyAdmin` over `store` with the built-in plans and no other nodes.
+pub(crate) fn admin(store: Arc<dyn KeyStore>) -> KeyAdmin {
     KeyAdmin::new(
         store,
         Arc::new(Plans::builtin()),
@@ -42,11 +43,13 @@ fn admin(store: Arc<dyn KeyStore>) -> KeyAdmin {
     )
 }
 
-fn account(name: &str) -> AccountId {
+/// A valid account id.
+pub(crate) fn account(name: &str) -> AccountId {
     AccountId::new(name).unwrap()
 }
 
-fn t(seconds: i64) -> Timestamp {
+/// A fixed instant plus `seconds`, so tests never depend on the clock.
+pub(crate) fn t(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).unwrap()
 }
 

@@ -11,33 +11,17 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cloro_auth_core::wire::{CreateKeyRequest, Patch, RotateKeyRequest};
-use cloro_auth_core::{AccountId, KeyId, PlanName};
-use cloro_keystore::{
-    EmbeddedStore, KeyAdmin, KeyStore, LocalNotifier, PageRequest, Plans, StoreError, UsageDelta,
-};
+use cloro_auth_core::{KeyId, PlanName};
+use cloro_keystore::{EmbeddedStore, KeyStore, PageRequest, StoreError, UsageDelta};
 use jiff::Timestamp;
+
+use crate::contract::{account, admin, t};
 
 /// Set (to a data directory) only in the child process of the crash test.
 const CRASH_WRITER_DIR: &str = "CLORO_TEST_CRASH_WRITER_DIR";
 /// The writer's full name inside this test binary, for `--exact`.
 const CRASH_WRITER_TEST: &str = "embedded::crash_writer";
 const CRASH_ACCOUNT: &str = "acct_crash";
-
-fn admin(store: Arc<dyn KeyStore>) -> KeyAdmin {
-    KeyAdmin::new(
-        store,
-        Arc::new(Plans::builtin()),
-        Arc::new(LocalNotifier::default()),
-    )
-}
-
-fn account(name: &str) -> AccountId {
-    AccountId::new(name).unwrap()
-}
-
-fn t(seconds: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + seconds).unwrap()
-}
 
 fn all_keys_page() -> PageRequest {
     PageRequest {

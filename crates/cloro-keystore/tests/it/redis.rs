@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloro_auth_core::wire::{CreateKeyRequest, Patch, RotateKeyRequest, UpdateKeyRequest};
-use cloro_auth_core::{AccountId, ApiKey, Environment, KeyId, PlanName};
+use cloro_auth_core::{ApiKey, Environment, KeyId, PlanName};
 use cloro_keystore::{
-    AdminError, Invalidation, InvalidationSink, KeyAdmin, KeyBatch, KeyStore, LocalNotifier, Plans,
-    RecordWrite, RedisNotifier, RedisOptions, RedisStore, StoreError, UsageDelta,
-    spawn_invalidation_listener,
+    AdminError, Invalidation, InvalidationSink, KeyBatch, KeyStore, RecordWrite, RedisNotifier,
+    RedisOptions, RedisStore, StoreError, UsageDelta, spawn_invalidation_listener,
 };
 use cloro_test_support::RedisServer;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
+
+use crate::contract::{account, admin};
 
 /// Long enough for any bounded wait in these tests on a loaded 2-core CI
 /// machine; passing tests finish far sooner.
@@ -29,18 +30,6 @@ fn patient() -> RedisOptions {
 
 fn connect(server: &RedisServer, options: RedisOptions) -> Arc<RedisStore> {
     Arc::new(RedisStore::connect(&server.url(), options).unwrap())
-}
-
-fn admin(store: Arc<dyn KeyStore>) -> KeyAdmin {
-    KeyAdmin::new(
-        store,
-        Arc::new(Plans::builtin()),
-        Arc::new(LocalNotifier::default()),
-    )
-}
-
-fn account(name: &str) -> AccountId {
-    AccountId::new(name).unwrap()
 }
 
 /// Calls `probe` until it succeeds or `DEADLINE` passes; no fixed sleeps.
