@@ -2,6 +2,9 @@
 //! `[A-Za-z0-9._-]{1,64}` (so it is safe in logs and headers), otherwise
 //! one is made.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use http::HeaderMap;
 
 /// The request's id: the client's, if acceptable, else a new `req_…`.
@@ -20,20 +23,23 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
     }
 }
 
+/// `req_`, 8 hex digits drawn once per process, and a 16-digit counter:
+/// unique within a process and, with overwhelming odds, across nodes. Ids
+/// are for correlating logs, not secrets, so the OS generator is asked once
+/// rather than once per request (a system call on the hot path).
 fn new_request_id() -> String {
-    let mut random = [0u8; 12];
-    // A failed RNG still yields a unique-enough id from the clock; ids are
-    // for correlation, not security.
-    if getrandom::fill(&mut random).is_err() {
-        let nanos = jiff::Timestamp::now().as_nanosecond().to_le_bytes();
-        random.copy_from_slice(&nanos[..12]);
-    }
-    let mut id = String::with_capacity(28);
-    id.push_str("req_");
-    for byte in random {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    id
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut random = [0u8; 4];
+        // Without randomness, the clock still tells processes apart.
+        if getrandom::fill(&mut random).is_err() {
+            random = (jiff::Timestamp::now().as_nanosecond() as u32).to_le_bytes();
+        }
+        u32::from_le_bytes(random)
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("req_{prefix:08x}{count:016x}")
 }
 
 #[cfg(test)]
