@@ -62,9 +62,6 @@ pub enum StartError {
     /// The store cannot be opened.
     #[error("cannot open the key store: {0}")]
     Store(#[from] StoreError),
-    /// A setting this build cannot honour.
-    #[error("{0}")]
-    Unsupported(&'static str),
 }
 
 impl App {
