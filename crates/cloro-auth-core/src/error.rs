@@ -52,13 +52,15 @@ pub enum ErrorCode {
     KeyRevoked,
     /// The upstream API did not answer.
     UpstreamUnavailable,
+    /// The upstream API sent no response head within `--upstream-timeout`.
+    UpstreamTimeout,
     /// A bug or an unexpected failure on our side.
     InternalError,
 }
 
 impl ErrorCode {
     /// Every code, in SPEC §4 order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::MissingApiKey,
         ErrorCode::MissingBearerPrefix,
         ErrorCode::MalformedAuthorization,
@@ -79,6 +81,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::KeyRevoked,
         ErrorCode::UpstreamUnavailable,
+        ErrorCode::UpstreamTimeout,
         ErrorCode::InternalError,
     ];
 
@@ -105,6 +108,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::KeyRevoked => "KEY_REVOKED",
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -137,6 +141,7 @@ impl ErrorCode {
             ErrorCode::InternalError => 500,
             ErrorCode::UpstreamUnavailable => 502,
             ErrorCode::AuthUnavailable => 503,
+            ErrorCode::UpstreamTimeout => 504,
         }
     }
 }

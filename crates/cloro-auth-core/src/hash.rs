@@ -64,11 +64,13 @@ impl Eq for KeyHash {}
 
 impl Hash for KeyHash {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // The digest is already uniformly distributed; eight bytes of it are a
-        // perfectly good hash-map key and keep the hot-path hashing short.
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&self.0[..8]);
-        state.write_u64(u64::from_le_bytes(head));
+        // Sixteen bytes of the digest: short to hash on the hot path, and
+        // too wide for anyone to grind many tokens onto one value. Maps that
+        // an attacker can fill hash this with a keyed hasher (the keystore's
+        // `KeyedHasher`), so the bucket a hash lands in cannot be chosen.
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&self.0[..16]);
+        state.write_u128(u128::from_le_bytes(head));
     }
 }
 

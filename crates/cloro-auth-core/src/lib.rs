@@ -27,6 +27,7 @@ mod header;
 mod hex;
 mod key;
 mod name;
+mod path;
 mod query;
 mod status;
 mod units;
@@ -38,6 +39,9 @@ pub use hash::KeyHash;
 pub use header::{MAX_TOKEN_LEN, bearer_token, bearer_token_from_value};
 pub use key::{ApiKey, Environment, KEY_LEN, RedactedKey};
 pub use name::{AccountId, KeyId, NameError, PlanName, Scope};
+#[cfg(feature = "alloc")]
+pub use path::normalise_path;
+pub use path::{PathError, check_path, split_origin_form};
 pub use query::query_carries_key;
 pub use status::KeyStatus;
-pub use units::{UnitsError, parse_duration, parse_rate};
+pub use units::{UnitsError, parse_byte_size, parse_duration, parse_rate};

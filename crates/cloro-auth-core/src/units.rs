@@ -1,5 +1,6 @@
-//! The human forms of durations and rates used by flags and the CLI:
-//! `30s`, `250ms`, `24h`, `90d`; `100/minute`, `1000/hour`, `10/s`.
+//! The human forms of durations, rates and sizes used by flags and the CLI:
+//! `30s`, `250ms`, `24h`, `90d`; `100/minute`, `1000/hour`, `10/s`;
+//! `16MiB`, `512KiB`.
 //! Shared so that `cloro-server --cache-ttl` and `cloro keys create
 //! --expires-in` read the same text the same way.
 
@@ -16,6 +17,8 @@ pub enum UnitsError {
     Unit,
     /// A rate without `/`.
     RateShape,
+    /// A size unit that is not one of the accepted ones.
+    SizeUnit,
 }
 
 impl fmt::Display for UnitsError {
@@ -29,6 +32,9 @@ impl fmt::Display for UnitsError {
             }
             UnitsError::RateShape => {
                 f.write_str("a rate is COUNT/UNIT, e.g. 100/minute or 1000/hour")
+            }
+            UnitsError::SizeUnit => {
+                f.write_str("unknown size unit; use B, KiB, MiB or GiB (e.g. 16MiB)")
             }
         }
     }
@@ -57,6 +63,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitsError> {
         ),
     };
     Ok(duration)
+}
+
+/// Parses a size in bytes: `16MiB`, `512KiB`, `1GiB`, `4096` or `4096B`
+/// (`KB`, `MB`, `GB` are read as the binary units too: a memory budget is
+/// never meant in powers of ten).
+///
+/// # Errors
+/// When the number or the unit is not understood, or the size overflows.
+pub fn parse_byte_size(text: &str) -> Result<u64, UnitsError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let count: u64 = digits.parse().map_err(|_| UnitsError::Number)?;
+    let unit = unit.trim();
+    let scales: [(&[&str], u64); 4] = [
+        (&["", "b"], 1),
+        (&["k", "kb", "kib"], 1 << 10),
+        (&["m", "mb", "mib"], 1 << 20),
+        (&["g", "gb", "gib"], 1 << 30),
+    ];
+    let scale = scales
+        .iter()
+        .find(|(names, _)| names.iter().any(|name| name.eq_ignore_ascii_case(unit)))
+        .map(|(_, scale)| *scale)
+        .ok_or(UnitsError::SizeUnit)?;
+    count.checked_mul(scale).ok_or(UnitsError::Number)
 }
 
 /// Parses `COUNT/UNIT` (`100/minute`, `1000/hour`, `10/s`, `5/10s`) into
@@ -115,6 +149,21 @@ mod tests {
         assert_eq!(parse_duration("h"), Err(UnitsError::Number));
         assert_eq!(
             parse_duration("99999999999999999999d"),
+            Err(UnitsError::Number)
+        );
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_byte_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_byte_size("1gb"), Ok(1 << 30));
+        assert_eq!(parse_byte_size("4096"), Ok(4096));
+        assert_eq!(parse_byte_size("4096B"), Ok(4096));
+        assert_eq!(parse_byte_size("16TiB"), Err(UnitsError::SizeUnit));
+        assert_eq!(parse_byte_size("MiB"), Err(UnitsError::Number));
+        assert_eq!(
+            parse_byte_size("99999999999999GiB"),
             Err(UnitsError::Number)
         );
     }

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use cloro_auth_core::wire::{CreateKeyRequest, RateLimitPolicy};
 use cloro_auth_core::{AccountId, KeyHash};
 use cloro_keystore::{
-    DigestHasherBuilder, GcraParams, KeyAdmin, LocalNotifier, LocalRateLimiter, MemoryStore, Plans,
-    Verifier, VerifierConfig, VerifyRequest,
+    BoundedTable, GcraParams, KeyAdmin, KeyedHasher, LocalNotifier, LocalRateLimiter, MemoryStore,
+    Plans, Verifier, VerifierConfig, VerifyRequest,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
@@ -58,7 +58,7 @@ fn setup(count: usize) -> Bench {
         cache_ttl: Duration::from_secs(3600),
         ..Default::default()
     };
-    let verifier = Arc::new(Verifier::new(store.clone(), plans.clone(), None, &config));
+    let verifier = Verifier::new(store.clone(), plans.clone(), None, &config);
     let admin = KeyAdmin::new(store.clone(), plans, Arc::new(LocalNotifier::default()));
     // A limit no benchmark reaches, so every call takes the full allowed path.
     let unlimited = RateLimitPolicy::new(
@@ -207,15 +207,12 @@ fn components(c: &mut Criterion) {
     let hashes: Vec<KeyHash> = (0..KEYS as u32)
         .map(|i| KeyHash::of(&i.to_le_bytes()))
         .collect();
-    let cache = moka::sync::Cache::builder()
-        .max_capacity(1_000_000)
-        .time_to_live(Duration::from_secs(3600))
-        .support_invalidation_closures()
-        .build_with_hasher(DigestHasherBuilder);
-    let map: dashmap::DashMap<KeyHash, Arc<u64>, DigestHasherBuilder> =
-        dashmap::DashMap::with_hasher(DigestHasherBuilder);
+    // The negative cache's table, and the known-key map's kind of map.
+    let table: BoundedTable<u64> = BoundedTable::with_budget(64 << 20);
+    let map: dashmap::DashMap<KeyHash, Arc<u64>, KeyedHasher> =
+        dashmap::DashMap::with_hasher(KeyedHasher::default());
     for (i, hash) in hashes.iter().enumerate() {
-        cache.insert(*hash, Arc::new(i as u64));
+        table.upsert(hash, || i as u64, |_| ());
         map.insert(*hash, Arc::new(i as u64));
     }
     let limiter = LocalRateLimiter::new();
@@ -231,7 +228,9 @@ fn components(c: &mut Criterion) {
         (state % KEYS as u64) as usize
     };
     let mut group = c.benchmark_group("components_100k_uniform");
-    group.bench_function("moka_get", |b| b.iter(|| cache.get(&hashes[next()])));
+    group.bench_function("bounded_table_get", |b| {
+        b.iter(|| table.get_mut(&hashes[next()], |v| *v))
+    });
     group.bench_function("dashmap_get", |b| {
         b.iter(|| map.get(&hashes[next()]).map(|v| **v))
     });

@@ -8,33 +8,41 @@
 //!   cached record and the per-key counters that must outlive a refill or
 //!   an invalidation (the GCRA state, the in-flight count, pending usage).
 //!   Only keys that exist in the store get a slot, so an attacker cannot
-//!   grow this map; idle slots are swept. Measured on 100k keys visited
-//!   uniformly, a lookup here costs about a third of a moka lookup (see the
-//!   `components_100k_uniform` bench), and the per-key limiter state comes
-//!   with it instead of costing a second map lookup.
-//! - **Unknown keys** (negative entries) go to a moka cache: bounded in
-//!   size with frequency-based admission, because anyone can mint
-//!   well-formed keys that do not exist.
+//!   grow this map; idle slots are swept. The per-key limiter state comes
+//!   with the lookup instead of costing a second map lookup.
+//! - **Unknown keys** (negative entries) go to a [`BoundedTable`], bounded in
+//!   bytes and forgetting the oldest first, because anyone can mint
+//!   well-formed keys that do not exist (SPEC §9).
 //!
-//! Concurrent misses for one hash make a single store call. An invalidation
-//! that arrives while such a call is under way stops its result from being
-//! cached: otherwise a read that started before a revocation could put the
-//! revoked key's old record back for a whole TTL.
+//! Concurrent misses for one hash make a single store call (a *fill*); the
+//! fills in flight are bounded too. A caller that gives up mid-fill leaves
+//! nothing behind: another waiter takes the fill over, or the last one out
+//! removes it.
+//!
+//! **A revoked key stays revoked.** Every invalidation bumps an epoch before
+//! it touches the maps. A fill caches its result only if the epoch is still
+//! the one it started in, and checks that under the same shard lock the
+//! insert takes, which the invalidation also takes after its bump; so an
+//! invalidation can never land between the check and the insert. A caller
+//! that joins a fill after an invalidation does not take its (possibly
+//! older) answer but looks again.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cloro_auth_core::{AccountId, KeyHash, PlanName, Scope};
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::OnceCell;
 
+use crate::bounded::BoundedTable;
 use crate::invalidation::{Invalidation, InvalidationSink};
 use crate::record::{KeyLookup, KeyRecord};
 use crate::store::StoreError;
-use crate::subject::{DigestHasherBuilder, Subject, account_subject};
+use crate::subject::{KeyedHasher, Subject, account_subject};
 
 /// A key as the verifier sees it: the record, the account's plan at read
 /// time, and the precomputed bits the hot path needs.
@@ -106,89 +114,224 @@ struct Slot {
 /// two threads verifying different keys often hit the same word.
 const KNOWN_SHARDS: usize = 64;
 
+/// How often a caller that joined a fill which an invalidation overtook
+/// looks again before giving up with the store error below: invalidations
+/// are rare, so only a storm of them exhausts this.
+const FILL_ATTEMPTS: usize = 4;
+
+/// Bytes one fill in flight costs: its map entry, the shared cell and the
+/// answer it holds (measured on x86_64 with the cached record's usual
+/// size, rounded up).
+pub const PENDING_LOOKUP_BYTES: usize = 512;
+
 /// A fill under way: its result and the invalidation epoch it started in.
 type Fill = Arc<OnceCell<(Result<CacheEntry, StoreError>, u64)>>;
+
+/// The memory the cache may use for what clients can make it hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheBounds {
+    /// Bytes for negative entries (unknown keys).
+    pub unknown_keys: usize,
+    /// Bytes for fills in flight, at [`PENDING_LOOKUP_BYTES`] each.
+    pub pending_lookups: usize,
+}
+
+impl Default for CacheBounds {
+    fn default() -> Self {
+        CacheBounds {
+            unknown_keys: 16 << 20,
+            pending_lookups: 4 << 20,
+        }
+    }
+}
+
+/// The outcome of [`KeyCache::get_or_load`].
+#[derive(Debug)]
+pub struct Filled<P> {
+    /// What the cache or the store said.
+    pub result: Result<CacheEntry, StoreError>,
+    /// What this caller's check before the lookup returned, when this
+    /// caller made the store call (and so paid for it); `None` otherwise.
+    pub paid: Option<P>,
+}
+
+/// Why [`KeyCache::get_or_load`] made no store call for this caller.
+#[derive(Debug)]
+pub enum FillRefused<E> {
+    /// The caller's own check before the lookup refused it.
+    Refused(E),
+    /// Too many lookups are in flight already.
+    Busy,
+}
 
 /// The verify cache. Shared behind an `Arc`.
 #[derive(Debug)]
 pub struct KeyCache {
-    known: DashMap<KeyHash, Slot, DigestHasherBuilder>,
-    unknown: moka::sync::Cache<KeyHash, (), DigestHasherBuilder>,
-    fills: DashMap<KeyHash, Fill, DigestHasherBuilder>,
+    known: DashMap<KeyHash, Slot, KeyedHasher>,
+    /// Negative entries, with the time the store said "no such key".
+    unknown: BoundedTable<Timestamp>,
+    fills: DashMap<KeyHash, Fill, KeyedHasher>,
+    /// Entries in `fills`, kept beside it: `DashMap::len` locks every shard.
+    pending: AtomicUsize,
+    max_pending: usize,
     /// Bumped by every invalidation; a fill that saw it change is not cached.
     epoch: AtomicU64,
     ttl: SignedDuration,
 }
 
+/// Removes an abandoned fill: one whose every caller went away before it
+/// was made (a completed fill is removed by the caller that completed it).
+struct FillGuard<'a> {
+    cache: &'a KeyCache,
+    hash: KeyHash,
+    fill: Fill,
+}
+
+impl Drop for FillGuard<'_> {
+    fn drop(&mut self) {
+        if self.fill.initialized() {
+            return;
+        }
+        // Two holders: the map and this guard; anyone else still waits on it.
+        let removed = self.cache.fills.remove_if(&self.hash, |_, current| {
+            Arc::ptr_eq(current, &self.fill) && Arc::strong_count(current) <= 2
+        });
+        if removed.is_some() {
+            self.cache.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 impl KeyCache {
-    /// A cache trusting store reads for `ttl`, holding at most
-    /// `unknown_capacity` negative entries.
-    pub fn new(unknown_capacity: u64, ttl: Duration) -> Self {
-        let unknown = moka::sync::Cache::builder()
-            .max_capacity(unknown_capacity)
-            .time_to_live(ttl)
-            .build_with_hasher(DigestHasherBuilder);
+    /// A cache trusting store reads for `ttl`, within `bounds`.
+    pub fn new(bounds: CacheBounds, ttl: Duration) -> Self {
         KeyCache {
-            known: DashMap::with_hasher_and_shard_amount(DigestHasherBuilder, KNOWN_SHARDS),
-            unknown,
-            fills: DashMap::with_hasher(DigestHasherBuilder),
+            known: DashMap::with_hasher_and_shard_amount(KeyedHasher::default(), KNOWN_SHARDS),
+            unknown: BoundedTable::with_budget(bounds.unknown_keys),
+            fills: DashMap::with_hasher(KeyedHasher::default()),
+            pending: AtomicUsize::new(0),
+            max_pending: (bounds.pending_lookups / PENDING_LOOKUP_BYTES).max(1),
             epoch: AtomicU64::new(0),
             ttl: SignedDuration::try_from(ttl).unwrap_or(SignedDuration::MAX),
         }
     }
 
+    fn fresh(&self, filled_at: Timestamp, now: Timestamp) -> bool {
+        // A clock that went backwards makes an entry stale, not immortal.
+        filled_at <= now
+            && filled_at
+                .saturating_add(self.ttl)
+                .is_ok_and(|end| now < end)
+    }
+
     /// The entry trusted at `now`, if any; never touches the store.
     pub fn get(&self, hash: &KeyHash, now: Timestamp) -> Option<CacheEntry> {
         if let Some(slot) = self.known.get(hash) {
-            // A clock that went backwards makes an entry stale, not immortal.
-            let fresh = !slot.stale
-                && slot.filled_at <= now
-                && now < slot.filled_at.saturating_add(self.ttl).ok()?;
+            let fresh = !slot.stale && self.fresh(slot.filled_at, now);
             return fresh.then(|| CacheEntry::Known(Arc::clone(&slot.key)));
         }
         self.unknown
-            .contains_key(hash)
+            .get_mut(hash, |filled_at| self.fresh(*filled_at, now))
+            .unwrap_or(false)
             .then_some(CacheEntry::Unknown)
     }
 
     /// The trusted entry, or the store's answer through `load`, made once
-    /// for all concurrent callers of the same hash.
+    /// for all concurrent callers of the same hash. `before_lookup` runs
+    /// only in the caller that is about to make the store call, and only
+    /// then: its error refuses that caller alone (another waiting caller
+    /// then makes the call, after its own check), and its value comes back
+    /// in [`Filled::paid`].
     ///
     /// # Errors
-    /// The store error, which is never cached.
-    pub async fn get_or_load<F, Fut>(
+    /// The caller's refusal, or [`FillRefused::Busy`] when the fills in
+    /// flight are at their bound. A store error is in [`Filled::result`],
+    /// and is never cached.
+    pub async fn get_or_load<F, Fut, C, P, E>(
         &self,
         hash: &KeyHash,
         now: Timestamp,
+        before_lookup: C,
         load: F,
-    ) -> Result<CacheEntry, StoreError>
+    ) -> Result<Filled<P>, FillRefused<E>>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<KeyLookup>, StoreError>>,
+        C: Fn() -> Result<P, E>,
     {
-        if let Some(entry) = self.get(hash, now) {
-            return Ok(entry);
-        }
-        let fill = Arc::clone(&self.fills.entry(*hash).or_default());
-        let (result, started_in) = fill
-            .get_or_init(|| async {
-                let started_in = self.epoch.load(Ordering::Acquire);
-                let result = load().await.map(|found| match found {
-                    Some(lookup) => CacheEntry::Known(Arc::new(self.cached_key(lookup))),
-                    None => CacheEntry::Unknown,
+        for _ in 0..FILL_ATTEMPTS {
+            if let Some(entry) = self.get(hash, now) {
+                return Ok(Filled {
+                    result: Ok(entry),
+                    paid: None,
                 });
-                (result, started_in)
-            })
-            .await
-            .clone();
-        self.fills
-            .remove_if(hash, |_, current| Arc::ptr_eq(current, &fill));
-        if let Ok(entry) = &result
-            && self.epoch.load(Ordering::Acquire) == started_in
-        {
-            self.store(hash, entry, now);
+            }
+            let fill = match self.fills.entry(*hash) {
+                Entry::Occupied(entry) => Arc::clone(entry.get()),
+                Entry::Vacant(entry) => {
+                    if self.pending.load(Ordering::Acquire) >= self.max_pending {
+                        return Err(FillRefused::Busy);
+                    }
+                    self.pending.fetch_add(1, Ordering::AcqRel);
+                    Arc::clone(entry.insert(Fill::default()).value())
+                }
+            };
+            let joined_in = self.epoch.load(Ordering::Acquire);
+            let guard = FillGuard {
+                cache: self,
+                hash: *hash,
+                fill,
+            };
+            // Set by this caller's own init, if it is the one that runs.
+            let paid = std::sync::Mutex::new(None);
+            let outcome = guard
+                .fill
+                .get_or_try_init(|| async {
+                    let payment = before_lookup()?;
+                    if let Ok(mut slot) = paid.lock() {
+                        *slot = Some(payment);
+                    }
+                    let started_in = self.epoch.load(Ordering::Acquire);
+                    let result = load().await.map(|found| match found {
+                        Some(lookup) => CacheEntry::Known(Arc::new(self.cached_key(lookup))),
+                        None => CacheEntry::Unknown,
+                    });
+                    Ok((result, started_in))
+                })
+                .await;
+            let (result, started_in) = match outcome {
+                Ok(done) => done.clone(),
+                Err(refusal) => return Err(FillRefused::Refused(refusal)),
+            };
+            let paid = paid.into_inner().ok().flatten();
+            if paid.is_some() {
+                // Done: later callers must find the cached entry or make a
+                // fill of their own, never this one's answer.
+                if self
+                    .fills
+                    .remove_if(hash, |_, current| Arc::ptr_eq(current, &guard.fill))
+                    .is_some()
+                {
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                }
+                if let Ok(entry) = &result {
+                    self.store_if_current(hash, entry, now, started_in);
+                }
+                return Ok(Filled { result, paid });
+            }
+            // Joined someone else's fill: its answer is good for this
+            // request unless an invalidation came between the fill's start
+            // and this request joining it.
+            if started_in == joined_in {
+                return Ok(Filled { result, paid: None });
+            }
         }
-        result
+        Ok(Filled {
+            result: Err(StoreError::Unavailable(
+                "the key changed during every lookup; try again".into(),
+            )),
+            paid: None,
+        })
     }
 
     /// A cached key for a fresh lookup, keeping the counters of the key's
@@ -214,22 +357,36 @@ impl KeyCache {
         }
     }
 
-    fn store(&self, hash: &KeyHash, entry: &CacheEntry, now: Timestamp) {
+    /// Caches what a fill found, unless an invalidation came after it
+    /// started. The epoch is read under the known map's shard lock for the
+    /// hash, which every invalidation takes after bumping the epoch.
+    fn store_if_current(
+        &self,
+        hash: &KeyHash,
+        entry: &CacheEntry,
+        now: Timestamp,
+        started_in: u64,
+    ) {
+        let slot = self.known.entry(*hash);
+        if self.epoch.load(Ordering::Acquire) != started_in {
+            return;
+        }
         match entry {
             CacheEntry::Known(key) => {
-                self.known.insert(
-                    *hash,
-                    Slot {
-                        key: Arc::clone(key),
-                        filled_at: now,
-                        stale: false,
-                    },
-                );
-                self.unknown.invalidate(hash);
+                self.unknown.remove(hash);
+                slot.insert(Slot {
+                    key: Arc::clone(key),
+                    filled_at: now,
+                    stale: false,
+                });
             }
             CacheEntry::Unknown => {
-                self.known.remove(hash);
-                self.unknown.insert(*hash, ());
+                // Inserted while the shard lock is still held (see above).
+                self.unknown
+                    .upsert(hash, || now, |filled_at| *filled_at = now);
+                if let Entry::Occupied(known) = slot {
+                    known.remove();
+                }
             }
         }
     }
@@ -247,7 +404,8 @@ impl KeyCache {
                     .is_ok_and(|end| now < end);
             fresh || slot.key.counters.busy(now_nanos)
         });
-        self.unknown.run_pending_tasks();
+        self.unknown
+            .retain(|_, filled_at| filled_at.saturating_add(ttl).is_ok_and(|end| now < end));
     }
 
     /// Known-key slots held.
@@ -255,9 +413,14 @@ impl KeyCache {
         self.known.len()
     }
 
-    /// Negative entries held (approximate: moka counts lazily).
+    /// Negative entries held.
     pub fn unknown_count(&self) -> u64 {
-        self.unknown.entry_count()
+        u64::try_from(self.unknown.len()).unwrap_or(u64::MAX)
+    }
+
+    /// Store lookups in flight.
+    pub fn pending_count(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
     }
 }
 
@@ -266,10 +429,12 @@ impl InvalidationSink for KeyCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         match change {
             Invalidation::Key(hash) => {
-                if let Some(mut slot) = self.known.get_mut(&hash) {
-                    slot.stale = true;
+                // Always through the shard's write lock, present or not:
+                // that is what orders this after a fill's epoch check.
+                if let Entry::Occupied(mut slot) = self.known.entry(hash) {
+                    slot.get_mut().stale = true;
                 }
-                self.unknown.invalidate(&hash);
+                self.unknown.remove(&hash);
             }
             Invalidation::Account(account) => {
                 for mut slot in self.known.iter_mut() {
@@ -282,7 +447,7 @@ impl InvalidationSink for KeyCache {
                 for mut slot in self.known.iter_mut() {
                     slot.stale = true;
                 }
-                self.unknown.invalidate_all();
+                self.unknown.clear();
             }
         }
     }

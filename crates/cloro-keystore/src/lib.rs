@@ -13,8 +13,10 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod bounded;
 mod cache;
 mod embedded;
+mod failed_attempts;
 mod gcra;
 mod health;
 mod invalidation;
@@ -33,8 +35,12 @@ mod usage;
 mod verifier;
 
 pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
-pub use cache::{CacheEntry, CachedKey, KeyCache};
+pub use bounded::BoundedTable;
+pub use cache::{
+    CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache, PENDING_LOOKUP_BYTES,
+};
 pub use embedded::EmbeddedStore;
+pub use failed_attempts::{Charge, FailedAttempts};
 pub use gcra::{GcraParams, RateDecision, decide as gcra_decide};
 pub use health::{Readiness, StoreHealth};
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
@@ -50,8 +56,9 @@ pub use redis_limit::RedisRateLimiter;
 pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};
 pub use striped::StripedCounter;
-pub use subject::{DigestHasherBuilder, Subject, account_subject};
+pub use subject::{KeyedHasher, Subject, account_subject};
 pub use usage::UsageRecorder;
 pub use verifier::{
-    Refused, SharedRateLimiter, Verified, Verifier, VerifierConfig, VerifierStats, VerifyRequest,
+    MAINTENANCE_INTERVAL, Refused, SharedRateLimiter, Verified, Verifier, VerifierConfig,
+    VerifierStats, VerifyRequest,
 };

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use dashmap::DashMap;
 
 use crate::gcra::{self, GcraParams, RateDecision};
-use crate::subject::{DigestHasherBuilder, Subject};
+use crate::subject::{KeyedHasher, Subject};
 
 /// One GCRA step on a cell holding `tat`, as a compare-and-swap loop:
 /// concurrent requests each get a distinct slot, exactly as if serialised.
@@ -34,14 +34,14 @@ pub fn gcra_step(cell: &AtomicI64, params: &GcraParams, now: i64) -> RateDecisio
 #[derive(Debug, Default)]
 pub struct LocalRateLimiter {
     /// Theoretical arrival time per subject, in nanoseconds since the Unix epoch.
-    tats: DashMap<Subject, AtomicI64, DigestHasherBuilder>,
+    tats: DashMap<Subject, AtomicI64, KeyedHasher>,
 }
 
 impl LocalRateLimiter {
     /// An empty limiter.
     pub fn new() -> Self {
         LocalRateLimiter {
-            tats: DashMap::with_hasher(DigestHasherBuilder),
+            tats: DashMap::with_hasher(KeyedHasher::default()),
         }
     }
 

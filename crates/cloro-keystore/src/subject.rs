@@ -1,9 +1,8 @@
-//! Hash-map keys for the hot path. Every per-key and per-account map is
-//! keyed by a SHA-256 digest (`KeyHash`), which is already uniformly random,
-//! so hashing it again with SipHash would only cost time: these maps use the
-//! digest's first eight bytes as the hash (see `KeyHash`'s `Hash` impl).
+//! Hash-map keys for the hot path: every per-key, per-account and
+//! per-address map is keyed by a SHA-256 digest ([`Subject`]) and hashed
+//! with a [`KeyedHasher`].
 
-use core::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, DefaultHasher, RandomState};
 
 use cloro_auth_core::{AccountId, KeyHash};
 
@@ -19,37 +18,22 @@ pub fn account_subject(account: &AccountId) -> Subject {
     KeyHash::of(&input)
 }
 
-/// A `BuildHasher` for maps keyed by [`KeyHash`]: passes its one `u64` through.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DigestHasherBuilder;
+/// The hasher of every map keyed by key hashes or client addresses:
+/// SipHash-1-3 (std's `RandomState`) with a random key drawn per map.
+///
+/// Key hashes and address subjects are SHA-256 digests, but the tokens and
+/// addresses behind them are chosen by clients, and a client that can grind
+/// tokens can pick digests whose raw bytes land in one bucket of an unkeyed
+/// table, turning its lookups linear (SPEC §9). A keyed hash makes the
+/// bucket unknowable.
+#[derive(Clone, Debug, Default)]
+pub struct KeyedHasher(RandomState);
 
-impl BuildHasher for DigestHasherBuilder {
-    type Hasher = DigestHasher;
+impl BuildHasher for KeyedHasher {
+    type Hasher = DefaultHasher;
 
-    fn build_hasher(&self) -> DigestHasher {
-        DigestHasher(0)
-    }
-}
-
-/// The hasher behind [`DigestHasherBuilder`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached for keys other than `KeyHash`; fold them in so such a
-        // key still hashes correctly, if slowly.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
+    fn build_hasher(&self) -> DefaultHasher {
+        self.0.build_hasher()
     }
 }
 
@@ -66,11 +50,10 @@ mod tests {
     }
 
     #[test]
-    fn digest_hasher_uses_the_digest_head() {
+    fn keyed_hashers_differ_per_map() {
         let hash = KeyHash::from_bytes([7; 32]);
-        assert_eq!(
-            DigestHasherBuilder.hash_one(hash),
-            u64::from_le_bytes([7; 8])
-        );
+        let (a, b) = (KeyedHasher::default(), KeyedHasher::default());
+        assert_eq!(a.hash_one(hash), a.clone().hash_one(hash));
+        assert_ne!(a.hash_one(hash), b.hash_one(hash));
     }
 }

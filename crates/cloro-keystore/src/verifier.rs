@@ -6,10 +6,15 @@
 //! scope → rate limit → concurrency. A request refused early uses none of
 //! the later allowances. Keys already cached as valid pass the failed-attempt
 //! guard: a client address that sent bad keys can still use its good one.
+//!
+//! Whoever builds a verifier gets its housekeeping too: the first request
+//! starts a task (holding only a weak reference) that flushes usage and
+//! sweeps idle state every few seconds, and ends with the verifier.
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +22,8 @@ use cloro_auth_core::wire::{AppliesTo, RateLimitPolicy};
 use cloro_auth_core::{ApiKey, AuthError, KeyHash, Scope, bearer_token};
 use jiff::Timestamp;
 
-use crate::cache::{CacheEntry, CachedKey, KeyCache};
+use crate::cache::{CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache};
+use crate::failed_attempts::FailedAttempts;
 use crate::gcra::{GcraParams, RateDecision};
 use crate::health::StoreHealth;
 use crate::local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
@@ -30,6 +36,9 @@ use crate::usage::UsageRecorder;
 /// `Retry-After` for `AUTH_UNAVAILABLE`: the store is retried on the next
 /// request anyway, so a short wait is right.
 const UNAVAILABLE_RETRY_SECONDS: u64 = 1;
+
+/// How often usage is flushed and idle state forgotten.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A rate limiter shared by every node (the Redis one). It keeps its own
 /// clock (the Redis server's), so nodes with skewed clocks still agree, and
@@ -49,23 +58,35 @@ pub trait SharedRateLimiter: Send + Sync + fmt::Debug + 'static {
 pub struct VerifierConfig {
     /// How long a store read is trusted (SPEC §7 `--cache-ttl`, default 30 s).
     pub cache_ttl: Duration,
-    /// Cache entries at most.
-    pub cache_capacity: u64,
     /// `INVALID_API_KEY` answers allowed per client address (`--max-failed-auth`,
     /// default 100 per minute, burst 100).
     pub max_failed_auth: RateLimitPolicy,
+    /// IPv6 client addresses share an allowance per prefix of this many
+    /// bits (`--failed-auth-ipv6-prefix`, default 64).
+    pub failed_auth_ipv6_prefix: u8,
     /// How long a store or shared-limiter call may take before the request
     /// is answered without it (default 250 ms).
     pub store_timeout: Duration,
+    /// Bytes for negative cache entries (`--unknown-key-cache-size`, default 16 MiB).
+    pub unknown_key_cache_bytes: usize,
+    /// Bytes for the per-address failed-attempt table
+    /// (`--failed-auth-table-size`, default 8 MiB).
+    pub failed_auth_table_bytes: usize,
+    /// Bytes for store lookups in flight (`--pending-lookups-size`, default 4 MiB).
+    pub pending_lookup_bytes: usize,
 }
 
 impl Default for VerifierConfig {
     fn default() -> Self {
+        let cache = CacheBounds::default();
         VerifierConfig {
             cache_ttl: Duration::from_secs(30),
-            cache_capacity: 1_000_000,
             max_failed_auth: RateLimitPolicy::new(nonzero(100), nonzero(60)),
+            failed_auth_ipv6_prefix: 64,
             store_timeout: Duration::from_millis(250),
+            unknown_key_cache_bytes: cache.unknown_keys,
+            failed_auth_table_bytes: 8 << 20,
+            pending_lookup_bytes: cache.pending_lookups,
         }
     }
 }
@@ -131,6 +152,8 @@ pub struct VerifierStats {
     pub store_errors: StripedCounter,
     /// Shared-limiter calls that failed, answered by the local limiter.
     pub limiter_fallbacks: StripedCounter,
+    /// Requests answered 503 because too many lookups were in flight.
+    pub lookups_refused: StripedCounter,
 }
 
 /// Verifies API keys. One per process, shared behind an `Arc`.
@@ -142,12 +165,25 @@ pub struct Verifier {
     /// Per-account allowances on this node (per-key ones live in cache slots).
     account_limiter: LocalRateLimiter,
     shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
-    failed_attempts: LocalRateLimiter,
-    failed_attempt_params: GcraParams,
+    failed_attempts: FailedAttempts,
     usage: UsageRecorder,
     health: StoreHealth,
     stats: VerifierStats,
     store_timeout: Duration,
+    /// Itself, for the maintenance task, which must not keep it alive.
+    this: Weak<Verifier>,
+    maintenance_started: AtomicBool,
+    maintenance: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        if let Ok(mut task) = self.maintenance.lock()
+            && let Some(task) = task.take()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl Verifier {
@@ -158,20 +194,71 @@ impl Verifier {
         plans: Arc<Plans>,
         shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
         config: &VerifierConfig,
-    ) -> Self {
-        Verifier {
+    ) -> Arc<Self> {
+        let bounds = CacheBounds {
+            unknown_keys: config.unknown_key_cache_bytes,
+            pending_lookups: config.pending_lookup_bytes,
+        };
+        Arc::new_cyclic(|this| Verifier {
             store,
-            cache: Arc::new(KeyCache::new(config.cache_capacity, config.cache_ttl)),
+            cache: Arc::new(KeyCache::new(bounds, config.cache_ttl)),
             plans,
             account_limiter: LocalRateLimiter::new(),
             shared_limiter,
-            failed_attempts: LocalRateLimiter::new(),
-            failed_attempt_params: GcraParams::of(&config.max_failed_auth),
+            failed_attempts: FailedAttempts::new(
+                &config.max_failed_auth,
+                config.failed_auth_ipv6_prefix,
+                config.failed_auth_table_bytes,
+            ),
             usage: UsageRecorder::default(),
             health: StoreHealth::default(),
             stats: VerifierStats::default(),
             store_timeout: config.store_timeout,
+            this: this.clone(),
+            maintenance_started: AtomicBool::new(false),
+            maintenance: Mutex::new(None),
+        })
+    }
+
+    /// Starts the housekeeping task once, from inside the runtime that
+    /// serves requests. It holds a weak reference, so it ends (within one
+    /// interval) when the verifier is dropped, and is aborted then anyway.
+    fn start_maintenance(&self) {
+        if self.maintenance_started.load(Ordering::Relaxed)
+            || self.maintenance_started.swap(true, Ordering::AcqRel)
+        {
+            return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Not in a runtime (the caller polls with another executor):
+            // try again on the next request.
+            self.maintenance_started.store(false, Ordering::Release);
+            return;
+        };
+        let this = self.this.clone();
+        let task = runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(verifier) = this.upgrade() else {
+                    break;
+                };
+                if let Err(error) = verifier.maintain(Timestamp::now()).await {
+                    tracing::warn!(%error, "usage flush failed; counts are kept for the next one");
+                }
+            }
+        });
+        if let Ok(mut slot) = self.maintenance.lock() {
+            *slot = Some(task);
+        }
+    }
+
+    /// The per-address failed-attempt guard, which the admin API also
+    /// charges for wrong admin tokens (SPEC §9).
+    pub fn failed_attempts(&self) -> &FailedAttempts {
+        &self.failed_attempts
     }
 
     /// The cache, to register as an invalidation sink.
@@ -204,6 +291,7 @@ impl Verifier {
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
+        self.start_maintenance();
         let token = bearer_token(authorization)?;
         ApiKey::check_format(token.as_bytes()).map_err(AuthError::InvalidApiKeyFormat)?;
         let hash = KeyHash::of(token.as_bytes());
@@ -212,77 +300,81 @@ impl Verifier {
     }
 
     /// The cached or stored key, after the failed-attempt guard.
+    ///
+    /// The guard is charged when this request is about to cause a store
+    /// lookup, before it starts (so abandoning the request does not undo
+    /// it), and given back if the key is valid. A request that joins a
+    /// lookup already under way causes none, and pays only if the answer is
+    /// "no such key". A cached valid key never touches the guard.
     async fn known_key(
         &self,
         hash: &KeyHash,
         request: &VerifyRequest,
     ) -> Result<Arc<CachedKey>, AuthError> {
         let now = nanos(request.now);
-        let entry = match self.cache.get(hash, request.now) {
+        let subject = || self.failed_attempts.subject(request.client);
+        match self.cache.get(hash, request.now) {
             Some(CacheEntry::Known(key)) => {
                 self.stats.cache_hits.increment();
                 return Ok(key);
             }
             Some(CacheEntry::Unknown) => {
                 self.stats.cache_hits.increment();
-                self.check_failed_attempts(request.client, now)?;
-                CacheEntry::Unknown
+                let _ = self.failed_attempts.charge(&subject(), now)?;
+                return Err(AuthError::InvalidApiKey);
             }
-            None => {
-                self.check_failed_attempts(request.client, now)?;
-                self.stats.cache_misses.increment();
-                self.load(hash, request.now).await?
-            }
-        };
-        match entry {
-            CacheEntry::Known(key) => Ok(key),
-            CacheEntry::Unknown => {
-                // Counts against the address's allowance; the next unknown key
-                // from it may be refused before any lookup.
-                self.failed_attempts.check(
-                    &ip_subject(request.client),
-                    &self.failed_attempt_params,
-                    now,
-                );
-                Err(AuthError::InvalidApiKey)
-            }
+            None => self.stats.cache_misses.increment(),
         }
-    }
-
-    fn check_failed_attempts(&self, client: IpAddr, now: i64) -> Result<(), AuthError> {
-        match self.failed_attempts.would_refuse(
-            &ip_subject(client),
-            &self.failed_attempt_params,
-            now,
-        ) {
-            Some(decision) => Err(AuthError::TooManyFailedAttempts {
-                retry_after: decision.retry_after_seconds.unwrap_or(1),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    async fn load(&self, hash: &KeyHash, now: Timestamp) -> Result<CacheEntry, AuthError> {
+        let subject = subject();
         let store = &self.store;
         let timeout = self.store_timeout;
-        let result = self
+        let filled = self
             .cache
-            .get_or_load(hash, now, || async move {
-                match tokio::time::timeout(timeout, store.lookup(hash)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(StoreError::Unavailable(format!(
-                        "no answer within {} ms",
-                        timeout.as_millis()
-                    ))),
-                }
-            })
+            .get_or_load(
+                hash,
+                request.now,
+                || self.failed_attempts.charge(&subject, now),
+                || async move {
+                    match tokio::time::timeout(timeout, store.lookup(hash)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(StoreError::Unavailable(format!(
+                            "no answer within {} ms",
+                            timeout.as_millis()
+                        ))),
+                    }
+                },
+            )
             .await;
+        let Filled { result, paid } = match filled {
+            Ok(filled) => filled,
+            Err(FillRefused::Refused(error)) => return Err(error),
+            Err(FillRefused::Busy) => {
+                self.stats.lookups_refused.increment();
+                return Err(AuthError::AuthUnavailable {
+                    retry_after: UNAVAILABLE_RETRY_SECONDS,
+                });
+            }
+        };
         match result {
-            Ok(entry) => {
+            Ok(CacheEntry::Known(key)) => {
                 self.health.record_success();
-                Ok(entry)
+                if let Some(charge) = paid {
+                    self.failed_attempts.refund(&subject, charge);
+                }
+                Ok(key)
+            }
+            Ok(CacheEntry::Unknown) => {
+                self.health.record_success();
+                if paid.is_none() {
+                    let _ = self.failed_attempts.charge(&subject, now)?;
+                }
+                Err(AuthError::InvalidApiKey)
             }
             Err(error) => {
+                // Not an unknown key: the attempt is not held against the client.
+                if let Some(charge) = paid {
+                    self.failed_attempts.refund(&subject, charge);
+                }
                 self.health.record_failure();
                 self.stats.store_errors.increment();
                 tracing::warn!(%error, "key lookup failed; answering AUTH_UNAVAILABLE");
@@ -387,8 +479,9 @@ impl Verifier {
         }
     }
 
-    /// Housekeeping: flushes usage and forgets idle limiter state. The server
-    /// calls this every few seconds.
+    /// Housekeeping: flushes usage and forgets idle limiter state. The
+    /// verifier's own task calls this every [`MAINTENANCE_INTERVAL`]; tests
+    /// call it with the time they choose.
     ///
     /// # Errors
     /// The store's error from the usage flush (counts are kept for next time).
@@ -396,27 +489,18 @@ impl Verifier {
         self.account_limiter.forget_idle(nanos(now));
         self.failed_attempts.forget_idle(nanos(now));
         self.cache.forget_idle(now);
+        self.flush_usage().await
+    }
+
+    /// Writes the usage counted so far, e.g. at shutdown.
+    ///
+    /// # Errors
+    /// The store's error (counts are kept for the next flush).
+    pub async fn flush_usage(&self) -> Result<(), StoreError> {
         self.usage.flush(self.store.as_ref()).await.map(drop)
     }
 }
 
 fn nanos(at: Timestamp) -> i64 {
     i64::try_from(at.as_nanosecond()).unwrap_or(i64::MAX)
-}
-
-/// The failed-attempt subject of a client address.
-fn ip_subject(client: IpAddr) -> Subject {
-    let mut input = [0u8; 26];
-    input[..9].copy_from_slice(b"cloro-ip\0");
-    let len = match client {
-        IpAddr::V4(v4) => {
-            input[9..13].copy_from_slice(&v4.octets());
-            13
-        }
-        IpAddr::V6(v6) => {
-            input[9..25].copy_from_slice(&v6.octets());
-            25
-        }
-    };
-    KeyHash::of(&input[..len])
 }

@@ -63,12 +63,12 @@ async fn main() -> Result<(), Error> {
     // The same pieces the server builds, over an in-memory store.
     let store: Arc<dyn KeyStore> = Arc::new(MemoryStore::new());
     let plans = Arc::new(Plans::builtin());
-    let verifier = Arc::new(Verifier::new(
+    let verifier = Verifier::new(
         store.clone(),
         plans.clone(),
         None,
         &VerifierConfig::default(),
-    ));
+    );
     let notifier = Arc::new(LocalNotifier::new(vec![verifier.cache().clone()]));
     let admin = KeyAdmin::new(store, plans, notifier);
     let issued = admin

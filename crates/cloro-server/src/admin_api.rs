@@ -8,6 +8,8 @@
 //! Plaintext keys appear only in the create and rotate answers, and nothing
 //! here logs a key or a token: log lines carry key ids and redacted starts.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use cloro_auth_core::wire::{
     AccountInfo, CreateKeyRequest, CreateKeyResponse, ListAuditResponse, ListKeysResponse,
@@ -52,13 +54,18 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Refusal {
 /// Answers one request to `/admin/*`. Every answer carries
 /// `Cache-Control: no-store`: admin data (and, for create and rotate, a
 /// plaintext key) must never sit in a shared cache.
-pub(crate) async fn handle<B>(app: &App, request: Request<B>, request_id: &str) -> Response<Body>
+pub(crate) async fn handle<B>(
+    app: &App,
+    request: Request<B>,
+    peer: IpAddr,
+    request_id: &str,
+) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
     let (parts, body) = request.into_parts();
-    let mut response = match answer(app, &parts, body, request_id).await {
+    let mut response = match answer(app, &parts, body, peer, request_id).await {
         Ok(response) => response,
         Err(error) => error.into_response(request_id),
     };
@@ -125,6 +132,7 @@ async fn answer<B>(
     app: &App,
     parts: &Parts,
     body: B,
+    peer: IpAddr,
     request_id: &str,
 ) -> Result<Response<Body>, Refusal>
 where
@@ -140,7 +148,11 @@ where
     }
     // Authenticate before routing, so that without the token nobody learns
     // which admin paths exist.
-    authenticate(app, &parts.headers)?;
+    authenticate(
+        app,
+        &parts.headers,
+        app.guard().client(peer, &parts.headers),
+    )?;
     let path = parts.uri.path();
     let Some(route) = Route::of(path) else {
         return Err(ApiError::new(
@@ -210,7 +222,17 @@ where
 
 /// Lets the request through only with the admin token (compared in
 /// constant time by [`crate::AdminToken::matches`]).
-fn authenticate(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
+///
+/// Wrong tokens draw on the client address's failed-attempt allowance
+/// (SPEC §9), the one unknown API keys use. Once it is spent, the address
+/// gets 429 for *any* token, the right one included, until it refills:
+/// otherwise the lockout itself would tell a guesser when it had guessed
+/// right.
+fn authenticate(app: &App, headers: &HeaderMap, client: IpAddr) -> Result<(), Refusal> {
+    let attempts = app.guard().verifier().failed_attempts();
+    let subject = attempts.subject(client);
+    let now = i64::try_from(Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX);
+    attempts.check(&subject, now).map_err(locked_out)?;
     let fields = headers
         .get_all(AUTHORIZATION)
         .iter()
@@ -218,6 +240,7 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
     let token = match bearer_token(fields) {
         Ok(token) => token,
         Err(error) => {
+            // Not a guess at the token (no bearer token at all): not charged.
             tracing::info!(reason = %error.code(), "admin request without a usable bearer token");
             return Err(ApiError::admin_token().into());
         }
@@ -225,6 +248,7 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
     if app.admin_token().matches(token) {
         return Ok(());
     }
+    let _ = attempts.charge(&subject, now).map_err(locked_out)?;
     // Someone holding an API key may expect it to open the admin API too;
     // say plainly that it never will, rather than only "wrong token".
     if ApiKey::check_format(token.as_bytes()).is_ok() {
@@ -235,6 +259,14 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
     }
     tracing::warn!("a wrong admin token was sent");
     Err(ApiError::admin_token().into())
+}
+
+/// The 429 for an address that used up its allowance of wrong tokens.
+fn locked_out(error: AuthError) -> Refusal {
+    let retry_after = error.retry_after().unwrap_or(1);
+    Box::new(ApiError::from_auth(&error).with_message(format!(
+        "too many wrong admin tokens from this address; every admin request from it is refused for {retry_after} s"
+    )))
 }
 
 async fn create_key(
@@ -445,6 +477,7 @@ where
             "body",
             format!("the body is larger than {MAX_BODY_BYTES} bytes"),
         )),
+        Err(error) if error.is::<crate::BodyTimeout>() => Err(invalid("body", error.to_string())),
         Err(error) => {
             tracing::info!(%error, "the admin request body could not be read");
             Err(invalid("body", "the body could not be read"))

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cloro_auth_core::ErrorCode;
 use cloro_auth_core::wire::HealthResponse;
@@ -13,8 +13,10 @@ use cloro_keystore::{
     SharedRateLimiter, StoreError, Verifier, VerifierConfig, spawn_cluster_invalidation_listener,
     spawn_invalidation_listener,
 };
+use std::borrow::Cow;
+
+use cloro_auth_core::normalise_path;
 use http::{Method, Request, Response, StatusCode};
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::admin_token::{AdminToken, AdminTokenError};
@@ -23,10 +25,8 @@ use crate::gateway::Gateway;
 use crate::guard::Guard;
 use crate::metrics::{AnsweredCode, MeasuredSink, Metrics, PropagationDelays, RouteLabel};
 use crate::request_id::request_id;
+use crate::request_target::{TargetError, path_refusal};
 use crate::responses::{ApiError, Body, json};
-
-/// How often usage is flushed and idle limiter state dropped.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Everything a request handler may need. Shared behind an `Arc`.
 #[derive(Debug)]
@@ -40,17 +40,11 @@ pub struct App {
     gateway: Gateway,
 }
 
-/// Tasks the server runs beside requests; dropping this stops them.
+/// Tasks the server runs beside requests; dropping this stops them. (The
+/// verifier runs its own housekeeping: see [`Verifier`].)
 #[derive(Debug)]
 pub struct Background {
-    maintenance: JoinHandle<()>,
     _listener: Option<InvalidationListener>,
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.maintenance.abort();
-    }
 }
 
 /// Why the server cannot start; each says what to change.
@@ -89,8 +83,11 @@ impl App {
         let config = VerifierConfig {
             cache_ttl: settings.cache_ttl,
             max_failed_auth: settings.max_failed_auth,
+            failed_auth_ipv6_prefix: settings.failed_auth_ipv6_prefix,
             store_timeout: settings.store_timeout,
-            ..VerifierConfig::default()
+            unknown_key_cache_bytes: settings.memory.unknown_keys,
+            failed_auth_table_bytes: settings.memory.failed_auth_table,
+            pending_lookup_bytes: settings.memory.pending_lookups,
         };
 
         let (store, shared_limiter, redis): (
@@ -121,12 +118,7 @@ impl App {
             }
         };
 
-        let verifier = Arc::new(Verifier::new(
-            store.clone(),
-            plans.clone(),
-            shared_limiter,
-            &config,
-        ));
+        let verifier = Verifier::new(store.clone(), plans.clone(), shared_limiter, &config);
         let cache: Arc<dyn InvalidationSink> = verifier.cache().clone();
         let propagation = Arc::new(PropagationDelays::default());
         let (notifier, listener): (Arc<dyn ChangeNotifier>, _) = match redis {
@@ -154,7 +146,7 @@ impl App {
         )
         .with_check_observer(metrics.check_observer());
 
-        let gateway = Gateway::new(settings.upstream.as_ref());
+        let gateway = Gateway::new(settings.upstream.as_ref(), settings.upstream_timeout);
         let app = Arc::new(App {
             settings,
             guard,
@@ -165,11 +157,9 @@ impl App {
             gateway,
         });
         app.probe_store().await;
-        let maintenance = tokio::spawn(maintain(verifier));
         Ok((
             app,
             Background {
-                maintenance,
                 _listener: listener,
             },
         ))
@@ -215,7 +205,15 @@ impl App {
     }
 
     /// Answers one request. `peer` is the TCP peer address.
-    pub async fn handle<B>(self: Arc<Self>, request: Request<B>, peer: SocketAddr) -> Response<Body>
+    ///
+    /// The path is normalised first (SPEC §9), for every route: routing,
+    /// logs, metrics and the guard all see the one normal form, and a path
+    /// that could mean two things is refused before anything else runs.
+    pub async fn handle<B>(
+        self: Arc<Self>,
+        mut request: Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Body>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<crate::responses::BoxError>,
@@ -223,14 +221,19 @@ impl App {
         let started = Instant::now();
         let request_id = request_id(request.headers());
         let method = request.method().clone();
+        let refused = normalise_request(&mut request).err();
         // The query is never logged: it may carry a key (SPEC §3).
         let path = request.uri().path().to_owned();
         let route_label = RouteLabel::of(&path);
         let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
-        let mut response = self
-            .route(request, peer, &request_id)
-            .instrument(span.clone())
-            .await;
+        let mut response = match refused {
+            Some(refusal) => refusal.into_response(&request_id),
+            None => {
+                self.route(request, peer, &request_id)
+                    .instrument(span.clone())
+                    .await
+            }
+        };
         let code = response.extensions().get::<AnsweredCode>().map(|c| c.0);
         self.metrics.record_request(route_label, code);
         if let Ok(value) = http::HeaderValue::from_str(&request_id) {
@@ -244,6 +247,13 @@ impl App {
             );
         });
         response
+    }
+
+    /// Writes the usage counted so far to the store (at shutdown).
+    pub async fn flush_usage(&self) {
+        if let Err(error) = self.guard.verifier().flush_usage().await {
+            tracing::warn!(%error, "the last usage flush failed; those counts are lost");
+        }
     }
 
     async fn route<B>(
@@ -299,7 +309,7 @@ impl App {
                 .await
             }
             _ if path == "/admin" || path.starts_with("/admin/") => {
-                crate::admin_api::handle(self, request, request_id).await
+                crate::admin_api::handle(self, request, peer.ip(), request_id).await
             }
             _ => crate::routes::unrouted(method, path, request_id),
         }
@@ -356,14 +366,25 @@ fn only_get(method: &Method, request_id: &str) -> Option<Response<Body>> {
     })
 }
 
-/// Flushes usage and forgets idle state every few seconds.
-async fn maintain(verifier: Arc<Verifier>) {
-    let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(error) = verifier.maintain(jiff::Timestamp::now()).await {
-            tracing::warn!(%error, "usage flush failed; counts are kept for the next one");
+/// Rewrites the request's path to its normal form (SPEC §9), or refuses it.
+/// The query is kept as sent.
+fn normalise_request<B>(request: &mut Request<B>) -> Result<(), TargetError> {
+    let normal = match normalise_path(request.uri().path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(normal)) => normal,
+        Err(error) => return Err(path_refusal(error)),
+    };
+    let target = match request.uri().query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = target.parse().ok();
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => {
+            *request.uri_mut() = uri;
+            Ok(())
         }
+        Err(_) => Err(TargetError::invalid_uri()),
     }
 }

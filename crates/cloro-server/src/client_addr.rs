@@ -15,24 +15,29 @@ pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet
         return peer;
     }
     let mut client = peer;
-    // Every X-Forwarded-For field in order, each a comma-separated list.
-    let entries: Vec<&str> = headers
+    // Every X-Forwarded-For field in order, each a comma-separated list,
+    // split on the raw bytes (SPEC §9): a field with one unreadable entry
+    // must not hide the readable ones to its right, which proxies we trust
+    // appended.
+    let entries: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
+        .flat_map(|value| value.as_bytes().split(|&c| c == b','))
+        .map(<[u8]>::trim_ascii)
         .collect();
     for entry in entries.iter().rev() {
-        match entry.parse::<IpAddr>() {
-            Ok(ip) => {
+        match std::str::from_utf8(entry)
+            .ok()
+            .and_then(|text| text.parse::<IpAddr>().ok())
+        {
+            Some(ip) => {
                 client = ip;
                 if !is_trusted(&ip) {
                     break;
                 }
             }
             // Garbage from further left: stop at the last hop we could read.
-            Err(_) => break,
+            None => break,
         }
     }
     client
@@ -82,6 +87,20 @@ mod tests {
         assert_eq!(
             client_address(ip("10.0.0.1"), &headers(&["junk, 10.0.0.7"]), &trusted),
             ip("10.0.0.7")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_entry_does_not_hide_the_readable_ones() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut map = HeaderMap::new();
+        map.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.5").unwrap(),
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), &map, &trusted),
+            ip("203.0.113.5")
         );
     }
 }

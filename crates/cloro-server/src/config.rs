@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use cloro_auth_core::wire::RateLimitPolicy;
-use cloro_auth_core::{PlanName, Scope, parse_duration, parse_rate};
+use cloro_auth_core::{PlanName, Scope, parse_byte_size, parse_duration, parse_rate};
 use cloro_keystore::{Plan, Plans};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -64,6 +64,33 @@ pub struct Flags {
     /// How long a store call may take before the request is answered without it [default: 250ms].
     #[arg(long, env = "CLORO_STORE_TIMEOUT", value_parser = duration)]
     pub store_timeout: Option<Duration>,
+    /// IPv6 clients share a failed-attempt allowance per prefix of this many bits [default: 64].
+    #[arg(long, env = "CLORO_FAILED_AUTH_IPV6_PREFIX", value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub failed_auth_ipv6_prefix: Option<u8>,
+    /// A request head (HTTP/1.1) must arrive within this, else the connection is closed [default: 10s].
+    #[arg(long, env = "CLORO_HEADER_TIMEOUT", value_parser = duration)]
+    pub header_timeout: Option<Duration>,
+    /// A connection with no request in flight is closed after this [default: 60s].
+    #[arg(long, env = "CLORO_IDLE_TIMEOUT", value_parser = duration)]
+    pub idle_timeout: Option<Duration>,
+    /// The longest pause between two pieces of a request body [default: 30s].
+    #[arg(long, env = "CLORO_BODY_TIMEOUT", value_parser = duration)]
+    pub body_timeout: Option<Duration>,
+    /// Open client connections at most (never more than the descriptor limit allows) [default: 10000].
+    #[arg(long, env = "CLORO_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How long the upstream may take to send its response head [default: 30s].
+    #[arg(long, env = "CLORO_UPSTREAM_TIMEOUT", value_parser = duration)]
+    pub upstream_timeout: Option<Duration>,
+    /// Memory for remembering unknown keys, e.g. `16MiB` [default: 16MiB].
+    #[arg(long, env = "CLORO_UNKNOWN_KEY_CACHE_SIZE", value_parser = byte_size)]
+    pub unknown_key_cache_size: Option<u64>,
+    /// Memory for the per-address failed-attempt table [default: 8MiB].
+    #[arg(long, env = "CLORO_FAILED_AUTH_TABLE_SIZE", value_parser = byte_size)]
+    pub failed_auth_table_size: Option<u64>,
+    /// Memory for key lookups in flight [default: 4MiB].
+    #[arg(long, env = "CLORO_PENDING_LOOKUPS_SIZE", value_parser = byte_size)]
+    pub pending_lookups_size: Option<u64>,
     /// TOML configuration file.
     #[arg(long, env = "CLORO_CONFIG")]
     pub config: Option<PathBuf>,
@@ -86,6 +113,10 @@ fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|error| error.to_string())
 }
 
+fn byte_size(text: &str) -> Result<u64, String> {
+    parse_byte_size(text).map_err(|error| error.to_string())
+}
+
 fn rate(text: &str) -> Result<RateLimitPolicy, String> {
     let (requests, per_seconds) = parse_rate(text).map_err(|error| error.to_string())?;
     Ok(RateLimitPolicy::new(requests, per_seconds))
@@ -106,6 +137,15 @@ struct FileConfig {
     max_failed_auth: Option<String>,
     trusted_proxies: Option<Vec<IpNet>>,
     store_timeout: Option<String>,
+    failed_auth_ipv6_prefix: Option<u8>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_connections: Option<usize>,
+    upstream_timeout: Option<String>,
+    unknown_key_cache_size: Option<String>,
+    failed_auth_table_size: Option<String>,
+    pending_lookups_size: Option<String>,
     default_plan: Option<PlanName>,
     #[serde(default)]
     plans: BTreeMap<PlanName, Plan>,
@@ -159,10 +199,64 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Store call timeout.
     pub store_timeout: Duration,
+    /// Bits of an IPv6 client address that share a failed-attempt allowance.
+    pub failed_auth_ipv6_prefix: u8,
+    /// Connection bounds (SPEC §9).
+    pub connections: ConnectionLimits,
+    /// How long the upstream may take to send its response head.
+    pub upstream_timeout: Duration,
+    /// Memory bounds of the tables clients can fill (SPEC §9).
+    pub memory: MemoryBounds,
     /// Plans and the default.
     pub plans: Plans,
     /// Scopes routes need.
     pub route_scopes: RouteScopes,
+}
+
+/// How long connections may take and how many may be open (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A request head must arrive within this.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// The longest pause between two pieces of a request body.
+    pub body_timeout: Duration,
+    /// Open client connections at most, before the descriptor limit's cap.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Bytes each table that clients can fill may take (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBounds {
+    /// Negative entries for unknown keys.
+    pub unknown_keys: usize,
+    /// The per-address failed-attempt table.
+    pub failed_auth_table: usize,
+    /// Key lookups in flight.
+    pub pending_lookups: usize,
+}
+
+impl Default for MemoryBounds {
+    fn default() -> Self {
+        let verifier = cloro_keystore::VerifierConfig::default();
+        MemoryBounds {
+            unknown_keys: verifier.unknown_key_cache_bytes,
+            failed_auth_table: verifier.failed_auth_table_bytes,
+            pending_lookups: verifier.pending_lookup_bytes,
+        }
+    }
 }
 
 /// A configuration that cannot run, with what to change.
@@ -231,21 +325,110 @@ impl Settings {
             text.map(|t| parse_duration(&t).map_err(|e| invalid(setting, e.to_string())))
                 .transpose()
         };
+        let pick_duration = |setting: &'static str,
+                             flag: Option<Duration>,
+                             text: Option<String>,
+                             default: Duration|
+         -> Result<Duration, ConfigError> {
+            let value = match flag {
+                Some(value) => value,
+                None => file_duration(setting, text)?.unwrap_or(default),
+            };
+            if value.is_zero() {
+                return Err(invalid(setting, "must be greater than zero, e.g. 10s"));
+            }
+            Ok(value)
+        };
         let cache_ttl = match flags.cache_ttl {
             Some(ttl) => ttl,
             None => file_duration("cache_ttl", file.cache_ttl)?.unwrap_or(Duration::from_secs(30)),
         };
-        let store_timeout = match flags.store_timeout {
-            Some(timeout) => timeout,
-            None => file_duration("store_timeout", file.store_timeout)?
-                .unwrap_or(Duration::from_millis(250)),
+        let store_timeout = pick_duration(
+            "store_timeout",
+            flags.store_timeout,
+            file.store_timeout,
+            Duration::from_millis(250),
+        )?;
+        let defaults = ConnectionLimits::default();
+        let connections = ConnectionLimits {
+            header_timeout: pick_duration(
+                "header_timeout",
+                flags.header_timeout,
+                file.header_timeout,
+                defaults.header_timeout,
+            )?,
+            idle_timeout: pick_duration(
+                "idle_timeout",
+                flags.idle_timeout,
+                file.idle_timeout,
+                defaults.idle_timeout,
+            )?,
+            body_timeout: pick_duration(
+                "body_timeout",
+                flags.body_timeout,
+                file.body_timeout,
+                defaults.body_timeout,
+            )?,
+            max_connections: match flags.max_connections.or(file.max_connections) {
+                Some(0) => return Err(invalid("max_connections", "must be at least 1")),
+                Some(cap) => cap,
+                None => defaults.max_connections,
+            },
         };
-        if store_timeout.is_zero() {
-            return Err(invalid(
-                "store_timeout",
-                "must be greater than zero, e.g. 250ms",
-            ));
-        }
+        let upstream_timeout = pick_duration(
+            "upstream_timeout",
+            flags.upstream_timeout,
+            file.upstream_timeout,
+            Duration::from_secs(30),
+        )?;
+        let failed_auth_ipv6_prefix = match flags
+            .failed_auth_ipv6_prefix
+            .or(file.failed_auth_ipv6_prefix)
+        {
+            Some(bits) if !(1..=128).contains(&bits) => {
+                return Err(invalid(
+                    "failed_auth_ipv6_prefix",
+                    "must be a prefix length from 1 to 128, e.g. 64",
+                ));
+            }
+            Some(bits) => bits,
+            None => 64,
+        };
+        let pick_size = |setting: &'static str,
+                         flag: Option<u64>,
+                         text: Option<String>,
+                         default: usize|
+         -> Result<usize, ConfigError> {
+            let bytes = match (flag, text) {
+                (Some(bytes), _) => bytes,
+                (None, Some(text)) => {
+                    parse_byte_size(&text).map_err(|e| invalid(setting, e.to_string()))?
+                }
+                (None, None) => return Ok(default),
+            };
+            usize::try_from(bytes).map_err(|_| invalid(setting, "too large for this machine"))
+        };
+        let default_bounds = MemoryBounds::default();
+        let memory = MemoryBounds {
+            unknown_keys: pick_size(
+                "unknown_key_cache_size",
+                flags.unknown_key_cache_size,
+                file.unknown_key_cache_size,
+                default_bounds.unknown_keys,
+            )?,
+            failed_auth_table: pick_size(
+                "failed_auth_table_size",
+                flags.failed_auth_table_size,
+                file.failed_auth_table_size,
+                default_bounds.failed_auth_table,
+            )?,
+            pending_lookups: pick_size(
+                "pending_lookups_size",
+                flags.pending_lookups_size,
+                file.pending_lookups_size,
+                default_bounds.pending_lookups,
+            )?,
+        };
         let max_failed_auth = match flags.max_failed_auth {
             Some(policy) => policy,
             None => match file.max_failed_auth {
@@ -309,6 +492,10 @@ impl Settings {
                 .or(file.trusted_proxies)
                 .unwrap_or_default(),
             store_timeout,
+            failed_auth_ipv6_prefix,
+            connections,
+            upstream_timeout,
+            memory,
             plans,
             route_scopes,
         })
@@ -397,6 +584,51 @@ mod tests {
         assert_eq!(settings.store_timeout, Duration::from_millis(250));
         assert_eq!(settings.max_failed_auth.requests.get(), 100);
         assert_eq!(settings.plans.default_plan().as_str(), "free");
+        assert_eq!(settings.connections, ConnectionLimits::default());
+        assert_eq!(settings.connections.header_timeout, Duration::from_secs(10));
+        assert_eq!(settings.connections.idle_timeout, Duration::from_secs(60));
+        assert_eq!(settings.connections.body_timeout, Duration::from_secs(30));
+        assert_eq!(settings.connections.max_connections, 10_000);
+        assert_eq!(settings.upstream_timeout, Duration::from_secs(30));
+        assert_eq!(settings.failed_auth_ipv6_prefix, 64);
+        assert_eq!(settings.memory.unknown_keys, 16 << 20);
+    }
+
+    #[test]
+    fn hostile_client_bounds_from_flags_and_file() {
+        let toml = r#"
+            header_timeout = "2s"
+            max_connections = 50
+            unknown_key_cache_size = "1MiB"
+            failed_auth_ipv6_prefix = 56
+        "#;
+        let settings = Settings::from_toml(
+            flags(&["--idle-timeout", "5s", "--failed-auth-table-size", "64KiB"]),
+            toml,
+        )
+        .unwrap();
+        assert_eq!(settings.connections.header_timeout, Duration::from_secs(2));
+        assert_eq!(settings.connections.idle_timeout, Duration::from_secs(5));
+        assert_eq!(settings.connections.max_connections, 50);
+        assert_eq!(settings.memory.unknown_keys, 1 << 20);
+        assert_eq!(settings.memory.failed_auth_table, 64 << 10);
+        assert_eq!(settings.failed_auth_ipv6_prefix, 56);
+        for (toml, setting) in [
+            ("header_timeout = \"0s\"", "header_timeout"),
+            ("max_connections = 0", "max_connections"),
+            ("failed_auth_ipv6_prefix = 0", "failed_auth_ipv6_prefix"),
+            (
+                "unknown_key_cache_size = \"lots\"",
+                "unknown_key_cache_size",
+            ),
+        ] {
+            let error = Settings::from_toml(Flags::default(), toml).unwrap_err();
+            assert!(error.to_string().contains(setting), "{error}");
+        }
+        assert!(
+            Flags::try_parse_from(["cloro-server", "--failed-auth-ipv6-prefix", "129"]).is_err()
+        );
+        assert!(Flags::try_parse_from(["cloro-server", "--pending-lookups-size", "2TiB"]).is_err());
     }
 
     #[test]

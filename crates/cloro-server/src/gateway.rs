@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::guard::{
     Guard, RequestFacts, add_identity_headers, add_limit_headers, refusal_response,
 };
-use crate::request_path::unsafe_path;
+use crate::request_target::Target;
 use crate::responses::{ApiError, Body, BoxError};
 
 /// How long connecting to the upstream may take before the request is
@@ -56,11 +56,15 @@ pub(crate) struct Gateway {
     /// One pooled client for the life of the server, so connections to the
     /// upstream are reused across requests.
     client: Client<HttpConnector, Body>,
+    /// How long the upstream may take to send its response head (SPEC §9
+    /// `--upstream-timeout`).
+    response_timeout: Duration,
 }
 
 impl Gateway {
-    /// A gateway to `upstream` (only its scheme and authority are used).
-    pub(crate) fn new(upstream: Option<&Uri>) -> Self {
+    /// A gateway to `upstream` (only its scheme and authority are used)
+    /// that waits at most `response_timeout` for the upstream's answer.
+    pub(crate) fn new(upstream: Option<&Uri>, response_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -70,16 +74,21 @@ impl Gateway {
             .build(connector);
         let upstream =
             upstream.and_then(|uri| Some((uri.scheme()?.clone(), uri.authority()?.clone())));
-        Gateway { upstream, client }
+        Gateway {
+            upstream,
+            client,
+            response_timeout,
+        }
     }
 
     /// Checks and forwards one request; every failure is a SPEC §4 answer.
     ///
-    /// The path is checked before authentication: a confusing path is
-    /// refused whoever sends it, and costs no store lookup. Authentication
-    /// comes before the "no upstream" 404, so a caller without a valid key
-    /// learns nothing about how the server is deployed and gets the same
-    /// 401 as on every other protected route.
+    /// The path is normalised before authentication (SPEC §9): a confusing
+    /// path is refused whoever sends it and costs no store lookup, and the
+    /// normal form is what scopes match and what the upstream receives.
+    /// Authentication comes before the "no upstream" 404, so a caller
+    /// without a valid key learns nothing about how the server is deployed
+    /// and gets the same 401 as on every other protected route.
     pub(crate) async fn forward<B>(
         &self,
         guard: &Guard,
@@ -91,14 +100,11 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        if let Some(why) = unsafe_path(request.uri().path()) {
-            return ApiError::invalid_field(
-                "path",
-                format!("{why}; send the path normalised, without encoded `.`, `/` or `\\`"),
-            )
-            .into_response(request_id);
-        }
-        let facts = RequestFacts::of(&request, peer, true);
+        let target = match Target::of(request.method(), request.uri()) {
+            Ok(target) => target,
+            Err(refusal) => return refusal.into_response(request_id),
+        };
+        let facts = RequestFacts::of(&target, &request, peer, true);
         let mut verified = match guard.check(facts).await {
             Ok(verified) => verified,
             Err(refused) => return refusal_response(&refused, request_id),
@@ -108,21 +114,24 @@ impl Gateway {
                 ErrorCode::NotFound,
                 format!(
                     "no route {}: this server has no upstream to forward it to",
-                    request.uri().path()
+                    target.path()
                 ),
             )
             .into_response(request_id);
             add_limit_headers(response.headers_mut(), &verified);
             return response;
         };
+        // The upstream gets the normal form: the one our scopes matched.
+        let path_and_query = if target.rewritten() {
+            PathAndQuery::try_from(target.path_and_query()).ok()
+        } else {
+            request.uri().path_and_query().cloned()
+        };
+        let path_and_query = path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/"));
+        drop(target);
 
         let client = guard.client(peer, request.headers());
         let (mut parts, body) = request.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = match Uri::builder()
             .scheme(scheme.clone())
             .authority(authority.clone())
@@ -151,15 +160,30 @@ impl Gateway {
         // Streamed as it arrives: nothing here waits for the whole body.
         let outbound = Request::from_parts(parts, body.map_err(Into::into).boxed());
 
-        let upstream_response = match self.client.request(outbound).await {
-            Ok(response) => response,
-            Err(error) => {
+        let sent = tokio::time::timeout(self.response_timeout, self.client.request(outbound));
+        let upstream_response = match sent.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
                 // The upstream address is the operator's business, not the
                 // client's: it goes to the log only.
                 tracing::warn!(error = %error_chain(&error), "the upstream request failed");
                 return ApiError::new(
                     ErrorCode::UpstreamUnavailable,
                     "the upstream service could not be reached; try again later",
+                )
+                .into_response(request_id);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = self.response_timeout.as_millis() as u64,
+                    "the upstream sent no response head in time"
+                );
+                return ApiError::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!(
+                        "the upstream service did not answer within {} s; try again later",
+                        self.response_timeout.as_secs_f64()
+                    ),
                 )
                 .into_response(request_id);
             }

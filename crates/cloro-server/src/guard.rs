@@ -2,6 +2,10 @@
 //! reuses: key in URL → header → verifier (format, failed-attempt guard,
 //! lookup, status, scope, rate limit, concurrency), then the headers that
 //! go on the answer.
+//!
+//! The route scope is chosen from a [`Target`], which only exists in its
+//! normalised form (SPEC §9), so no caller can match scopes against a path
+//! as the client spelled it.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -11,10 +15,11 @@ use std::time::{Duration, Instant};
 use cloro_auth_core::{AuthError, Malformed, query_carries_key};
 use cloro_keystore::{Refused, Verified, Verifier, VerifyRequest};
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use ipnet::IpNet;
 
 use crate::client_addr::client_address;
+use crate::request_target::Target;
 use crate::responses::{ApiError, Body, add_concurrency_headers, add_rate_headers};
 use crate::route_scope::RouteScopes;
 
@@ -41,10 +46,9 @@ impl fmt::Debug for Guard {
 /// The parts of a request the check reads.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
-    /// The method the route scope is chosen by.
-    pub method: &'a Method,
-    /// The path the route scope is chosen by.
-    pub path: &'a str,
+    /// The (normalised) request whose route scope applies; `None` for a
+    /// verify sub-request that names no original request: no scope then.
+    pub target: Option<&'a Target<'a>>,
     /// The query string, checked for keys in the URL.
     pub query: Option<&'a str>,
     /// The request headers (`Authorization`, `X-Forwarded-For`).
@@ -56,12 +60,16 @@ pub struct RequestFacts<'a> {
 }
 
 impl<'a> RequestFacts<'a> {
-    /// The facts of a whole request as the client sent it.
-    pub fn of<B>(request: &'a http::Request<B>, peer: IpAddr, limit_concurrency: bool) -> Self {
+    /// The facts of a request as it arrived, its target normalised.
+    pub fn of<B>(
+        target: &'a Target<'a>,
+        request: &'a http::Request<B>,
+        peer: IpAddr,
+        limit_concurrency: bool,
+    ) -> Self {
         RequestFacts {
-            method: request.method(),
-            path: request.uri().path(),
-            query: request.uri().query(),
+            target: Some(target),
+            query: target.query(),
             headers: request.headers(),
             peer,
             limit_concurrency,
@@ -115,7 +123,9 @@ impl Guard {
         }
         let request = VerifyRequest {
             client: self.client(facts.peer, facts.headers),
-            required_scope: self.route_scopes.required(facts.method, facts.path),
+            required_scope: facts
+                .target
+                .and_then(|target| self.route_scopes.required(target.method(), target.path())),
             limit_concurrency: facts.limit_concurrency,
             now: jiff::Timestamp::now(),
         };

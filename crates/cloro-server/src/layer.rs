@@ -27,8 +27,8 @@ use tower_service::Service;
 
 use crate::guard::{Guard, RequestFacts, add_limit_headers, refusal_response};
 use crate::request_id::request_id;
-use crate::request_path::unsafe_path;
-use crate::responses::{ApiError, Body};
+use crate::request_target::Target;
+use crate::responses::Body;
 
 /// The TCP peer of a request, put in the request's extensions by whatever
 /// accepts the connection; the failed-attempt guard and `X-Forwarded-For`
@@ -133,14 +133,18 @@ where
         let guard = self.guard.clone();
         Box::pin(async move {
             let request_id = request_id(request.headers());
-            // Scopes are matched on the path as sent; a path the inner
-            // service might normalise to another route must not pass.
-            if let Some(why) = unsafe_path(request.uri().path()) {
-                let refusal = ApiError::invalid_field("path", why).into_response(&request_id);
-                return Ok(refusal_of(refusal, &request_id).await);
-            }
+            // Scopes are matched on the normalised path (SPEC §9), and the
+            // inner service is handed that same path, so it cannot route
+            // another spelling somewhere the scope did not cover.
+            let target = match Target::of(request.method(), request.uri()) {
+                Ok(target) => target,
+                Err(refusal) => {
+                    let refusal = refusal.into_response(&request_id);
+                    return Ok(refusal_of(refusal, &request_id).await);
+                }
+            };
             let peer = peer_of(&request);
-            let facts = RequestFacts::of(&request, peer, true);
+            let facts = RequestFacts::of(&target, &request, peer, true);
             let verified = match guard.check(facts).await {
                 Ok(verified) => verified,
                 Err(refused) => {
@@ -148,6 +152,14 @@ where
                     return Ok(refusal_of(refusal, &request_id).await);
                 }
             };
+            let normal_uri = target
+                .rewritten()
+                .then(|| normal_uri(request.uri(), &target))
+                .flatten();
+            drop(target);
+            if let Some(uri) = normal_uri {
+                *request.uri_mut() = uri;
+            }
             request.extensions_mut().insert(Identity {
                 key: verified.key.clone(),
             });
@@ -160,6 +172,14 @@ where
             Ok(response.map(Either::Left))
         })
     }
+}
+
+/// `uri` with the target's normal path and query, keeping any scheme and
+/// authority.
+fn normal_uri(uri: &http::Uri, target: &Target<'_>) -> Option<http::Uri> {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(target.path_and_query().parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// The peer from the request's extensions, else `0.0.0.0` (see [`PeerAddr`]).

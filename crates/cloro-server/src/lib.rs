@@ -5,18 +5,22 @@
 
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 mod admin_api;
 mod admin_token;
 mod api;
 mod app;
+mod body_timeout;
 mod client_addr;
 pub mod config;
+mod connection;
 mod gateway;
 mod guard;
 mod layer;
 mod metrics;
 mod request_id;
-mod request_path;
+mod request_target;
 mod responses;
 mod route_scope;
 pub mod routes;
@@ -24,8 +28,10 @@ mod serve;
 
 pub use admin_token::{AdminToken, AdminTokenError, MIN_ADMIN_TOKEN_LEN};
 pub use app::{App, Background, StartError};
+pub use body_timeout::BodyTimeout;
 pub use guard::{Guard, RequestFacts, add_identity_headers, add_limit_headers, refusal_response};
 pub use layer::{ApiKeyBody, ApiKeyLayer, ApiKeyService, Identity, PeerAddr};
+pub use request_target::{Target, TargetError};
 pub use responses::{ApiError, Body, BoxError};
 pub use route_scope::RouteScopes;
 pub use serve::{TlsError, serve, shutdown_signal, tls_acceptor};
@@ -70,7 +76,8 @@ pub async fn run(flags: config::Flags, admin_token: Option<String>) -> Result<()
         .map_err(|source| RunError::Listen { address, source })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %listener.local_addr().unwrap_or(address), scheme, "listening");
-    let result = serve(app, listener, tls, shutdown_signal()).await;
+    let result = serve(Arc::clone(&app), listener, tls, shutdown_signal()).await;
+    app.flush_usage().await;
     drop(background);
     result.map_err(|source| RunError::Listen { address, source })
 }

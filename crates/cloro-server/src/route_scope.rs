@@ -1,10 +1,18 @@
 //! Which scope a route needs (SPEC §5 `[route_scopes]`): keys are
 //! `"METHOD /path"` or `"/path"` (any method), matched on whole path
 //! segments, longest prefix first; a route not listed needs no scope.
+//!
+//! Requests are matched on their normalised path (SPEC §9, see
+//! [`crate::Target`]), and the keys are normalised by the same rules when
+//! the table is built, so `/v1/%6Donitor` in either place is `/v1/monitor`.
+//! Segments compare without ASCII case: some upstream frameworks route
+//! case-insensitively, and a scope that applies to more spellings can only
+//! refuse more, never less. A `GET` entry also guards `HEAD` (RFC 9110
+//! §9.3.2: HEAD runs the GET handler).
 
 use std::collections::BTreeMap;
 
-use cloro_auth_core::Scope;
+use cloro_auth_core::{Scope, normalise_path};
 use http::Method;
 
 /// One `[route_scopes]` entry.
@@ -43,9 +51,10 @@ impl RouteScopes {
                         "`{key}`: the path must start with `/`, e.g. \"POST /v1/monitor\""
                     ));
                 }
+                let path = normalise_path(path).map_err(|why| format!("`{key}`: {why}"))?;
                 Ok(RouteScope {
                     method,
-                    segments: segments(path).map(str::to_owned).collect(),
+                    segments: segments(&path).map(str::to_owned).collect(),
                     scope: *scope,
                 })
             })
@@ -60,20 +69,34 @@ impl RouteScopes {
         Ok(RouteScopes { routes })
     }
 
-    /// The scope `method path` needs, if any.
+    /// The scope `method path` needs, if any; `path` is normalised.
     pub fn required(&self, method: &Method, path: &str) -> Option<Scope> {
-        self.routes
-            .iter()
-            .find(|route| {
-                route.method.as_ref().is_none_or(|m| m == method) && {
-                    let mut request = segments(path);
-                    route
-                        .segments
-                        .iter()
-                        .all(|segment| request.next() == Some(segment.as_str()))
-                }
-            })
-            .map(|route| route.scope)
+        let applies = |route: &RouteScope| match &route.method {
+            None => true,
+            Some(wanted) => wanted == method || (*method == Method::HEAD && *wanted == Method::GET),
+        };
+        let mut candidates = self.routes.iter().filter(|route| {
+            applies(route) && {
+                let mut request = segments(path);
+                route.segments.iter().all(|segment| {
+                    request
+                        .next()
+                        .is_some_and(|given| given.eq_ignore_ascii_case(segment))
+                })
+            }
+        });
+        let first = candidates.next()?;
+        // At equal length a `HEAD` entry beats the `GET` one it would
+        // otherwise borrow (the table is sorted method-specific first).
+        if *method == Method::HEAD && first.method.as_ref() == Some(&Method::GET) {
+            let same_length = candidates
+                .take_while(|route| route.segments.len() == first.segments.len())
+                .find(|route| route.method.as_ref() == Some(&Method::HEAD));
+            if let Some(head) = same_length {
+                return Some(head.scope);
+            }
+        }
+        Some(first.scope)
     }
 }
 
@@ -140,11 +163,48 @@ mod tests {
     }
 
     #[test]
+    fn get_scopes_guard_head() {
+        let routes = table(&[("GET /v1/report", "report:read"), ("/v1", "read")]);
+        let scope = |m: Method, p| routes.required(&m, p).map(|s| s.to_string());
+        assert_eq!(
+            scope(Method::HEAD, "/v1/report"),
+            Some("report:read".into())
+        );
+        assert_eq!(scope(Method::GET, "/v1/report"), Some("report:read".into()));
+        assert_eq!(scope(Method::POST, "/v1/report"), Some("read".into()));
+        let with_head = table(&[("GET /v1/r", "get"), ("HEAD /v1/r", "head")]);
+        assert_eq!(
+            with_head.required(&Method::HEAD, "/v1/r").unwrap().as_str(),
+            "head"
+        );
+    }
+
+    #[test]
+    fn keys_are_normalised_and_segments_ignore_case() {
+        let routes = table(&[("POST /v1/%6Donitor", "monitor:write")]);
+        assert_eq!(
+            routes
+                .required(&Method::POST, "/v1/monitor")
+                .unwrap()
+                .as_str(),
+            "monitor:write"
+        );
+        assert_eq!(
+            routes
+                .required(&Method::POST, "/V1/MONITOR")
+                .unwrap()
+                .as_str(),
+            "monitor:write"
+        );
+    }
+
+    #[test]
     fn bad_keys_are_refused() {
         let bad = |key: &str| {
             RouteScopes::new(&[(key.to_owned(), Scope::wildcard())].into()).unwrap_err()
         };
         assert!(bad("v1/x").contains("must start with `/`"));
         assert!(bad("GE(T /v1").contains("not an HTTP method"));
+        assert!(bad("POST /v1/a;b").contains("`;`"));
     }
 }

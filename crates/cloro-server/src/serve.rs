@@ -1,30 +1,52 @@
 //! Accepting connections: HTTP/1.1 and HTTP/2 (hyper-util's auto builder),
-//! over TLS when configured, and a graceful shutdown that stops accepting,
-//! lets requests in flight finish, then returns.
+//! over TLS when configured, at most `--max-connections` at once and each
+//! within its time bounds (SPEC §9), and a graceful shutdown that stops
+//! accepting, lets requests in flight finish, then returns.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
+use crate::body_timeout::TimeoutBody;
+use crate::connection::{Activity, InFlight, InFlightBody, Timeouts, TrackedIo};
+use crate::responses::Body;
 
-/// How long a client may take to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection told to close (it timed out) may take to finish
+/// closing before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The pause after a failed accept (out of descriptors, mostly).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Descriptors kept back from client connections: the listener, the store
+/// (redb, or Redis with its pub/sub connections), idle upstream
+/// connections, logs, the runtime's own.
+const DESCRIPTOR_RESERVE: usize = 64;
+/// HTTP/2 connections are pinged this often, and closed when a ping is not
+/// answered in time: a peer that vanished does not hold its streams.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Streams one HTTP/2 connection may have open at once.
+const HTTP2_MAX_STREAMS: u32 = 100;
 
 /// Why TLS could not be set up, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +87,12 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains.
 ///
+/// Connections are bounded (SPEC §9): at most the effective
+/// `--max-connections` are open at once (the accept loop waits for one to
+/// close, without spinning), and each is closed by its own deadlines
+/// ([`crate::connection`]), so a flood of silent or trickling connections
+/// ends by itself and the node serves again.
+///
 /// # Errors
 /// Never for a single connection's failure (those are logged); only when
 /// the listener itself fails permanently.
@@ -74,82 +102,216 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let settings = app.settings();
+    let limits = settings.connections;
+    let cap = connection_cap(limits.max_connections, settings.upstream.is_some());
+    let timeouts = Timeouts {
+        header: limits.header_timeout,
+        idle: limits.idle_timeout,
+        stalled: limits
+            .idle_timeout
+            .max(limits.body_timeout)
+            .max(settings.upstream_timeout),
+    };
+    let body_timeout = limits.body_timeout;
+    tracing::info!(max_connections = cap, "accepting connections");
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No HTTP/1 timer: hyper's header timeout would also cut idle
+    // keep-alive connections short; `connection.rs` times heads instead.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HTTP2_PING_INTERVAL))
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT)
+        .max_concurrent_streams(HTTP2_MAX_STREAMS);
+    let permits = Arc::new(Semaphore::new(cap));
+    let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Out of file descriptors and the like: back off, don't spin.
+                    // Out of descriptors (the cap leaves a reserve, so only
+                    // when something else used them) or a connection reset
+                    // before accept: back off, never spin.
                     tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = Arc::clone(&app);
-        let service = service_fn(move |request| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(app.handle(request, peer).await) }
-        });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let connection = Connection {
+            app: Arc::clone(&app),
+            builder: builder.clone(),
+            timeouts,
+            body_timeout,
+            peer,
+            stop: stopped.clone(),
+        };
         let tls = tls.clone();
         tokio::spawn(async move {
-            let result = match tls {
-                None => {
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .into_owned(),
-                        )
-                        .await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => {
-                            watcher
-                                .watch(
-                                    builder
-                                        .serve_connection(TokioIo::new(stream), service)
-                                        .into_owned(),
-                                )
-                                .await
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%error, %peer, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, %peer, "connection ended with an error");
-            }
+            connection.run(stream, tls).await;
+            drop(permit);
         });
     }
     drop(listener);
+    let open = cap - permits.available_permits();
     tracing::info!(
-        connections = graceful.count(),
+        connections = open,
         "shutting down: finishing requests in flight"
     );
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let _ = stop.send(true);
+    let all = u32::try_from(cap).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("some requests did not finish within {DRAIN_TIMEOUT:?}; closing anyway");
     }
     Ok(())
+}
+
+/// The most connections this process can hold: the configured cap, but
+/// never more than the descriptor limit minus a reserve (each proxied
+/// request also holds an upstream connection, so half of that when there is
+/// an upstream). The soft descriptor limit is first raised to the hard one,
+/// as a server that means to hold thousands of connections should.
+fn connection_cap(configured: usize, has_upstream: bool) -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.maximum > limit.current {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(%error, "could not raise the descriptor limit");
+        }
+    }
+    let descriptors = getrlimit(Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let available = descriptors.saturating_sub(DESCRIPTOR_RESERVE);
+    let per_connection = if has_upstream { 2 } else { 1 };
+    let cap = configured.min(available / per_connection).max(1);
+    if cap < configured {
+        tracing::info!(
+            configured,
+            descriptors,
+            cap,
+            "--max-connections lowered to fit the descriptor limit"
+        );
+    }
+    cap
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    app: Arc<App>,
+    builder: auto::Builder<TokioExecutor>,
+    timeouts: Timeouts,
+    body_timeout: Duration,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+        let Some(acceptor) = tls else {
+            return self.serve(stream, Activity::new(false)).await;
+        };
+        let peer = self.peer;
+        match tokio::time::timeout(self.timeouts.header, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                self.serve(stream, Activity::new(http2)).await;
+            }
+            Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+
+    /// Serves requests on `io` until the client leaves, a deadline of
+    /// [`Activity`] passes, or the server stops.
+    async fn serve<I>(self, io: I, activity: Arc<Activity>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            app,
+            builder,
+            timeouts,
+            body_timeout,
+            peer,
+            mut stop,
+        } = self;
+        let requests = Arc::clone(&activity);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let in_flight = requests.request_started();
+            answer(Arc::clone(&app), request, peer, body_timeout, in_flight)
+        });
+        let io = TokioIo::new(TrackedIo::new(io, Arc::clone(&activity)));
+        let connection = builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let mut closing_since: Option<Instant> = None;
+        let mut stopping = false;
+        loop {
+            let deadline = match closing_since {
+                Some(since) => since + CLOSE_GRACE,
+                None => activity.deadline(&timeouts),
+            };
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if closing_since.is_some() {
+                        // It had its chance to finish politely.
+                        tracing::debug!(%peer, "connection closed: it did not finish closing");
+                        return;
+                    }
+                    if Instant::now() >= activity.deadline(&timeouts) {
+                        tracing::debug!(%peer, "connection closed: timed out");
+                        connection.as_mut().graceful_shutdown();
+                        closing_since = Some(Instant::now());
+                    }
+                }
+                () = activity.went_idle() => {}
+                _ = stop.changed(), if !stopping => {
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// One request: its body bounded in time, its answer counted as in flight
+/// until sent.
+async fn answer(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    body_timeout: Duration,
+    in_flight: InFlight,
+) -> Result<Response<InFlightBody<Body>>, Infallible> {
+    let request = request.map(|body| TimeoutBody::new(body, body_timeout));
+    let response = app.handle(request, peer).await;
+    Ok(response.map(|body| InFlightBody::new(body, in_flight)))
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -246,5 +246,6 @@ fn every_code_has_a_status_and_round_trips() {
     assert_eq!(ErrorCode::InvalidAdminToken.status(), 401);
     assert_eq!(ErrorCode::KeyRevoked.status(), 409);
     assert_eq!(ErrorCode::UpstreamUnavailable.status(), 502);
+    assert_eq!(ErrorCode::UpstreamTimeout.status(), 504);
     assert_eq!(ErrorCode::from_code("NOPE"), None);
 }

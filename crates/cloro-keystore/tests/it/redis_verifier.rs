@@ -67,12 +67,7 @@ async fn node(server: &RedisServer) -> Node {
     let store = Arc::new(RedisStore::connect(&server.url(), options.clone()).unwrap());
     let limiter: Arc<dyn SharedRateLimiter> = Arc::new(RedisRateLimiter::new(&store));
     let plans = Arc::new(Plans::builtin());
-    let verifier = Arc::new(Verifier::new(
-        store.clone(),
-        plans.clone(),
-        Some(limiter),
-        &config(),
-    ));
+    let verifier = Verifier::new(store.clone(), plans.clone(), Some(limiter), &config());
     let sink: Arc<dyn InvalidationSink> = verifier.cache().clone();
     let notifier = RedisNotifier::new(&store, vec![sink.clone()]);
     let admin = KeyAdmin::new(store.clone(), plans, Arc::new(notifier));

@@ -58,7 +58,7 @@ fn fixture_with(
     memory: Arc<MemoryStore>,
 ) -> Fixture {
     let plans = Arc::new(plans());
-    let verifier = Arc::new(Verifier::new(store.clone(), plans.clone(), None, &config));
+    let verifier = Verifier::new(store.clone(), plans.clone(), None, &config);
     let sink: Arc<dyn InvalidationSink> = verifier.cache().clone();
     let admin = KeyAdmin::new(store, plans, Arc::new(LocalNotifier::new(vec![sink])));
     Fixture {

@@ -26,12 +26,12 @@ use tower_service::Service;
 fn guard() -> (Guard, KeyAdmin) {
     let store: Arc<dyn KeyStore> = Arc::new(MemoryStore::new());
     let plans = Arc::new(Plans::builtin());
-    let verifier = Arc::new(Verifier::new(
+    let verifier = Verifier::new(
         store.clone(),
         plans.clone(),
         None,
         &VerifierConfig::default(),
-    ));
+    );
     let notifier = Arc::new(LocalNotifier::new(vec![verifier.cache().clone()]));
     let admin = KeyAdmin::new(store, plans, notifier);
     (
