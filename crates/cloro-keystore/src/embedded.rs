@@ -11,11 +11,21 @@
 //! | `audit` | (account id, `at` in ns, event id) | JSON of [`AuditEvent`] |
 //! | `account_plans` | account id | plan name |
 //! | `usage` | key id | (count, last use in ns) |
+//! | `usage_applied` | (node id, account id) | the sequence of the last usage batch applied from that node for that account |
+//! | `usage_nodes` | node id | when a usage batch of that node was last applied, in ns |
 //!
 //! Tuple keys compare element by element (strings by their bytes, times as
 //! integers), so a reverse range scan over one account yields exactly the
 //! contract's newest-first order, ties broken by id, and a cursor is just
 //! the exclusive upper bound of the next scan.
+//!
+//! Usage batches apply at most once (see [`KeyStore::record_usage`]): one
+//! write transaction checks and updates `usage_applied` with the counts, so a
+//! batch is either counted and remembered, or neither. A node id is random
+//! per process, so every restart starts a new one; once a node has had
+//! nothing applied for [`USAGE_DEDUP_WINDOW`], its rows go in one range
+//! removal, which keeps the table bounded by the accounts of recently
+//! running nodes.
 //!
 //! # Durability
 //!
@@ -46,8 +56,10 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
-use crate::store::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
+use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
+use crate::store::{
+    KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW, paginate,
+};
 
 /// The database file inside the data directory.
 const FILE_NAME: &str = "keys.redb";
@@ -65,6 +77,10 @@ const ACCOUNT_KEYS: TableDefinition<TimeIndexKey, ()> = TableDefinition::new("ac
 const AUDIT: TableDefinition<TimeIndexKey, &[u8]> = TableDefinition::new("audit");
 const ACCOUNT_PLANS: TableDefinition<&str, &str> = TableDefinition::new("account_plans");
 const USAGE: TableDefinition<&str, (u64, Option<i128>)> = TableDefinition::new("usage");
+/// (node id, account id) → the last usage sequence applied: the node comes
+/// first so that forgetting a node is one range.
+const USAGE_APPLIED: TableDefinition<(u64, &str), u64> = TableDefinition::new("usage_applied");
+const USAGE_NODES: TableDefinition<u64, i128> = TableDefinition::new("usage_nodes");
 
 /// The durable single-node store: one redb database, safe against `kill -9`
 /// at any moment (every acknowledged write is committed and fsynced).
@@ -122,6 +138,8 @@ impl EmbeddedStore {
             txn.open_table(AUDIT).map(drop),
             txn.open_table(ACCOUNT_PLANS).map(drop),
             txn.open_table(USAGE).map(drop),
+            txn.open_table(USAGE_APPLIED).map(drop),
+            txn.open_table(USAGE_NODES).map(drop),
         ] {
             result.map_err(|error| redb_error("cannot create the tables", error))?;
         }
@@ -329,30 +347,14 @@ impl KeyStore for EmbeddedStore {
         .await
     }
 
-    async fn record_usage(&self, usage: &[UsageDelta]) -> Result<(), StoreError> {
-        let usage = usage.to_vec();
-        self.blocking(move |db| {
-            let txn = begin_write(db)?;
-            {
-                let mut table = open_write(&txn, USAGE)?;
-                for delta in &usage {
-                    let id = delta.key_id.as_str();
-                    let (count, last_used) = table
-                        .get(id)
-                        .map_err(|error| redb_error("cannot read usage", error))?
-                        .map(|stored| stored.value())
-                        .unwrap_or((0, None));
-                    // Batches from different nodes arrive in any order: the
-                    // last use only ever moves forwards.
-                    let last_used = last_used.max(Some(delta.last_used_at.as_nanosecond()));
-                    table
-                        .insert(id, (count.saturating_add(delta.count), last_used))
-                        .map_err(|error| redb_error("cannot write usage", error))?;
-                }
-            }
-            commit(txn)
-        })
-        .await
+    async fn record_usage(&self, batches: &[UsageBatch]) -> Vec<Result<(), StoreError>> {
+        let count = batches.len();
+        let batches = batches.to_vec();
+        let outcome = self
+            .blocking(move |db| apply_usage(db, &batches, Timestamp::now()))
+            .await;
+        // One transaction: every batch shares its outcome.
+        vec![outcome; count]
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -362,6 +364,92 @@ impl KeyStore for EmbeddedStore {
         })
         .await
     }
+}
+
+/// `KeyStore::record_usage` in one write transaction, the store's clock
+/// reading `now`: each batch is checked against (and recorded in)
+/// `usage_applied` together with its counts, then nodes idle for the
+/// [`USAGE_DEDUP_WINDOW`] are forgotten.
+fn apply_usage(db: &Database, batches: &[UsageBatch], now: Timestamp) -> Result<(), StoreError> {
+    let txn = begin_write(db)?;
+    {
+        let mut usage = open_write(&txn, USAGE)?;
+        let mut applied = open_write(&txn, USAGE_APPLIED)?;
+        let mut nodes = open_write(&txn, USAGE_NODES)?;
+        let mut active_nodes = Vec::new();
+        for batch in batches {
+            let tag = (batch.node_id, batch.account_id.as_str());
+            let last = applied
+                .get(tag)
+                .map_err(|error| redb_error("cannot read the applied usage batches", error))?
+                .map(|sequence| sequence.value());
+            if last.is_some_and(|last| batch.sequence <= last) {
+                continue;
+            }
+            applied
+                .insert(tag, batch.sequence)
+                .map_err(|error| redb_error("cannot record an applied usage batch", error))?;
+            if !active_nodes.contains(&batch.node_id) {
+                active_nodes.push(batch.node_id);
+            }
+            for delta in &batch.deltas {
+                let id = delta.key_id.as_str();
+                let (count, last_used) = usage
+                    .get(id)
+                    .map_err(|error| redb_error("cannot read usage", error))?
+                    .map(|stored| stored.value())
+                    .unwrap_or((0, None));
+                // Batches from different nodes arrive in any order: the
+                // last use only ever moves forwards.
+                let last_used = last_used.max(Some(delta.last_used_at.as_nanosecond()));
+                usage
+                    .insert(id, (count.saturating_add(delta.count), last_used))
+                    .map_err(|error| redb_error("cannot write usage", error))?;
+            }
+        }
+        for node in active_nodes {
+            nodes
+                .insert(node, now.as_nanosecond())
+                .map_err(|error| redb_error("cannot record a usage node", error))?;
+        }
+        forget_idle_usage_nodes(&mut nodes, &mut applied, now)?;
+    }
+    commit(txn)
+}
+
+/// Drops the `usage_applied` rows of every node that has had nothing applied
+/// for the [`USAGE_DEDUP_WINDOW`]. Nodes are few (one per process run), so
+/// reading `usage_nodes` whole on every flush is cheap.
+fn forget_idle_usage_nodes(
+    nodes: &mut redb::Table<'_, u64, i128>,
+    applied: &mut redb::Table<'_, (u64, &'static str), u64>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let window = i128::try_from(USAGE_DEDUP_WINDOW.as_nanos()).unwrap_or(i128::MAX);
+    let cutoff = now.as_nanosecond().saturating_sub(window);
+    let mut idle = Vec::new();
+    for entry in nodes
+        .iter()
+        .map_err(|error| redb_error("cannot scan the usage nodes", error))?
+    {
+        let (node, last_applied) =
+            entry.map_err(|error| redb_error("cannot scan the usage nodes", error))?;
+        if last_applied.value() < cutoff {
+            idle.push(node.value());
+        }
+    }
+    for node in idle {
+        let forget = |_: (u64, &str), _: u64| false;
+        match node.checked_add(1) {
+            Some(next) => applied.retain_in((node, "")..(next, ""), forget),
+            None => applied.retain_in((node, "").., forget),
+        }
+        .map_err(|error| redb_error("cannot forget a usage node", error))?;
+        nodes
+            .remove(node)
+            .map_err(|error| redb_error("cannot forget a usage node", error))?;
+    }
+    Ok(())
 }
 
 /// The whole of `KeyStore::commit` inside one write transaction: every check
@@ -596,4 +684,77 @@ fn sync_directory(dir: &Path) -> Result<(), StoreError> {
 #[cfg(not(unix))]
 fn sync_directory(_dir: &Path) -> Result<(), StoreError> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use cloro_auth_core::KeyId;
+    use jiff::SignedDuration;
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+    use crate::record::UsageDelta;
+
+    fn batch(account: &str, node_id: u64, sequence: u64, at: Timestamp) -> UsageBatch {
+        UsageBatch {
+            account_id: AccountId::new(account).unwrap(),
+            node_id,
+            sequence,
+            deltas: vec![UsageDelta {
+                key_id: KeyId::new(&format!("key_{account}")).unwrap(),
+                last_used_at: at,
+                count: 1,
+            }],
+        }
+    }
+
+    fn applied_rows(db: &Database) -> Vec<(u64, String, u64)> {
+        let txn = begin_read(db).unwrap();
+        open_read(&txn, USAGE_APPLIED)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|entry| {
+                let (tag, sequence) = entry.unwrap();
+                let (node, account) = tag.value();
+                (node, account.to_owned(), sequence.value())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nodes_idle_for_the_usage_memory_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let start = Timestamp::from_second(1_800_000_000).unwrap();
+        let hours = |h| start + SignedDuration::from_hours(h);
+        // The highest node id, so the range removal without an end is used.
+        let old_node = u64::MAX;
+        apply_usage(
+            &store.db,
+            &[
+                batch("acct_a", old_node, 1, start),
+                batch("acct_b", old_node, 1, start),
+            ],
+            start,
+        )
+        .unwrap();
+        apply_usage(&store.db, &[batch("acct_a", 7, 1, hours(23))], hours(23)).unwrap();
+        assert_eq!(
+            applied_rows(&store.db),
+            [
+                (7, "acct_a".to_owned(), 1),
+                (old_node, "acct_a".to_owned(), 1),
+                (old_node, "acct_b".to_owned(), 1),
+            ]
+        );
+        apply_usage(&store.db, &[batch("acct_a", 7, 2, hours(25))], hours(25)).unwrap();
+        assert_eq!(applied_rows(&store.db), [(7, "acct_a".to_owned(), 2)]);
+        let txn = begin_read(&store.db).unwrap();
+        let nodes = open_read(&txn, USAGE_NODES).unwrap();
+        assert_eq!(nodes.len().unwrap(), 1);
+        // The counts themselves are kept: only the memory of batches goes.
+        let usage = read_usage(&open_read(&txn, USAGE).unwrap(), "key_acct_a").unwrap();
+        assert_eq!(usage.count, 3);
+    }
 }

@@ -47,14 +47,16 @@ pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNoti
 pub use local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
 pub use memory::MemoryStore;
 pub use plans::{Plan, Plans, PlansError};
-pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
+pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
 pub use redis_invalidation::{
     INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, spawn_cluster_invalidation_listener,
     spawn_invalidation_listener,
 };
 pub use redis_limit::RedisRateLimiter;
 pub use redis_store::{RedisOptions, RedisStore};
-pub use store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};
+pub use store::{
+    Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError, USAGE_DEDUP_WINDOW,
+};
 pub use striped::StripedCounter;
 pub use subject::{KeyedHasher, Subject, account_subject};
 pub use usage::UsageRecorder;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use cloro_auth_core::wire::AuditEvent;
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
+use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
 use crate::store::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
 
 /// A `KeyStore` in a mutex: simple and obviously correct, not fast.
@@ -28,6 +28,9 @@ struct State {
     plans: HashMap<AccountId, PlanName>,
     audit: Vec<AuditEvent>,
     usage: HashMap<KeyId, KeyUsage>,
+    /// The last usage batch applied per (account, node). Never forgotten:
+    /// this store lives as long as a test.
+    usage_applied: HashMap<(AccountId, u64), u64>,
 }
 
 impl MemoryStore {
@@ -189,14 +192,29 @@ impl KeyStore for MemoryStore {
         Ok(())
     }
 
-    async fn record_usage(&self, usage: &[UsageDelta]) -> Result<(), StoreError> {
-        let mut state = self.state()?;
-        for delta in usage {
-            let entry = state.usage.entry(delta.key_id).or_default();
-            entry.count += delta.count;
-            entry.last_used_at = entry.last_used_at.max(Some(delta.last_used_at));
+    async fn record_usage(&self, batches: &[UsageBatch]) -> Vec<Result<(), StoreError>> {
+        let mut state = match self.state() {
+            Ok(state) => state,
+            Err(error) => return vec![Err(error); batches.len()],
+        };
+        // One lock for the whole call: every batch applies, none fails.
+        for batch in batches {
+            let tag = (batch.account_id, batch.node_id);
+            if state
+                .usage_applied
+                .get(&tag)
+                .is_some_and(|applied| batch.sequence <= *applied)
+            {
+                continue;
+            }
+            state.usage_applied.insert(tag, batch.sequence);
+            for delta in &batch.deltas {
+                let entry = state.usage.entry(delta.key_id).or_default();
+                entry.count = entry.count.saturating_add(delta.count);
+                entry.last_used_at = entry.last_used_at.max(Some(delta.last_used_at));
+            }
         }
-        Ok(())
+        vec![Ok(()); batches.len()]
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -98,17 +98,38 @@ pub struct KeyUsage {
     pub count: u64,
 }
 
-/// A usage increment for one key, as the batcher flushes it.
+/// A usage increment for one key, as the recorder adds it up between flushes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UsageDelta {
-    /// The key's account (the Redis store keeps usage in the account's slot).
-    pub account_id: AccountId,
     /// The key.
     pub key_id: KeyId,
     /// Latest use in this batch.
     pub last_used_at: Timestamp,
     /// Uses in this batch.
     pub count: u64,
+}
+
+/// The usage of one account's keys from one flush of one node: the unit a
+/// store applies at most once (see [`crate::KeyStore::record_usage`]).
+///
+/// `(node_id, sequence)` names the batch. A node numbers its flushes upwards
+/// and retries a batch whose write failed with the same name, so a store that
+/// has applied `sequence` for this node and account skips it, and a write
+/// whose outcome was unknown (it timed out after Redis applied it) is not
+/// counted twice. The name belongs to the batch, not to a counter, so what a
+/// batch carries may grow (SPEC §10: per-minute counts by outcome) without
+/// touching how it is applied once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageBatch {
+    /// The account every delta belongs to (the Redis store keeps usage in the
+    /// account's slot).
+    pub account_id: AccountId,
+    /// The node that counted this usage; random per process.
+    pub node_id: u64,
+    /// Which of the node's flushes made the batch; later flushes are higher.
+    pub sequence: u64,
+    /// One entry per key used.
+    pub deltas: Vec<UsageDelta>,
 }
 
 /// What the verifier needs from one lookup: the record and its account's

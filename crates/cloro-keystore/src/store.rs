@@ -4,13 +4,19 @@
 //! the embedded store and the Redis store cannot drift apart.
 
 use core::fmt;
+use core::time::Duration;
 
 use async_trait::async_trait;
 use cloro_auth_core::wire::AuditEvent;
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 use jiff::Timestamp;
 
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, UsageDelta};
+use crate::record::{AccountRecord, KeyLookup, KeyRecord, UsageBatch};
+
+/// The least time a store remembers the last usage batch it applied from a
+/// node for an account (see [`KeyStore::record_usage`]). A node must stop
+/// retrying a batch well within it, or a late retry could count twice.
+pub const USAGE_DEDUP_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Why a store call failed. Messages never contain a key or a token: stores
 /// only ever see hashes.
@@ -151,8 +157,25 @@ pub trait KeyStore: Send + Sync + fmt::Debug + 'static {
         event: AuditEvent,
     ) -> Result<(), StoreError>;
 
-    /// Adds batched usage; a lost batch under-counts but changes nothing else.
-    async fn record_usage(&self, usage: &[UsageDelta]) -> Result<(), StoreError>;
+    /// Adds batches of usage, each at most once, and answers one result per
+    /// batch, in the order given.
+    ///
+    /// - **Once.** The store remembers, per account and node, the highest
+    ///   `sequence` it applied, for at least the [`USAGE_DEDUP_WINDOW`]
+    ///   after applying it, and skips (answers `Ok` for) a batch whose
+    ///   sequence is not higher. So a batch retried after an unknown outcome
+    ///   counts once, and an older batch after a newer one changes nothing.
+    ///   `last_used_at` only ever moves forwards.
+    /// - **In order.** Batches of one account are applied in the order
+    ///   given; once one fails, the later ones of that account are not
+    ///   applied and fail too (applying them would make the failed one look
+    ///   old when it is retried).
+    /// - **Independent.** Batches of different accounts succeed or fail
+    ///   independently where the store can do so (the Redis store writes
+    ///   each account on its own; the embedded store commits all in one
+    ///   transaction). An `Err` means the batch may or may not have been
+    ///   applied: retry it unchanged.
+    async fn record_usage(&self, batches: &[UsageBatch]) -> Vec<Result<(), StoreError>>;
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;

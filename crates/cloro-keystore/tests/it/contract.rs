@@ -9,8 +9,8 @@ use cloro_auth_core::wire::{
 };
 use cloro_auth_core::{AccountId, ApiKey, KeyStatus, PlanName, Scope};
 use cloro_keystore::{
-    AdminError, KeyAdmin, KeyBatch, KeyStore, LocalNotifier, PageRequest, Plans, RecordWrite,
-    StoreError, UsageDelta,
+    AdminError, KeyAdmin, KeyBatch, KeyRecord, KeyStore, LocalNotifier, PageRequest, Plans,
+    RecordWrite, StoreError, UsageBatch, UsageDelta,
 };
 use jiff::Timestamp;
 
@@ -31,6 +31,8 @@ where
     audit_is_newest_first_without_secrets(make()).await;
     accounts_and_plans(make()).await;
     usage_is_accumulated(make()).await;
+    the_same_usage_batch_counts_once(make()).await;
+    an_older_usage_sequence_after_a_newer_is_ignored(make()).await;
     ping_answers(make()).await;
 }
 
@@ -565,41 +567,119 @@ async fn accounts_and_plans(store: Arc<dyn KeyStore>) {
     assert_eq!(record.key_count, 0);
 }
 
-async fn usage_is_accumulated(store: Arc<dyn KeyStore>) {
-    let admin = admin(store.clone());
-    let issued = admin
-        .create(
-            CreateKeyRequest::new(account("acct_usage"), "u"),
-            "admin",
-            t(0),
-        )
+/// A key of a new account, and a maker of one-key usage batches for it.
+async fn usage_key(
+    store: &Arc<dyn KeyStore>,
+    owner: &str,
+) -> (KeyRecord, impl Fn(u64, u64, i64, u64) -> UsageBatch) {
+    let issued = admin(store.clone())
+        .create(CreateKeyRequest::new(account(owner), "u"), "admin", t(0))
         .await
         .unwrap();
-    let delta = |at, count| UsageDelta {
-        account_id: issued.record.account_id,
-        key_id: issued.record.id,
-        last_used_at: t(at),
-        count,
+    let record = issued.record;
+    let (account_id, key_id) = (record.account_id, record.id);
+    let batch = move |node_id, sequence, at, count| UsageBatch {
+        account_id,
+        node_id,
+        sequence,
+        deltas: vec![UsageDelta {
+            key_id,
+            last_used_at: t(at),
+            count,
+        }],
     };
-    store.record_usage(&[delta(5, 3)]).await.unwrap();
-    store.record_usage(&[delta(4, 2)]).await.unwrap();
-    let record = store.key(&issued.record.id).await.unwrap().unwrap();
-    assert_eq!(record.usage.count, 5);
+    (record, batch)
+}
+
+/// Asserts that every batch of a `record_usage` call was answered `Ok`.
+pub(crate) fn all_written(outcomes: &[Result<(), StoreError>], batches: usize) {
     assert_eq!(
-        record.usage.last_used_at,
-        Some(t(5)),
-        "last use never moves backwards"
+        outcomes.len(),
+        batches,
+        "one outcome per batch: {outcomes:?}"
     );
-    assert_eq!(record.to_info(t(6)).last_used_at, Some(t(5)));
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+}
+
+async fn usage_of(store: &Arc<dyn KeyStore>, record: &KeyRecord) -> (u64, Option<Timestamp>) {
+    let usage = store.key(&record.id).await.unwrap().unwrap().usage;
+    (usage.count, usage.last_used_at)
+}
+
+async fn usage_is_accumulated(store: Arc<dyn KeyStore>) {
+    let (record, batch) = usage_key(&store, "acct_usage").await;
+    all_written(&store.record_usage(&[batch(1, 1, 5, 3)]).await, 1);
+    all_written(&store.record_usage(&[batch(1, 2, 4, 2)]).await, 1);
+    assert_eq!(
+        usage_of(&store, &record).await,
+        (5, Some(t(5))),
+        "counts add up; last use never moves backwards"
+    );
+    assert_eq!(
+        store
+            .key(&record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .to_info(t(6))
+            .last_used_at,
+        Some(t(5))
+    );
     // Usage is not part of the versioned record: an admin change still commits.
     let rename = UpdateKeyRequest {
         name: Patch::Value("n".into()),
         ..Default::default()
     };
-    admin
-        .update(&issued.record.id, &rename, "admin", t(7))
+    admin(store.clone())
+        .update(&record.id, &rename, "admin", t(7))
         .await
         .unwrap();
+}
+
+async fn the_same_usage_batch_counts_once(store: Arc<dyn KeyStore>) {
+    let (record, batch) = usage_key(&store, "acct_usage_once").await;
+    // A retry after an unknown outcome sends the same batch again.
+    all_written(&store.record_usage(&[batch(1, 1, 1, 3)]).await, 1);
+    all_written(&store.record_usage(&[batch(1, 1, 1, 3)]).await, 1);
+    assert_eq!(usage_of(&store, &record).await, (3, Some(t(1))));
+    // Also twice in one call.
+    all_written(
+        &store
+            .record_usage(&[batch(1, 2, 2, 4), batch(1, 2, 2, 4)])
+            .await,
+        2,
+    );
+    assert_eq!(usage_of(&store, &record).await, (7, Some(t(2))));
+}
+
+async fn an_older_usage_sequence_after_a_newer_is_ignored(store: Arc<dyn KeyStore>) {
+    let (record, batch) = usage_key(&store, "acct_usage_order").await;
+    all_written(&store.record_usage(&[batch(1, 5, 5, 2)]).await, 1);
+    // Ignored whole: neither its count nor its later last use.
+    all_written(&store.record_usage(&[batch(1, 4, 9, 7)]).await, 1);
+    assert_eq!(usage_of(&store, &record).await, (2, Some(t(5))));
+    // Sequences belong to a node: another node's first batch counts.
+    all_written(&store.record_usage(&[batch(2, 1, 6, 1)]).await, 1);
+    assert_eq!(usage_of(&store, &record).await, (3, Some(t(6))));
+    // And to an account: node 1's first batch for another account counts.
+    let (other, other_batch) = usage_key(&store, "acct_usage_order_other").await;
+    all_written(&store.record_usage(&[other_batch(1, 1, 1, 1)]).await, 1);
+    assert_eq!(usage_of(&store, &other).await, (1, Some(t(1))));
+    // Batches of one account in one call apply in the order given.
+    all_written(
+        &store
+            .record_usage(&[batch(1, 6, 7, 1), batch(1, 7, 8, 1)])
+            .await,
+        2,
+    );
+    assert_eq!(usage_of(&store, &record).await, (5, Some(t(8))));
+    all_written(
+        &store
+            .record_usage(&[batch(1, 9, 9, 1), batch(1, 8, 10, 1)])
+            .await,
+        2,
+    );
+    assert_eq!(usage_of(&store, &record).await, (6, Some(t(9))));
 }
 
 async fn ping_answers(store: Arc<dyn KeyStore>) {

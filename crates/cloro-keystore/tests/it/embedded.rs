@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cloro_auth_core::wire::{CreateKeyRequest, Patch, RotateKeyRequest};
 use cloro_auth_core::{KeyId, PlanName};
-use cloro_keystore::{EmbeddedStore, KeyStore, PageRequest, StoreError, UsageDelta};
+use cloro_keystore::{EmbeddedStore, KeyStore, PageRequest, StoreError, UsageBatch, UsageDelta};
 use jiff::Timestamp;
 
 use crate::contract::{account, admin, t};
@@ -79,15 +79,19 @@ async fn everything_survives_a_reopen() {
             .await
             .unwrap();
         admin.set_plan(&owner, plan, "admin", t(5)).await.unwrap();
-        store
-            .record_usage(&[UsageDelta {
+        let written = store
+            .record_usage(&[UsageBatch {
                 account_id: owner,
-                key_id: kept.record.id,
-                last_used_at: t(6),
-                count: 7,
+                node_id: 1,
+                sequence: 1,
+                deltas: vec![UsageDelta {
+                    key_id: kept.record.id,
+                    last_used_at: t(6),
+                    count: 7,
+                }],
             }])
-            .await
-            .unwrap();
+            .await;
+        assert!(matches!(written[..], [Ok(())]), "{written:?}");
         (kept, rotation, revoked)
     };
 

@@ -10,4 +10,5 @@ mod memory;
 mod redis;
 mod redis_cluster;
 mod redis_verifier;
+mod usage;
 mod verifier;

@@ -8,7 +8,7 @@ use cloro_auth_core::wire::{CreateKeyRequest, Patch, RotateKeyRequest, UpdateKey
 use cloro_auth_core::{ApiKey, Environment, KeyId, PlanName};
 use cloro_keystore::{
     AdminError, Invalidation, InvalidationSink, KeyBatch, KeyStore, RecordWrite, RedisNotifier,
-    RedisOptions, RedisStore, StoreError, UsageDelta, spawn_invalidation_listener,
+    RedisOptions, RedisStore, StoreError, UsageBatch, UsageDelta, spawn_invalidation_listener,
 };
 use cloro_test_support::RedisServer;
 use jiff::Timestamp;
@@ -93,15 +93,19 @@ async fn no_plaintext_key_reaches_redis() {
             .update(&rotation.issued.record.id, &rename, "admin", now)
             .await
             .unwrap();
-        store
-            .record_usage(&[UsageDelta {
+        let written = store
+            .record_usage(&[UsageBatch {
                 account_id: owner,
-                key_id: rotation.issued.record.id,
-                last_used_at: now,
-                count: 2,
+                node_id: 1,
+                sequence: i + 1,
+                deltas: vec![UsageDelta {
+                    key_id: rotation.issued.record.id,
+                    last_used_at: now,
+                    count: 2,
+                }],
             }])
-            .await
-            .unwrap();
+            .await;
+        assert!(matches!(written[..], [Ok(())]), "{written:?}");
     }
     admin
         .set_plan(&owner, PlanName::new("free").unwrap(), "admin", now)

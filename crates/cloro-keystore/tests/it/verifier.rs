@@ -17,7 +17,7 @@ use cloro_auth_core::{
 };
 use cloro_keystore::{
     AccountRecord, InvalidationSink, IssuedKey, KeyAdmin, KeyBatch, KeyLookup, KeyRecord, KeyStore,
-    LocalNotifier, MemoryStore, Page, PageRequest, Plan, Plans, Readiness, StoreError, UsageDelta,
+    LocalNotifier, MemoryStore, Page, PageRequest, Plan, Plans, Readiness, StoreError, UsageBatch,
     Verifier, VerifierConfig, VerifyRequest,
 };
 use jiff::Timestamp;
@@ -611,8 +611,8 @@ impl KeyStore for SlowStore {
     ) -> Result<(), StoreError> {
         self.inner.set_account_plan(a, p, e).await
     }
-    async fn record_usage(&self, usage: &[UsageDelta]) -> Result<(), StoreError> {
-        self.inner.record_usage(usage).await
+    async fn record_usage(&self, batches: &[UsageBatch]) -> Vec<Result<(), StoreError>> {
+        self.inner.record_usage(batches).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
