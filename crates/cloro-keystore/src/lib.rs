@@ -7,6 +7,9 @@
 //! - The verifier (hot path): header, format, failed-attempt guard, cache,
 //!   status, scope, rate limit, concurrency.
 //!
+//! - [`mask_url`], [`mask_url_list`]: the one masker for URLs that may hold
+//!   a password (SPEC §9).
+//!
 //! No store, cache or log here ever holds a plaintext key: only
 //! [`cloro_auth_core::KeyHash`].
 
@@ -29,6 +32,7 @@ mod redis_store;
 mod store;
 mod striped;
 mod subject;
+mod url_mask;
 mod usage;
 mod verifier;
 
@@ -51,6 +55,7 @@ pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};
 pub use striped::StripedCounter;
 pub use subject::{DigestHasherBuilder, Subject, account_subject};
+pub use url_mask::{mask_url, mask_url_list};
 pub use usage::UsageRecorder;
 pub use verifier::{
     Refused, SharedRateLimiter, Verified, Verifier, VerifierConfig, VerifierStats, VerifyRequest,
