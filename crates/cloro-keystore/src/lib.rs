@@ -8,7 +8,8 @@
 //!   status, scope, rate limit, concurrency.
 //!
 //! - [`mask_url`], [`mask_url_list`]: the one masker for URLs that may hold
-//!   a password (SPEC §9).
+//!   a password; [`LogLimit`]: one line per second for a warning a client
+//!   can provoke (SPEC §9).
 //!
 //! No store, cache or log here ever holds a plaintext key: only
 //! [`cloro_auth_core::KeyHash`].
@@ -22,6 +23,7 @@ mod gcra;
 mod health;
 mod invalidation;
 mod local_limit;
+mod log_limit;
 mod memory;
 mod plans;
 mod record;
@@ -43,6 +45,7 @@ pub use gcra::{GcraParams, RateDecision, decide as gcra_decide};
 pub use health::{Readiness, StoreHealth};
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
 pub use local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
+pub use log_limit::LogLimit;
 pub use memory::MemoryStore;
 pub use plans::{Plan, Plans, PlansError};
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
