@@ -13,12 +13,13 @@ use cloro_keystore::{
     SharedRateLimiter, StoreError, Verifier, VerifierConfig, spawn_cluster_invalidation_listener,
     spawn_invalidation_listener,
 };
+use cloro_keystore::{mask_url, mask_url_list};
 use http::{Method, Request, Response, StatusCode};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::admin_token::{AdminToken, AdminTokenError};
-use crate::config::{Settings, StoreChoice, mask_url};
+use crate::config::{Settings, StoreChoice};
 use crate::gateway::Gateway;
 use crate::guard::Guard;
 use crate::metrics::{AnsweredCode, MeasuredSink, Metrics, PropagationDelays, RouteLabel};
@@ -106,7 +107,7 @@ impl App {
                 let mut options = RedisOptions::default();
                 options.command_timeout = settings.store_timeout;
                 let store = if *cluster {
-                    tracing::info!(seeds = %mask_seeds(url), "using a Redis Cluster");
+                    tracing::info!(seeds = %mask_url_list(url), "using a Redis Cluster");
                     Arc::new(RedisStore::connect_cluster(url, options.clone())?)
                 } else {
                     tracing::info!(redis = %mask_url(url), "using Redis");
@@ -325,15 +326,6 @@ impl App {
             .into_response(request_id),
         }
     }
-}
-
-/// Seed URLs for logs: each masked on its own.
-fn mask_seeds(seeds: &str) -> String {
-    seeds
-        .split(',')
-        .map(|seed| mask_url(seed.trim()))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn ok_status(status: &str) -> Response<Body> {

@@ -2,6 +2,7 @@
 //! rewrites its headers so the upstream can trust the identity it is given,
 //! and forwards it to `--upstream`, streaming the bodies both ways.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cloro_auth_core::ErrorCode;
-use cloro_keystore::ConcurrencyPermit;
+use cloro_keystore::{ConcurrencyPermit, mask_url};
 use http::header::{AUTHORIZATION, CONNECTION, EXPECT, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
@@ -49,13 +50,26 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Forwards authenticated `/v1/*` requests to the configured upstream.
-#[derive(Debug)]
 pub(crate) struct Gateway {
     /// Scheme and authority of `--upstream`; `None` when none is set.
     upstream: Option<(Scheme, Authority)>,
     /// One pooled client for the life of the server, so connections to the
     /// upstream are reused across requests.
     client: Client<HttpConnector, Body>,
+}
+
+// Hand-written: an authority may hold `user:password@`, and `App`'s `Debug`
+// prints the gateway, so it goes through the one URL masker.
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let upstream = self
+            .upstream
+            .as_ref()
+            .map(|(scheme, authority)| mask_url(&format!("{scheme}://{authority}")));
+        f.debug_struct("Gateway")
+            .field("upstream", &upstream)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Gateway {
