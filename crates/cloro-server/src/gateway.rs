@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cloro_auth_core::ErrorCode;
-use cloro_keystore::{ConcurrencyPermit, mask_url};
+use cloro_keystore::{ConcurrencyPermit, LogLimit, mask_url};
 use http::header::{AUTHORIZATION, CONNECTION, EXPECT, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
@@ -169,8 +169,17 @@ impl Gateway {
             Ok(response) => response,
             Err(error) => {
                 // The upstream address is the operator's business, not the
-                // client's: it goes to the log only.
-                tracing::warn!(error = %error_chain(&error), "the upstream request failed");
+                // client's: it goes to the log only. Every request can fail
+                // this way while the upstream is down, so the log gets one
+                // line a second (SPEC §9).
+                static UPSTREAM_FAILED: LogLimit = LogLimit::per_second();
+                if let Some(suppressed) = UPSTREAM_FAILED.admit() {
+                    tracing::warn!(
+                        error = %error_chain(&error),
+                        suppressed,
+                        "the upstream request failed"
+                    );
+                }
                 return ApiError::new(
                     ErrorCode::UpstreamUnavailable,
                     "the upstream service could not be reached; try again later",
