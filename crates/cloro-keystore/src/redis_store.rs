@@ -61,7 +61,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind, RedisError};
 
 use crate::redis_connection::{LuaScript, RedisConnection};
-use crate::url_mask::{mask_url, split_url_list, url_secrets};
+use crate::url_mask::{mask_url, mask_url_list, split_url_list, url_secrets};
 
 use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageDelta};
 use crate::store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, StoreError};
@@ -713,14 +713,11 @@ impl RedisTarget {
         }
     }
 
-    /// The target of a cluster: every seed masked, joined by commas.
+    /// The target of a cluster: the seed list masked as a list, so a
+    /// password a comma cut in two is not shown seed by seed.
     pub(crate) fn of_seeds(seeds: &[String]) -> Self {
         RedisTarget {
-            masked: seeds
-                .iter()
-                .map(|seed| mask_url(seed))
-                .collect::<Vec<_>>()
-                .join(","),
+            masked: mask_url_list(&seeds.join(",")),
             secrets: {
                 let mut secrets: Vec<String> =
                     seeds.iter().flat_map(|seed| url_secrets(seed)).collect();
@@ -1014,6 +1011,8 @@ mod tests {
             target.scrub("n1 said p@ss, n2 said hunter2"),
             "n1 said ***, n2 said ***"
         );
+        let target = RedisTarget::of_seeds(&split_seeds("redis://hunter2,@n1:7000"));
+        assert_eq!(target.masked, "redis://***@n1:7000");
     }
 
     #[test]
