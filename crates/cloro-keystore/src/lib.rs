@@ -7,6 +7,10 @@
 //! - The verifier (hot path): header, format, failed-attempt guard, cache,
 //!   status, scope, rate limit, concurrency.
 //!
+//! - [`mask_url`], [`mask_url_list`]: the one masker for URLs that may hold
+//!   a password; [`LogLimit`]: one line per second for a warning a client
+//!   can provoke (SPEC §9).
+//!
 //! No store, cache or log here ever holds a plaintext key: only
 //! [`cloro_auth_core::KeyHash`].
 
@@ -21,6 +25,7 @@ mod gcra;
 mod health;
 mod invalidation;
 mod local_limit;
+mod log_limit;
 mod memory;
 mod plans;
 mod record;
@@ -31,6 +36,7 @@ mod redis_store;
 mod store;
 mod striped;
 mod subject;
+mod url_mask;
 mod usage;
 mod verifier;
 
@@ -45,6 +51,7 @@ pub use gcra::{GcraParams, RateDecision, decide as gcra_decide};
 pub use health::{Readiness, StoreHealth};
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
 pub use local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
+pub use log_limit::LogLimit;
 pub use memory::MemoryStore;
 pub use plans::{Plan, Plans, PlansError};
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
@@ -59,6 +66,7 @@ pub use store::{
 };
 pub use striped::StripedCounter;
 pub use subject::{KeyedHasher, Subject, account_subject};
+pub use url_mask::{mask_url, mask_url_list};
 pub use usage::UsageRecorder;
 pub use verifier::{
     MAINTENANCE_INTERVAL, Refused, SharedRateLimiter, Verified, Verifier, VerifierConfig,

@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::invalidation::{ChangeNotifier, Invalidation, InvalidationSink};
+use crate::log_limit::LogLimit;
 use crate::redis_connection::RedisConnection;
 use crate::redis_store::{RedisOptions, RedisStore, RedisTarget, split_seeds};
 use crate::store::StoreError;
@@ -103,16 +104,28 @@ impl ChangeNotifier for RedisNotifier {
         };
         // A lost message is bounded by the cache TTL (SPEC §8); the admin
         // action that caused it has already committed and must not fail.
-        match tokio::time::timeout(self.timeout, publish).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::warn!(
+        // Every admin and portal action publishes: while Redis is failing,
+        // a busy client would write a warning per action (SPEC §9).
+        static PUBLISH_FAILED: LogLimit = LogLimit::per_second();
+        let failure = match tokio::time::timeout(self.timeout, publish).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(error)) => Some(error.kind()),
+            Err(_) => None,
+        };
+        let Some(suppressed) = PUBLISH_FAILED.admit() else {
+            return;
+        };
+        match failure {
+            Some(kind) => tracing::warn!(
                 url = %self.target,
-                kind = ?error.kind(),
+                ?kind,
+                suppressed,
                 "could not publish a cache invalidation; other nodes catch up within the cache ttl"
             ),
-            Err(_) => tracing::warn!(
+            None => tracing::warn!(
                 url = %self.target,
                 timeout = ?self.timeout,
+                suppressed,
                 "redis did not take a cache invalidation in time; other nodes catch up within the cache ttl"
             ),
         }
@@ -503,11 +516,18 @@ fn deliver(message: &Msg, sink: &dyn InvalidationSink, own_node_id: u64) {
             });
             sink.invalidate_published(change, delay);
         }
-        // The payload is not echoed: whatever it is, it is not ours.
-        None => tracing::warn!(
-            bytes = message.get_payload_bytes().len(),
-            "ignoring a malformed invalidation message"
-        ),
+        // The payload is not echoed: whatever it is, it is not ours. Anyone
+        // who can publish on the channel sets the pace, so it is limited.
+        None => {
+            static MALFORMED: LogLimit = LogLimit::per_second();
+            if let Some(suppressed) = MALFORMED.admit() {
+                tracing::warn!(
+                    bytes = message.get_payload_bytes().len(),
+                    suppressed,
+                    "ignoring a malformed invalidation message"
+                );
+            }
+        }
     }
 }
 

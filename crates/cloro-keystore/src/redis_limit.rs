@@ -23,6 +23,7 @@ use cloro_auth_core::wire::RateLimitPolicy;
 use redis::{ErrorKind, RedisError};
 
 use crate::gcra::{self, GcraParams, RateDecision};
+use crate::log_limit::LogLimit;
 use crate::redis_connection::{LuaScript, RedisConnection};
 use crate::redis_store::RedisStore;
 use crate::store::StoreError;
@@ -180,11 +181,17 @@ fn decision_of(step: &Step, params: &GcraParams) -> RateDecision {
     if decision.allowed == step.allowed {
         return decision;
     }
-    tracing::error!(
-        script = step.allowed,
-        local = decision.allowed,
-        "the redis rate-limit script and gcra disagree; following the script"
-    );
+    // Checked on every rate-limited request: a systematic disagreement
+    // would otherwise log once per request (SPEC §9).
+    static DISAGREEMENT: LogLimit = LogLimit::per_second();
+    if let Some(suppressed) = DISAGREEMENT.admit() {
+        tracing::error!(
+            script = step.allowed,
+            local = decision.allowed,
+            suppressed,
+            "the redis rate-limit script and gcra disagree; following the script"
+        );
+    }
     RateDecision {
         allowed: step.allowed,
         remaining: 0,

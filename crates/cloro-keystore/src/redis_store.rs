@@ -77,6 +77,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind, RedisError};
 
 use crate::redis_connection::{LuaScript, RedisConnection};
+use crate::url_mask::{mask_url, mask_url_list, split_url_list, url_secrets};
 
 use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
 use crate::store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW};
@@ -757,8 +758,9 @@ impl RedisStore {
     }
 }
 
-/// Where a store talks to, for messages: the URL with its password masked,
-/// and the secrets to strip from any error text.
+/// Where a store talks to, for messages: the URL masked by the crate's one
+/// masker (`url_mask`), and the secrets it hid, to strip from any error text
+/// a Redis client library writes.
 pub(crate) struct RedisTarget {
     pub(crate) masked: String,
     secrets: Vec<String>,
@@ -772,15 +774,18 @@ impl RedisTarget {
         }
     }
 
-    /// The target of a cluster: every seed masked, joined by commas.
+    /// The target of a cluster: the seed list masked as a list, so a
+    /// password a comma cut in two is not shown seed by seed.
     pub(crate) fn of_seeds(seeds: &[String]) -> Self {
         RedisTarget {
-            masked: seeds
-                .iter()
-                .map(|seed| mask_url(seed))
-                .collect::<Vec<_>>()
-                .join(","),
-            secrets: seeds.iter().flat_map(|seed| url_secrets(seed)).collect(),
+            masked: mask_url_list(&seeds.join(",")),
+            secrets: {
+                let mut secrets: Vec<String> =
+                    seeds.iter().flat_map(|seed| url_secrets(seed)).collect();
+                // Longest first across seeds too (see `url_secrets`).
+                secrets.sort_by_key(|secret| core::cmp::Reverse(secret.len()));
+                secrets
+            },
         }
     }
 
@@ -827,80 +832,13 @@ impl RedisTarget {
     }
 }
 
-/// The seed URLs in a comma-separated list, blanks dropped.
+/// The seed URLs in a comma-separated list, blanks dropped (split as the
+/// masker splits them, so each seed's masked form is the seed used).
 pub(crate) fn split_seeds(seeds: &str) -> Vec<String> {
-    seeds
-        .split(',')
-        .map(str::trim)
-        .filter(|seed| !seed.is_empty())
+    split_url_list(seeds)
+        .into_iter()
         .map(str::to_owned)
         .collect()
-}
-
-/// The URL for messages: the password in `user:password@` (or a bare
-/// `secret@`, which some write for a password-only URL) and `pass`/`password`
-/// query values become `***`.
-pub(crate) fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // Not a URL: it may be a secret pasted in the wrong place.
-        return "(unparsable url)".to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("***@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((name, _)) if is_secret_param(name) => format!("{name}=***"),
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
-fn is_secret_param(name: &str) -> bool {
-    name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password")
-}
-
-/// The secrets `mask_url` hides, to strip them from error texts as well.
-fn url_secrets(url: &str) -> Vec<String> {
-    let Some((_, rest)) = url.split_once("://") else {
-        return vec![url.to_owned()];
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let mut secrets = Vec::new();
-    if let Some((userinfo, _)) = authority.rsplit_once('@') {
-        secrets.push(
-            userinfo
-                .split_once(':')
-                .map_or(userinfo, |(_, password)| password)
-                .to_owned(),
-        );
-    }
-    if let Some((_, query)) = tail.split_once('?') {
-        secrets.extend(
-            query
-                .split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .filter(|(name, _)| is_secret_param(name))
-                .map(|(_, value)| value.to_owned()),
-        );
-    }
-    secrets.retain(|secret| !secret.is_empty());
-    secrets
 }
 
 /// The keys of one account, all in its hash slot.
@@ -1138,30 +1076,25 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_masked() {
-        assert_eq!(
-            mask_url("redis://user:hunter2@db.example:6380/1"),
-            "redis://user:***@db.example:6380/1"
-        );
-        assert_eq!(
-            mask_url("redis://:hunter2@127.0.0.1"),
-            "redis://:***@127.0.0.1"
-        );
-        assert_eq!(
-            mask_url("redis://hunter2@127.0.0.1"),
-            "redis://***@127.0.0.1"
-        );
-        assert_eq!(
-            mask_url("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
-            "redis+unix:///run/redis.sock?db=1&pass=***"
-        );
-        assert_eq!(mask_url("hunter2"), "(unparsable url)");
-        assert_eq!(mask_url("redis://127.0.0.1:6380"), "redis://127.0.0.1:6380");
+    fn targets_mask_urls_and_scrub_error_texts() {
         let target = RedisTarget::new("redis://user:hunter2@db.example:6380?password=s3cret");
+        assert_eq!(
+            target.masked,
+            "redis://user:***@db.example:6380?password=***"
+        );
         assert_eq!(
             target.scrub("auth hunter2 and s3cret failed"),
             "auth *** and *** failed"
         );
+        let seeds = split_seeds("redis://:p%40ss@n1:7000, redis://:hunter2@n2:7001");
+        let target = RedisTarget::of_seeds(&seeds);
+        assert_eq!(target.masked, "redis://:***@n1:7000,redis://:***@n2:7001");
+        assert_eq!(
+            target.scrub("n1 said p@ss, n2 said hunter2"),
+            "n1 said ***, n2 said ***"
+        );
+        let target = RedisTarget::of_seeds(&split_seeds("redis://hunter2,@n1:7000"));
+        assert_eq!(target.masked, "redis://***@n1:7000");
     }
 
     #[test]

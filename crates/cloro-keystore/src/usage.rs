@@ -298,7 +298,7 @@ mod tests {
         fn new() -> Self {
             Fixture {
                 store: Arc::new(MemoryStore::new()),
-                cache: KeyCache::new(100, Duration::from_secs(60)),
+                cache: KeyCache::new(crate::CacheBounds::default(), Duration::from_secs(60)),
                 recorder: UsageRecorder::new(7),
             }
         }
@@ -318,12 +318,12 @@ mod tests {
                 .unwrap()
                 .key
                 .hash();
-            match self
+            let filled = self
                 .cache
-                .get_or_load(&hash, now, || self.store.lookup(&hash))
+                .get_or_load(&hash, now, || Ok::<_, ()>(()), || self.store.lookup(&hash))
                 .await
-                .unwrap()
-            {
+                .unwrap();
+            match filled.result.unwrap() {
                 crate::CacheEntry::Known(key) => key,
                 crate::CacheEntry::Unknown => panic!("the key was just created"),
             }

@@ -27,6 +27,7 @@ use crate::failed_attempts::FailedAttempts;
 use crate::gcra::{GcraParams, RateDecision};
 use crate::health::StoreHealth;
 use crate::local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
+use crate::log_limit::LogLimit;
 use crate::plans::Plans;
 use crate::store::{KeyStore, StoreError};
 use crate::striped::StripedCounter;
@@ -350,6 +351,13 @@ impl Verifier {
             Err(FillRefused::Refused(error)) => return Err(error),
             Err(FillRefused::Busy) => {
                 self.stats.lookups_refused.increment();
+                static LOOKUPS_FULL: LogLimit = LogLimit::per_second();
+                if let Some(suppressed) = LOOKUPS_FULL.admit() {
+                    tracing::warn!(
+                        suppressed,
+                        "too many key lookups in flight; answering AUTH_UNAVAILABLE (raise --pending-lookups-size?)"
+                    );
+                }
                 return Err(AuthError::AuthUnavailable {
                     retry_after: UNAVAILABLE_RETRY_SECONDS,
                 });
@@ -377,7 +385,12 @@ impl Verifier {
                 }
                 self.health.record_failure();
                 self.stats.store_errors.increment();
-                tracing::warn!(%error, "key lookup failed; answering AUTH_UNAVAILABLE");
+                // Every request with an uncached key lands here while the
+                // store is down (SPEC §9: logs can't be flooded).
+                static LOOKUP_FAILED: LogLimit = LogLimit::per_second();
+                if let Some(suppressed) = LOOKUP_FAILED.admit() {
+                    tracing::warn!(%error, suppressed, "key lookup failed; answering AUTH_UNAVAILABLE");
+                }
                 Err(AuthError::AuthUnavailable {
                     retry_after: UNAVAILABLE_RETRY_SECONDS,
                 })
@@ -463,12 +476,23 @@ impl Verifier {
         };
         let params = GcraParams::of(policy);
         if let Some(shared) = &self.shared_limiter {
+            // Every rate-limited request lands here while Redis fails.
+            static SHARED_LIMITER_FAILED: LogLimit = LogLimit::per_second();
             match tokio::time::timeout(self.store_timeout, shared.check(subject, policy)).await {
                 Ok(Ok(decision)) => return decision,
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, "shared rate limiter failed; limiting on this node")
+                    if let Some(suppressed) = SHARED_LIMITER_FAILED.admit() {
+                        tracing::warn!(%error, suppressed, "shared rate limiter failed; limiting on this node");
+                    }
                 }
-                Err(_) => tracing::warn!("shared rate limiter timed out; limiting on this node"),
+                Err(_) => {
+                    if let Some(suppressed) = SHARED_LIMITER_FAILED.admit() {
+                        tracing::warn!(
+                            suppressed,
+                            "shared rate limiter timed out; limiting on this node"
+                        );
+                    }
+                }
             }
             self.stats.limiter_fallbacks.increment();
         }

@@ -18,7 +18,7 @@ use cloro_auth_core::wire::{
 use cloro_auth_core::{
     AccountId, ApiKey, AuthError, ErrorCode, KeyId, Malformed, bearer_token, query_carries_key,
 };
-use cloro_keystore::{AccountRecord, AdminError, Cursor, KeyRecord};
+use cloro_keystore::{AccountRecord, AdminError, Cursor, KeyRecord, LogLimit};
 use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -252,12 +252,19 @@ fn authenticate(app: &App, headers: &HeaderMap, client: IpAddr) -> Result<(), Re
     // Someone holding an API key may expect it to open the admin API too;
     // say plainly that it never will, rather than only "wrong token".
     if ApiKey::check_format(token.as_bytes()).is_ok() {
-        tracing::warn!("an API key was sent as the admin token");
+        // Anyone can send these as fast as they like (SPEC §9).
+        static API_KEY_AS_ADMIN_TOKEN: LogLimit = LogLimit::per_second();
+        if let Some(suppressed) = API_KEY_AS_ADMIN_TOKEN.admit() {
+            tracing::warn!(suppressed, "an API key was sent as the admin token");
+        }
         return Err(ApiError::admin_token().with_message(
             "API keys are not admin tokens; send the admin token (CLORO_ADMIN_TOKEN) as `Authorization: Bearer <admin token>`",
         ).into());
     }
-    tracing::warn!("a wrong admin token was sent");
+    static WRONG_ADMIN_TOKEN: LogLimit = LogLimit::per_second();
+    if let Some(suppressed) = WRONG_ADMIN_TOKEN.admit() {
+        tracing::warn!(suppressed, "a wrong admin token was sent");
+    }
     Err(ApiError::admin_token().into())
 }
 
@@ -434,7 +441,10 @@ fn admin_error(error: AdminError) -> Refusal {
             ApiError::new(code, error.to_string())
         }
         ErrorCode::AuthUnavailable => {
-            tracing::warn!(%error, "admin action failed: the key store is unavailable");
+            static STORE_DOWN: LogLimit = LogLimit::per_second();
+            if let Some(suppressed) = STORE_DOWN.admit() {
+                tracing::warn!(%error, suppressed, "admin action failed: the key store is unavailable");
+            }
             ApiError::new(
                 ErrorCode::AuthUnavailable,
                 "the key store is unavailable; nothing was changed, retry shortly",

@@ -1,26 +1,25 @@
 //! The application: what the server is built from (store, verifier, admin,
 //! tokens) and the router that sends each request to its handler.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cloro_auth_core::ErrorCode;
 use cloro_auth_core::wire::HealthResponse;
+use cloro_auth_core::{ErrorCode, normalise_path};
 use cloro_keystore::{
     ChangeNotifier, EmbeddedStore, InvalidationListener, InvalidationSink, KeyAdmin, KeyStore,
     LocalNotifier, Readiness, RedisNotifier, RedisOptions, RedisRateLimiter, RedisStore,
     SharedRateLimiter, StoreError, Verifier, VerifierConfig, spawn_cluster_invalidation_listener,
     spawn_invalidation_listener,
 };
-use std::borrow::Cow;
-
-use cloro_auth_core::normalise_path;
+use cloro_keystore::{LogLimit, mask_url, mask_url_list};
 use http::{Method, Request, Response, StatusCode};
 use tracing::Instrument;
 
 use crate::admin_token::{AdminToken, AdminTokenError};
-use crate::config::{Settings, StoreChoice, mask_url};
+use crate::config::{Settings, StoreChoice};
 use crate::gateway::Gateway;
 use crate::guard::Guard;
 use crate::metrics::{AnsweredCode, MeasuredSink, Metrics, PropagationDelays, RouteLabel};
@@ -103,7 +102,7 @@ impl App {
                 let mut options = RedisOptions::default();
                 options.command_timeout = settings.store_timeout;
                 let store = if *cluster {
-                    tracing::info!(seeds = %mask_seeds(url), "using a Redis Cluster");
+                    tracing::info!(seeds = %mask_url_list(url), "using a Redis Cluster");
                     Arc::new(RedisStore::connect_cluster(url, options.clone())?)
                 } else {
                     tracing::info!(redis = %mask_url(url), "using Redis");
@@ -190,14 +189,20 @@ impl App {
     /// request needed it.
     pub async fn probe_store(&self) -> Readiness {
         let health = self.guard.verifier().health();
+        // `/readyz` runs this for anyone who asks while the store is down.
+        static PING_FAILED: LogLimit = LogLimit::per_second();
         match tokio::time::timeout(self.settings.store_timeout, self.store.ping()).await {
             Ok(Ok(())) => health.record_success(),
             Ok(Err(error)) => {
-                tracing::warn!(%error, "the key store did not answer a ping");
+                if let Some(suppressed) = PING_FAILED.admit() {
+                    tracing::warn!(%error, suppressed, "the key store did not answer a ping");
+                }
                 health.record_failure();
             }
             Err(_) => {
-                tracing::warn!("the key store did not answer a ping in time");
+                if let Some(suppressed) = PING_FAILED.admit() {
+                    tracing::warn!(suppressed, "the key store did not answer a ping in time");
+                }
                 health.record_failure();
             }
         }
@@ -335,15 +340,6 @@ impl App {
             .into_response(request_id),
         }
     }
-}
-
-/// Seed URLs for logs: each masked on its own.
-fn mask_seeds(seeds: &str) -> String {
-    seeds
-        .split(',')
-        .map(|seed| mask_url(seed.trim()))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn ok_status(status: &str) -> Response<Body> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use cloro_auth_core::wire::RateLimitPolicy;
 use cloro_auth_core::{PlanName, Scope, parse_byte_size, parse_duration, parse_rate};
-use cloro_keystore::{Plan, Plans};
+use cloro_keystore::{Plan, Plans, mask_url, mask_url_list};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -102,8 +102,10 @@ impl fmt::Debug for Flags {
         f.debug_struct("Flags")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
+            // As one URL even with `--redis-cluster`, which may come from the
+            // file: a list masked as one leaks nothing, it only shows less.
             .field("redis_url", &self.redis_url.as_deref().map(mask_url))
-            .field("upstream", &self.upstream)
+            .field("upstream", &self.upstream.as_deref().map(mask_url))
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -173,7 +175,14 @@ impl fmt::Debug for StoreChoice {
             StoreChoice::Embedded(dir) => f.debug_tuple("Embedded").field(dir).finish(),
             StoreChoice::Redis { url, cluster } => f
                 .debug_struct("Redis")
-                .field("url", &mask_url(url))
+                .field(
+                    "url",
+                    &if *cluster {
+                        mask_url_list(url)
+                    } else {
+                        mask_url(url)
+                    },
+                )
                 .field("cluster", cluster)
                 .finish(),
         }
@@ -315,7 +324,7 @@ impl Settings {
     pub fn from_toml(flags: Flags, text: &str) -> Result<Self, ConfigError> {
         let file = toml::from_str(text).map_err(|error| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
-            message: error.to_string(),
+            message: toml_error(&error, text),
         })?;
         Self::merge(flags, file)
     }
@@ -529,42 +538,45 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|error| ConfigError::Parse {
         path: path.to_owned(),
-        message: error.to_string(),
+        message: toml_error(&error, &text),
     })
+}
+
+/// A TOML error as "line N: what is wrong", without the excerpt of the file
+/// that `toml`'s own `Display` quotes: that line may be `redis_url = …`
+/// with a password in it, and this message is logged.
+fn toml_error(error: &toml::de::Error, text: &str) -> String {
+    match error.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(1, |before| before.matches('\n').count() + 1);
+            format!("line {line}: {}", error.message())
+        }
+        None => error.message().to_owned(),
+    }
 }
 
 fn parse_upstream(text: &str) -> Result<http::Uri, ConfigError> {
     let uri: http::Uri = text
         .parse()
-        .map_err(|_| invalid("upstream", format!("`{text}` is not a URL")))?;
+        .map_err(|_| invalid("upstream", format!("`{}` is not a URL", mask_url(text))))?;
     match (uri.scheme_str(), uri.authority()) {
+        // The gateway never sends userinfo upstream, and a URI kept with a
+        // password in it would print it in `Settings`' `Debug`.
+        (_, Some(authority)) if authority.as_str().contains('@') => Err(invalid(
+            "upstream",
+            format!(
+                "`{}` carries credentials, which are never sent upstream; remove them",
+                mask_url(text)
+            ),
+        )),
         (Some("http"), Some(_)) => Ok(uri),
         _ => Err(invalid(
             "upstream",
             "use http://host:port (TLS to the upstream is not supported yet)",
         )),
     }
-}
-
-/// A Redis URL with any password replaced by `***`: the only form that may
-/// be logged.
-pub fn mask_url(url: &str) -> String {
-    url.split(',')
-        .map(|one| match (one.find("://"), one.rfind('@')) {
-            (Some(scheme_end), Some(at)) if at > scheme_end => {
-                let userinfo = &one[scheme_end + 3..at];
-                let user = userinfo.split(':').next().unwrap_or("");
-                let masked = if userinfo.contains(':') {
-                    format!("{user}:***")
-                } else {
-                    "***".to_owned()
-                };
-                format!("{}{masked}{}", &one[..scheme_end + 3], &one[at..])
-            }
-            _ => one.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]
@@ -665,6 +677,15 @@ mod tests {
     }
 
     #[test]
+    fn a_toml_error_does_not_quote_the_file() {
+        let text = "cache_ttl = \"10s\"\nredis_url = \"redis://:hunter2@h:1\" oops\n";
+        let error = Settings::from_toml(Flags::default(), text).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("line 2"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
     fn redis_cluster_is_a_switch() {
         assert_eq!(flags(&["--redis-cluster"]).redis_cluster, Some(true));
         assert_eq!(flags(&["--redis-cluster=false"]).redis_cluster, Some(false));
@@ -674,17 +695,28 @@ mod tests {
     }
 
     #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_url("redis://:hunter2@host:6379/0"),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(
-            mask_url("redis://user:pw@h:1,redis://h2:2"),
-            "redis://user:***@h:1,redis://h2:2"
-        );
-        assert_eq!(mask_url("redis://host:6379"), "redis://host:6379");
-        let flags = flags(&["--redis-url", "redis://:hunter2@h:1"]);
-        assert!(!format!("{flags:?}").contains("hunter2"));
+    fn passwords_are_masked_in_debug_and_errors() {
+        let url_flags = flags(&["--redis-url", "redis+unix:///r.sock?pass=hunter2"]);
+        assert!(!format!("{url_flags:?}").contains("hunter2"));
+        let seeds = "redis://:hunter2@h:1,redis://:hunter3@h2:2";
+        for cluster in [false, true] {
+            let store = StoreChoice::Redis {
+                url: seeds.to_owned(),
+                cluster,
+            };
+            let shown = format!("{store:?}");
+            assert!(!shown.contains("hunter"), "{shown}");
+        }
+        let seed_flags = flags(&["--redis-url", seeds, "--redis-cluster"]);
+        assert!(!format!("{seed_flags:?}").contains("hunter"));
+        let upstream = "http://user:hunter2@upstream:8080";
+        let upstream_flags = flags(&["--upstream", upstream]);
+        assert!(!format!("{upstream_flags:?}").contains("hunter2"));
+        let error = Settings::from_toml(flags(&["--upstream", upstream]), "").unwrap_err();
+        assert!(error.to_string().contains("credentials"), "{error}");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+        let error =
+            Settings::from_toml(flags(&["--upstream", "http://u:hunter2@[::1"]), "").unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 }

@@ -2,6 +2,7 @@
 //! rewrites its headers so the upstream can trust the identity it is given,
 //! and forwards it to `--upstream`, streaming the bodies both ways.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cloro_auth_core::ErrorCode;
-use cloro_keystore::ConcurrencyPermit;
+use cloro_keystore::{ConcurrencyPermit, LogLimit, mask_url};
 use http::header::{AUTHORIZATION, CONNECTION, EXPECT, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
@@ -49,7 +50,6 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Forwards authenticated `/v1/*` requests to the configured upstream.
-#[derive(Debug)]
 pub(crate) struct Gateway {
     /// Scheme and authority of `--upstream`; `None` when none is set.
     upstream: Option<(Scheme, Authority)>,
@@ -59,6 +59,20 @@ pub(crate) struct Gateway {
     /// How long the upstream may take to send its response head (SPEC §9
     /// `--upstream-timeout`).
     response_timeout: Duration,
+}
+
+// Hand-written: an authority may hold `user:password@`, and `App`'s `Debug`
+// prints the gateway, so it goes through the one URL masker.
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let upstream = self
+            .upstream
+            .as_ref()
+            .map(|(scheme, authority)| mask_url(&format!("{scheme}://{authority}")));
+        f.debug_struct("Gateway")
+            .field("upstream", &upstream)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Gateway {
@@ -165,8 +179,17 @@ impl Gateway {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 // The upstream address is the operator's business, not the
-                // client's: it goes to the log only.
-                tracing::warn!(error = %error_chain(&error), "the upstream request failed");
+                // client's: it goes to the log only. Every request can fail
+                // this way while the upstream is down, so the log gets one
+                // line a second (SPEC §9).
+                static UPSTREAM_FAILED: LogLimit = LogLimit::per_second();
+                if let Some(suppressed) = UPSTREAM_FAILED.admit() {
+                    tracing::warn!(
+                        error = %error_chain(&error),
+                        suppressed,
+                        "the upstream request failed"
+                    );
+                }
                 return ApiError::new(
                     ErrorCode::UpstreamUnavailable,
                     "the upstream service could not be reached; try again later",

@@ -26,16 +26,31 @@ const LOG_FILE: &str = "redis.log";
 const NOT_FOUND: &str = "redis-server not found on PATH: install it (Debian/Ubuntu: \
      `apt-get install redis-server`; macOS: `brew install redis`); the Redis tests never skip";
 
+/// The Unix socket a server with a password also listens on, in its directory.
+const SOCKET_FILE: &str = "redis.sock";
+
 /// A `redis-server` process owned by a test.
 ///
 /// Dropping the handle kills and reaps the process and removes its
 /// directory, also when the test panics.
-#[derive(Debug)]
 pub struct RedisServer {
     binary: PathBuf,
     port: u16,
     dir: tempfile::TempDir,
     child: Child,
+    /// `requirepass`, when the server was started with one.
+    password: Option<String>,
+}
+
+// Hand-written so that a test's Redis password stays out of test output.
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("port", &self.port)
+            .field("dir", &self.dir.path())
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisServer {
@@ -45,6 +60,21 @@ impl RedisServer {
     /// When `redis-server` is not on `PATH` (the message says how to install
     /// it: Redis tests fail rather than skip), or when it does not start.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that refuses every command until `AUTH password`
+    /// (`requirepass`), listening on a loopback port and also on the Unix
+    /// socket [`Self::unix_socket`], so tests can connect with a password
+    /// in every URL form.
+    ///
+    /// # Panics
+    /// As [`Self::start`].
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password.to_owned()))
+    }
+
+    fn start_with(password: Option<String>) -> Self {
         let binary = find_on_path("redis-server").unwrap_or_else(|| panic!("{NOT_FOUND}"));
         let dir = tempfile::Builder::new()
             .prefix("cloro-redis-")
@@ -53,14 +83,15 @@ impl RedisServer {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            let mut child = spawn(&binary, port, dir.path());
-            match wait_ready(&mut child, port, dir.path()) {
+            let mut child = spawn(&binary, port, dir.path(), password.as_deref());
+            match wait_ready(&mut child, port, dir.path(), password.as_deref()) {
                 Ok(()) => {
                     return RedisServer {
                         binary,
                         port,
                         dir,
                         child,
+                        password,
                     };
                 }
                 Err(failure) => {
@@ -83,6 +114,19 @@ impl RedisServer {
     /// The loopback port the server listens on; never 6379.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The Unix socket a server started with a password also listens on
+    /// (only the test's user may connect).
+    ///
+    /// # Panics
+    /// For a server started without a password: it has no socket.
+    pub fn unix_socket(&self) -> PathBuf {
+        assert!(
+            self.password.is_some(),
+            "only RedisServer::start_with_password listens on a Unix socket"
+        );
+        self.dir.path().join(SOCKET_FILE)
     }
 
     /// Freezes the server (SIGSTOP): connections stay open and commands get
@@ -110,8 +154,9 @@ impl RedisServer {
     /// took the port meanwhile.
     pub fn restart(&mut self) {
         stop(&mut self.child);
-        self.child = spawn(&self.binary, self.port, self.dir.path());
-        if let Err(failure) = wait_ready(&mut self.child, self.port, self.dir.path()) {
+        let password = self.password.as_deref();
+        self.child = spawn(&self.binary, self.port, self.dir.path(), password);
+        if let Err(failure) = wait_ready(&mut self.child, self.port, self.dir.path(), password) {
             panic!("restarting redis-server on its port failed: {failure}");
         }
     }
@@ -170,8 +215,19 @@ fn free_port() -> u16 {
     }
 }
 
-fn spawn(binary: &Path, port: u16, dir: &Path) -> Child {
-    spawn_with(binary, port, dir, LOG_FILE, &[])
+fn spawn(binary: &Path, port: u16, dir: &Path, password: Option<&str>) -> Child {
+    let extra = match password {
+        Some(password) => vec![
+            "--requirepass".to_owned(),
+            password.to_owned(),
+            "--unixsocket".to_owned(),
+            dir.join(SOCKET_FILE).display().to_string(),
+            "--unixsocketperm".to_owned(),
+            "700".to_owned(),
+        ],
+        None => Vec::new(),
+    };
+    spawn_with(binary, port, dir, LOG_FILE, &extra)
 }
 
 /// Starts `redis-server` on `port` with `extra` arguments, logging to
@@ -206,8 +262,13 @@ pub(crate) fn spawn_with(
 }
 
 /// Polls until the server on `port` answers PING and reports `child`'s pid.
-fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> Result<(), String> {
-    wait_ready_logged(child, port, dir, LOG_FILE)
+fn wait_ready(
+    child: &mut Child,
+    port: u16,
+    dir: &Path,
+    password: Option<&str>,
+) -> Result<(), String> {
+    wait_ready_as(child, port, dir, LOG_FILE, password)
 }
 
 /// [`wait_ready`] for a server that logs to `log` in `dir`.
@@ -217,6 +278,17 @@ pub(crate) fn wait_ready_logged(
     dir: &Path,
     log: &str,
 ) -> Result<(), String> {
+    wait_ready_as(child, port, dir, log, None)
+}
+
+/// [`wait_ready_logged`] for a server that needs `AUTH password` first.
+fn wait_ready_as(
+    child: &mut Child,
+    port: u16,
+    dir: &Path,
+    log: &str,
+    password: Option<&str>,
+) -> Result<(), String> {
     let deadline = Instant::now() + READY_DEADLINE;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -225,7 +297,7 @@ pub(crate) fn wait_ready_logged(
                 log_tail(dir, log)
             ));
         }
-        if answers_as(port, child.id()) {
+        if answers_as(port, child.id(), password) {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -239,8 +311,9 @@ pub(crate) fn wait_ready_logged(
 }
 
 /// Whether the server on `port` answers `PING` with `+PONG` and says (in
-/// `INFO server`) that its process id is `pid`.
-fn answers_as(port: u16, pid: u32) -> bool {
+/// `INFO server`) that its process id is `pid`, after `AUTH password` when
+/// it needs one.
+fn answers_as(port: u16, pid: u32, password: Option<&str>) -> bool {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
         return false;
@@ -254,6 +327,17 @@ fn answers_as(port: u16, pid: u32) -> bool {
     };
     let mut reader = BufReader::new(reader_stream);
     let mut line = String::new();
+    if let Some(password) = password {
+        // As a RESP array, so that any byte of the password goes through.
+        let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n", password.len());
+        if stream.write_all(auth.as_bytes()).is_err()
+            || reader.read_line(&mut line).is_err()
+            || line.trim_end() != "+OK"
+        {
+            return false;
+        }
+        line.clear();
+    }
     if stream.write_all(b"PING\r\n").is_err()
         || reader.read_line(&mut line).is_err()
         || line.trim_end() != "+PONG"
@@ -298,23 +382,23 @@ mod tests {
         let port = server.port();
         assert_ne!(port, SYSTEM_REDIS_PORT);
         assert_eq!(server.url(), format!("redis://127.0.0.1:{port}"));
-        assert!(answers_as(port, server.child.id()));
+        assert!(answers_as(port, server.child.id(), None));
 
         server.pause();
         let started = Instant::now();
         assert!(
-            !answers_as(port, server.child.id()),
+            !answers_as(port, server.child.id(), None),
             "a paused server answers"
         );
         assert!(started.elapsed() < Duration::from_secs(2));
         server.resume();
-        assert!(answers_as(port, server.child.id()));
+        assert!(answers_as(port, server.child.id(), None));
 
         let old_pid = server.child.id();
         server.restart();
         assert_eq!(server.port(), port);
         assert_ne!(server.child.id(), old_pid);
-        assert!(answers_as(port, server.child.id()));
+        assert!(answers_as(port, server.child.id(), None));
     }
 
     #[test]
@@ -325,6 +409,22 @@ mod tests {
         drop(server);
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         assert!(TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err());
+    }
+
+    #[test]
+    fn a_password_server_refuses_until_auth_and_listens_on_a_socket() {
+        let mut server = RedisServer::start_with_password("s3cret pass@word");
+        let pid = server.child.id();
+        assert!(!answers_as(server.port(), pid, None), "served without AUTH");
+        assert!(answers_as(server.port(), pid, Some("s3cret pass@word")));
+        assert!(server.unix_socket().exists());
+        assert!(!format!("{server:?}").contains("s3cret"));
+        server.restart();
+        assert!(answers_as(
+            server.port(),
+            server.child.id(),
+            Some("s3cret pass@word")
+        ));
     }
 
     #[test]

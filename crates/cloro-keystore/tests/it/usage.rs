@@ -36,7 +36,7 @@ fn patient() -> RedisOptions {
     options
 }
 
-fn verifier(store: Arc<dyn KeyStore>) -> Verifier {
+fn verifier(store: Arc<dyn KeyStore>) -> Arc<Verifier> {
     Verifier::new(
         store,
         Arc::new(Plans::builtin()),

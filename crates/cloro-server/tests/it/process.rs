@@ -1,11 +1,14 @@
 //! The real `cloro-server` binary as a child process: restart after
-//! SIGKILL, drain on SIGTERM, and logs that never hold a secret.
+//! SIGKILL, drain on SIGTERM, and logs that never hold a secret (keys,
+//! tokens, and the Redis password in every URL form redis-rs accepts).
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cloro_auth_core::{ApiKey, Environment};
+use cloro_test_support::RedisServer;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -36,8 +39,28 @@ fn free_port() -> u16 {
 
 impl ServerProcess {
     /// Starts the binary on the embedded store in `data_dir`; with
-    /// `admin_token` unset it generates its own.
+    /// `admin_token` unset it generates its own. Returns once `/readyz`
+    /// answers 200.
     async fn start(data_dir: &Path, admin_token: Option<&str>, extra: &[&str]) -> ServerProcess {
+        let server = ServerProcess::spawn(data_dir, admin_token, extra);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(reply) = tokio::time::timeout(
+                Duration::from_secs(1),
+                server.request(Method::GET, "/readyz", None, ""),
+            )
+            .await
+                && reply.is_some_and(|r| r.status == StatusCode::OK)
+            {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "the server did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the binary as [`Self::start`] does, without waiting for it.
+    fn spawn(data_dir: &Path, admin_token: Option<&str>, extra: &[&str]) -> ServerProcess {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_cloro-server"));
         command
@@ -53,23 +76,34 @@ impl ServerProcess {
         if let Some(token) = admin_token {
             command.env("CLORO_ADMIN_TOKEN", token);
         }
-        let server = ServerProcess {
+        ServerProcess {
             child: command.spawn().unwrap(),
             port,
-        };
+        }
+    }
+
+    /// Waits until the server serves (`/healthz` answers: true) or exits
+    /// (false), whichever comes first.
+    async fn serves_or_exits(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(reply) = tokio::time::timeout(
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            if let Ok(Some(reply)) = tokio::time::timeout(
                 Duration::from_secs(1),
-                server.request(Method::GET, "/readyz", None, ""),
+                self.request(Method::GET, "/healthz", None, ""),
             )
             .await
-                && reply.is_some_and(|r| r.status == StatusCode::OK)
+                && reply.status == StatusCode::OK
             {
-                return server;
+                return true;
             }
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                Instant::now() < deadline,
+                "the server neither served nor exited"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -307,4 +341,206 @@ async fn logs_never_hold_a_key_or_the_admin_token() {
             "part of a secret reached the logs"
         );
     }
+}
+
+/// The password of the private Redis below. Its `@` must be percent-encoded
+/// in userinfo and may stay raw in a query, so both spellings are tried;
+/// every spelling starts with [`PASSWORD_MARK`].
+const REDIS_PASSWORD: &str = "hunter2@Mask";
+const REDIS_PASSWORD_ENCODED: &str = "hunter2%40Mask";
+const PASSWORD_MARK: &str = "hunter2";
+
+/// How one `--redis-url` should go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Connects and authenticates: `/readyz` answers 200.
+    Ready,
+    /// Starts, but Redis refuses it (no password sent, or not a cluster).
+    Refused,
+    /// Does not start: the URL cannot be used.
+    Exits,
+}
+
+/// Runs the binary with `args`, sends what makes it talk to Redis and log
+/// warnings (an admin write, a key lookup, a wrong admin token), stops it,
+/// and returns everything it printed.
+async fn run_against_redis(args: Vec<String>, expected: Outcome) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = ServerProcess::spawn(data.path(), Some(ADMIN_TOKEN), &args);
+    let serves = server.serves_or_exits().await;
+    assert_eq!(serves, expected != Outcome::Exits, "{args:?}");
+    if serves {
+        let ready = server
+            .request(Method::GET, "/readyz", None, "")
+            .await
+            .unwrap();
+        assert_eq!(
+            ready.status == StatusCode::OK,
+            expected == Outcome::Ready,
+            "{args:?}: {:?}",
+            ready.body
+        );
+        let created = server
+            .admin(
+                Method::POST,
+                "/admin/v1/keys",
+                ADMIN_TOKEN,
+                r#"{"account_id":"acct_mask","name":"m"}"#,
+            )
+            .await;
+        let key = match created.body["key"].as_str() {
+            Some(key) => key.to_owned(),
+            None => ApiKey::generate(Environment::Live)
+                .unwrap()
+                .expose_secret()
+                .to_owned(),
+        };
+        let whoami = server.whoami(&key).await;
+        let expected_status = match expected {
+            Outcome::Ready => StatusCode::OK,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        assert_eq!(
+            whoami.status, expected_status,
+            "{args:?}: {:?}",
+            whoami.body
+        );
+        let wrong = server
+            .admin(
+                Method::GET,
+                "/admin/v1/plans",
+                "wrong-admin-token-0123456789abcdef",
+                "",
+            )
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        server.signal("TERM");
+    }
+    let (clean, logs) = server.wait_with_output().await;
+    assert_eq!(clean, serves, "{args:?}: {logs}");
+    logs
+}
+
+#[tokio::test]
+async fn the_redis_password_never_reaches_the_output_in_any_url_form() {
+    let redis = RedisServer::start_with_password(REDIS_PASSWORD);
+    let port = redis.port();
+    let socket = redis.unix_socket().display().to_string();
+    // Nothing listens there: the seed list only has to be read and tried.
+    let other_port = free_port();
+    let url = |url: String| vec!["--redis-url".to_owned(), url];
+    let forms = [
+        (
+            url(format!(
+                "redis://:{REDIS_PASSWORD_ENCODED}@127.0.0.1:{port}"
+            )),
+            Outcome::Ready,
+        ),
+        // The authority ends at the last `@`: the raw `@` stays in the password.
+        (
+            url(format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0")),
+            Outcome::Ready,
+        ),
+        (
+            url(format!(
+                "redis://default:{REDIS_PASSWORD_ENCODED}@127.0.0.1:{port}"
+            )),
+            Outcome::Ready,
+        ),
+        (
+            url(format!("redis+unix://{socket}?pass={REDIS_PASSWORD}")),
+            Outcome::Ready,
+        ),
+        (
+            url(format!(
+                "unix://{socket}?db=0&pass={REDIS_PASSWORD_ENCODED}"
+            )),
+            Outcome::Ready,
+        ),
+        // redis-rs reads no password from a TCP URL's query, nor from a
+        // lone user name: the server starts and Redis refuses it.
+        (
+            url(format!(
+                "redis://127.0.0.1:{port}/?password={REDIS_PASSWORD_ENCODED}"
+            )),
+            Outcome::Refused,
+        ),
+        (
+            url(format!("redis://{REDIS_PASSWORD_ENCODED}@127.0.0.1:{port}")),
+            Outcome::Refused,
+        ),
+        (
+            vec![
+                "--redis-cluster".to_owned(),
+                "--redis-url".to_owned(),
+                format!(
+                    "redis://:{REDIS_PASSWORD_ENCODED}@127.0.0.1:{port}, redis://:{REDIS_PASSWORD_ENCODED}@127.0.0.1:{other_port}"
+                ),
+            ],
+            Outcome::Refused,
+        ),
+        (
+            url(format!("redis://:{REDIS_PASSWORD}@[::1:{port}")),
+            Outcome::Exits,
+        ),
+        (url(REDIS_PASSWORD.to_owned()), Outcome::Exits),
+        // The upstream URL goes through the same masker (and is refused
+        // with credentials, which the gateway would never send).
+        (
+            vec![
+                "--upstream".to_owned(),
+                format!("http://user:{REDIS_PASSWORD_ENCODED}@127.0.0.1:{other_port}"),
+            ],
+            Outcome::Exits,
+        ),
+    ];
+    let mut runs = tokio::task::JoinSet::new();
+    for (args, expected) in forms {
+        runs.spawn(async move { (args.clone(), run_against_redis(args, expected).await) });
+    }
+    while let Some(run) = runs.join_next().await {
+        let (args, logs) = run.unwrap();
+        assert!(
+            !logs.contains(PASSWORD_MARK),
+            "the Redis password reached the output of {args:?}:\n{logs}"
+        );
+        // The URL was shown, masked, so the check above is not vacuous.
+        assert!(logs.contains("***"), "{args:?}:\n{logs}");
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_upstream_failures_logs_one_line_a_second() {
+    let data = tempfile::tempdir().unwrap();
+    // Nothing listens there: every forwarded request fails to connect.
+    let upstream = format!("http://127.0.0.1:{}", free_port());
+    let server =
+        ServerProcess::start(data.path(), Some(ADMIN_TOKEN), &["--upstream", &upstream]).await;
+    let (key, _) = server.create_key(ADMIN_TOKEN).await;
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < 50 {
+        let reply = server
+            .request(Method::GET, "/v1/anything", Some(&key), "")
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{:?}", reply.body);
+        sent += 1;
+    }
+    let seconds = started.elapsed().as_secs();
+    server.signal("TERM");
+    let (clean, logs) = server.wait_with_output().await;
+    assert!(clean);
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("the upstream request failed"))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() as u64 <= seconds + 1,
+        "{sent} failures in {seconds}s gave {} lines:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert!(lines[0].contains("suppressed=0"), "{}", lines[0]);
 }
