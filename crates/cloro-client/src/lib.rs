@@ -41,7 +41,7 @@ pub use client::{ApiRequest, Client};
 pub use credentials::AdminToken;
 pub use error::{ApiError, ConfigError, DecodeError, Error, TransportError, TransportErrorKind};
 pub use response::{ConcurrencyLimit, RateLimit, Response, ResponseMeta};
-pub use retry::RetryPolicy;
+pub use retry::{MAX_SERVER_DELAY, RetryPolicy};
 
 /// The shared wire types and names (`wire::CreateKeyRequest`, `AccountId`,
 /// …), re-exported so callers need no direct dependency to name them.

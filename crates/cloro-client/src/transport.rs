@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use cloro_auth_core::wire::ErrorBody;
@@ -17,11 +17,12 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 use zeroize::Zeroize;
 
 use crate::error::{ApiError, ConfigError, DecodeError, Error, TransportError, TransportErrorKind};
 use crate::response::{Response, ResponseMeta};
-use crate::retry::{RetryPolicy, retry_after};
+use crate::retry::{RetryPolicy, retry_after, server_delay};
 
 /// Cloro answers are small JSON documents; the cap stops a misdirected
 /// base URL (a file server, say) from filling memory.
@@ -113,7 +114,8 @@ impl Raw {
         )
     }
 
-    /// `Retry-After`, or `details.retry_after` when a proxy dropped the header.
+    /// `Retry-After`, or `details.retry_after` when a proxy dropped the
+    /// header; either at most [`MAX_SERVER_DELAY`](crate::MAX_SERVER_DELAY).
     fn retry_after(&self) -> Option<Duration> {
         retry_after(&self.headers).or_else(|| {
             serde_json::from_slice::<ErrorBody>(&self.body)
@@ -121,7 +123,7 @@ impl Raw {
                 .error
                 .details
                 .retry_after
-                .map(Duration::from_secs)
+                .map(server_delay)
         })
     }
 }
@@ -145,22 +147,22 @@ impl Transport {
             };
             if let Some(retry_after) = retryable
                 && call.idempotent
-                && attempt < self.retry.max_attempts
+                && let Some(delay) = self
+                    .retry
+                    .next_wait(attempt, started.elapsed(), retry_after)
             {
-                let delay = self.retry.delay(attempt, retry_after);
-                if started.elapsed() + delay <= self.retry.max_elapsed {
-                    tracing::debug!(
-                        method = %call.method,
-                        path = %call.path,
-                        attempt,
-                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        status = outcome.as_ref().map(|raw| raw.status.as_u16()).ok(),
-                        "retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                    continue;
-                }
+                tracing::debug!(
+                    method = %call.method,
+                    path = %call.path,
+                    attempt,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    status = outcome.as_ref().map(|raw| raw.status.as_u16()).ok(),
+                    "retrying"
+                );
+                tokio::time::sleep(delay).await;
+                // next_wait allowed another send, so attempt < max_attempts.
+                attempt += 1;
+                continue;
             }
             return match outcome {
                 Ok(raw) => answer(raw, attempt),
@@ -231,8 +233,8 @@ fn answer(raw: Raw, attempts: u32) -> Result<Response<Bytes>, Error> {
     }
     match serde_json::from_slice::<ErrorBody>(&raw.body) {
         Ok(ErrorBody { error }) => {
-            let retry_after = retry_after(&raw.headers)
-                .or_else(|| error.details.retry_after.map(Duration::from_secs));
+            let retry_after =
+                retry_after(&raw.headers).or_else(|| error.details.retry_after.map(server_delay));
             let request_id = Some(error.request_id)
                 .filter(|id| !id.is_empty())
                 .or(meta.request_id);
