@@ -478,12 +478,16 @@ fn parse_issued_key(
     text: &mut String,
     meta: &crate::response::ResponseMeta,
 ) -> Result<ApiKey, Error> {
+    // FormatError names the broken rule, never the text, so it may be kept.
     let parsed = ApiKey::parse_token(text).map_err(|why| {
-        Error::from(DecodeError {
-            status: meta.status,
-            request_id: meta.request_id.clone(),
-            message: format!("the server sent a key that is not a Cloro key: {why}"),
-        })
+        Error::from(
+            DecodeError::new(
+                meta.status,
+                meta.request_id.clone(),
+                format!("the server sent a key that is not a Cloro key: {why}"),
+            )
+            .caused_by(why),
+        )
     });
     text.zeroize();
     parsed

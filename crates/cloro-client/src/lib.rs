@@ -29,6 +29,7 @@ mod admin;
 mod builder;
 pub mod cli;
 mod client;
+mod connector;
 mod credentials;
 mod error;
 mod response;
@@ -42,6 +43,7 @@ pub use credentials::AdminToken;
 pub use error::{ApiError, ConfigError, DecodeError, Error, TransportError, TransportErrorKind};
 pub use response::{ConcurrencyLimit, RateLimit, Response, ResponseMeta};
 pub use retry::{MAX_SERVER_DELAY, RetryPolicy};
+pub use transport::MAX_RESPONSE_BODY;
 
 /// The shared wire types and names (`wire::CreateKeyRequest`, `AccountId`,
 /// …), re-exported so callers need no direct dependency to name them.
