@@ -36,7 +36,9 @@ mod response;
 mod retry;
 mod transport;
 
-pub use admin::{AdminClient, AuditQuery, CreatedKey, KeyListQuery, Page, Pager, RotatedKey};
+pub use admin::{
+    AdminClient, AuditQuery, CreatedKey, KeyListQuery, MAX_PAGES, Page, Pager, RotatedKey,
+};
 pub use builder::{ClientBuilder, DEFAULT_BASE_URL, TlsRoots};
 pub use client::{ApiRequest, Client};
 pub use credentials::AdminToken;
