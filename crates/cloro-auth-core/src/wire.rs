@@ -4,17 +4,23 @@
 //! Requests refuse unknown fields: a typo such as `expire_at` must be a 400,
 //! not a key that silently never expires. Validation that needs the clock
 //! (an `expires_at` in the future) is the server's.
+//!
+//! The two answers that carry a plaintext key ([`CreateKeyResponse`],
+//! [`RotateKeyResponse`]) have a hand-written `Debug` that shows it only in
+//! the redacted form of SPEC §2, so a `{:?}` in a log line or a test
+//! failure never prints a working key.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 use core::num::NonZeroU32;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ErrorCode;
-use crate::key::Environment;
+use crate::key::{ApiKey, Environment};
 use crate::name::{AccountId, KeyId, PlanName, Scope};
 use crate::status::KeyStatus;
 
@@ -184,13 +190,39 @@ fn all_scopes() -> Vec<Scope> {
     alloc::vec![Scope::wildcard()]
 }
 
-/// `201` from create: the plaintext key, shown this once.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `201` from create: the plaintext key, shown this once. `Debug` shows
+/// the key redacted.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateKeyResponse {
     /// The plaintext key.
     pub key: String,
     /// The new key's record.
     pub key_info: KeyInfo,
+}
+
+impl fmt::Debug for CreateKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateKeyResponse")
+            .field("key", &SecretKeyText(&self.key))
+            .field("key_info", &self.key_info)
+            .finish()
+    }
+}
+
+/// A plaintext key held as text, for `Debug`: the key's own redacted form
+/// ([`ApiKey::redacted`], the one redactor) when the text is a well-formed
+/// key, else nothing of it at all. A malformed text may still be most of a
+/// real key (one digit mistyped, or cut short), so not even its start is
+/// shown then.
+struct SecretKeyText<'a>(&'a str);
+
+impl fmt::Debug for SecretKeyText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match ApiKey::parse_token(self.0) {
+            Ok(key) => fmt::Debug::fmt(&key.redacted(), f),
+            Err(_) => f.write_str("<redacted>"),
+        }
+    }
 }
 
 /// A field of a JSON merge patch (RFC 7396): absent (leave it), `null`
@@ -294,8 +326,8 @@ pub struct RotateKeyRequest {
     pub expires_at: Patch<Timestamp>,
 }
 
-/// `201` from rotate.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `201` from rotate. `Debug` shows the new key redacted.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct RotateKeyResponse {
     /// The new plaintext key.
     pub key: String,
@@ -303,6 +335,16 @@ pub struct RotateKeyResponse {
     pub key_info: KeyInfo,
     /// The old key's record, with its new end.
     pub previous: KeyInfo,
+}
+
+impl fmt::Debug for RotateKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotateKeyResponse")
+            .field("key", &SecretKeyText(&self.key))
+            .field("key_info", &self.key_info)
+            .field("previous", &self.previous)
+            .finish()
+    }
 }
 
 /// `GET /admin/v1/keys`.

@@ -6,6 +6,10 @@
 //! Revoking is idempotent by SPEC and a merge patch (RFC 7396) sets the
 //! same fields to the same values however often it is applied, so those
 //! two POST/PATCH calls are retried like GETs.
+//!
+//! Paging trusts the server's cursors only so far: one that points back at
+//! the page just read, or a list longer than [`MAX_PAGES`], ends in an
+//! error instead of a loop that never ends (SPEC §9).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -178,6 +182,13 @@ fn push_page_params(path: &mut String, limit: Option<u32>, cursor: Option<&str>)
     }
 }
 
+/// The most pages [`Pager::collect_all`] reads before it gives up: a
+/// hostile or broken server could hand out fresh cursors for ever. At the
+/// server's default of 20 a page that is 200,000 entries, more than anyone
+/// should hold in memory at once; walk longer lists with
+/// [`Pager::next_page`].
+pub const MAX_PAGES: usize = 10_000;
+
 /// A page of a paginated list.
 pub trait Page: DeserializeOwned {
     /// What the page lists.
@@ -243,26 +254,53 @@ impl<P: Page> Pager<P> {
     ///
     /// # Errors
     /// Any [`Error`]; the pager stays on the failed page, so calling again
-    /// retries it.
+    /// retries it. A page whose `next_cursor` leads back to itself is an
+    /// [`Error::Decode`]: following it would never end.
     pub async fn next_page(&mut self) -> Result<Option<Response<P>>, Error> {
         let Some(path) = &self.next else {
             return Ok(None);
         };
         let page: Response<P> = self.admin.get(path).await?;
-        self.next = page
+        let next = page
             .value()
             .next_cursor()
             .map(|cursor| with_cursor(path, cursor));
+        if next.as_ref() == Some(path) {
+            let meta = page.meta();
+            return Err(DecodeError::new(
+                meta.status,
+                meta.request_id.clone(),
+                "the page's next_cursor is the cursor that fetched it, so the list would never end"
+                    .to_owned(),
+            )
+            .into());
+        }
+        self.next = next;
         Ok(Some(page))
     }
 
-    /// Every remaining entry, page after page.
+    /// Every remaining entry, page after page, for at most [`MAX_PAGES`]
+    /// pages.
     ///
     /// # Errors
-    /// The first [`Error`] of any page.
+    /// The first [`Error`] of any page; an [`Error::Decode`] when the list
+    /// goes on past [`MAX_PAGES`] pages.
     pub async fn collect_all(mut self) -> Result<Vec<P::Item>, Error> {
         let mut items = Vec::new();
+        let mut pages = 0;
         while let Some(page) = self.next_page().await? {
+            pages += 1;
+            if pages == MAX_PAGES && self.next.is_some() {
+                let meta = page.meta();
+                return Err(DecodeError::new(
+                    meta.status,
+                    meta.request_id.clone(),
+                    format!(
+                        "the list goes on past {MAX_PAGES} pages; read it page by page with a cursor"
+                    ),
+                )
+                .into());
+            }
             items.extend(page.into_value().into_items());
         }
         Ok(items)
@@ -478,12 +516,16 @@ fn parse_issued_key(
     text: &mut String,
     meta: &crate::response::ResponseMeta,
 ) -> Result<ApiKey, Error> {
+    // FormatError names the broken rule, never the text, so it may be kept.
     let parsed = ApiKey::parse_token(text).map_err(|why| {
-        Error::from(DecodeError {
-            status: meta.status,
-            request_id: meta.request_id.clone(),
-            message: format!("the server sent a key that is not a Cloro key: {why}"),
-        })
+        Error::from(
+            DecodeError::new(
+                meta.status,
+                meta.request_id.clone(),
+                format!("the server sent a key that is not a Cloro key: {why}"),
+            )
+            .caused_by(why),
+        )
     });
     text.zeroize();
     parsed

@@ -20,10 +20,11 @@ use zeroize::Zeroizing;
 
 use crate::admin::AdminClient;
 use crate::client::Client;
+use crate::connector::BoundedConnector;
 use crate::credentials::{AdminToken, bearer_for_admin, bearer_for_key};
 use crate::error::{ConfigError, Error};
 use crate::retry::RetryPolicy;
-use crate::transport::{BaseUrl, HttpClient, Transport};
+use crate::transport::{BaseUrl, HttpClient, MAX_RESPONSE_HEAD, Transport};
 
 /// Where the server is when `CLORO_BASE_URL` is not set: the server's own
 /// default listen address.
@@ -142,14 +143,20 @@ impl ClientBuilder {
         self
     }
 
-    /// How long a TCP connection may take to open.
+    /// How long opening a connection may take: name resolution, TCP and
+    /// the TLS handshake together (a server that accepts and then never
+    /// speaks TLS is given up on after this).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// How long one attempt may take, from sending to the last byte of the
-    /// answer.
+    /// answer: head and body. A server that never answers, or drips its
+    /// answer a byte at a time, ends in
+    /// [`TransportErrorKind::Timeout`](crate::TransportErrorKind::Timeout)
+    /// after this. With retries, a call takes at most the retry policy's
+    /// `max_elapsed` plus one more request timeout.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -249,10 +256,17 @@ impl ClientBuilder {
             .enable_http1()
             .enable_http2()
             .wrap_connector(tcp);
+        let header_list_size = u32::try_from(MAX_RESPONSE_HEAD).unwrap_or(u32::MAX);
         Ok(HyperClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector))
+            // An HTTP/1.1 head must fit in hyper's read buffer, so this
+            // bounds the memory a huge head takes (hyper checks it loosely,
+            // and refuses over 100 fields; the transport checks the size
+            // exactly once the head is in).
+            .http1_max_buf_size(MAX_RESPONSE_HEAD)
+            .http2_max_header_list_size(header_list_size)
+            .build(BoundedConnector::new(connector, self.connect_timeout)))
     }
 
     fn root_store(&self) -> Result<RootCertStore, ConfigError> {

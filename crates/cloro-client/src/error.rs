@@ -6,8 +6,17 @@
 //! No variant holds a key or a token: messages come from the server (which
 //! never echoes a secret), from the key parser (which names the broken rule,
 //! not the text), or from the network stack (which never sees the headers).
+//!
+//! A hostile or broken server (SPEC §9) ends in one of these too, never in a
+//! panic or an endless wait: garbage bytes and oversized headers are
+//! [`TransportErrorKind::Protocol`], an oversized body
+//! [`TransportErrorKind::BodyTooLarge`], a slow or silent server
+//! [`TransportErrorKind::Timeout`], a 200 of the wrong shape a
+//! [`DecodeError`]. Transport and decoding errors keep the error that
+//! caused them as their `source()`.
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloro_auth_core::wire::ErrorDetails;
@@ -83,7 +92,8 @@ impl Error {
 
     /// A short upper-case label: the SPEC §4 code for an API error, else
     /// one of `CONFIGURATION_ERROR`, `CONNECTION_FAILED`, `TLS_ERROR`,
-    /// `TIMEOUT`, `UNEXPECTED_RESPONSE`, `INVALID_REQUEST_BODY`.
+    /// `TIMEOUT`, `PROTOCOL_ERROR`, `RESPONSE_TOO_LARGE`,
+    /// `UNEXPECTED_RESPONSE`, `INVALID_REQUEST_BODY`.
     pub fn label(&self) -> &'static str {
         match self {
             Error::Api(error) => error.code.as_str(),
@@ -91,6 +101,8 @@ impl Error {
             Error::Transport(error) => match error.kind {
                 TransportErrorKind::Tls => "TLS_ERROR",
                 TransportErrorKind::Timeout => "TIMEOUT",
+                TransportErrorKind::Protocol => "PROTOCOL_ERROR",
+                TransportErrorKind::BodyTooLarge => "RESPONSE_TOO_LARGE",
                 TransportErrorKind::Connect | TransportErrorKind::Io => "CONNECTION_FAILED",
             },
             Error::Decode(_) => "UNEXPECTED_RESPONSE",
@@ -111,6 +123,9 @@ impl Error {
                 TransportErrorKind::Timeout => {
                     format!("{error}; the server may be overloaded, retry shortly")
                 }
+                TransportErrorKind::Protocol | TransportErrorKind::BodyTooLarge => format!(
+                    "{error}; check that CLORO_BASE_URL points at a Cloro server, with https:// where it serves TLS"
+                ),
                 TransportErrorKind::Connect | TransportErrorKind::Io => {
                     format!("{error}; check CLORO_BASE_URL and that the server is running")
                 }
@@ -291,10 +306,19 @@ pub enum TransportErrorKind {
     Connect,
     /// The TLS handshake failed: a retry will fail the same way.
     Tls,
-    /// No full answer within the request timeout.
+    /// No full answer, head and body, within the request timeout: a server
+    /// that never answers or drips its answer.
     Timeout,
     /// The connection broke after the request was sent.
     Io,
+    /// What came back is not HTTP the SDK accepts: another protocol or
+    /// garbage, a header section over the SDK's limit, a malformed
+    /// chunked body.
+    Protocol,
+    /// The answer's body is larger than the SDK reads
+    /// ([`MAX_RESPONSE_BODY`](crate::MAX_RESPONSE_BODY)); reading stopped
+    /// there.
+    BodyTooLarge,
 }
 
 /// No answer from the server.
@@ -310,7 +334,13 @@ pub struct TransportError {
     pub message: String,
     /// How many times the request was tried.
     pub attempts: u32,
+    /// The error of the network stack (hyper, `io::Error`, rustls) that
+    /// `message` describes, for `source()`.
+    source: Option<Cause>,
 }
+
+/// A cause kept for `source()`; shared, so the errors stay `Clone`.
+type Cause = Arc<dyn StdError + Send + Sync>;
 
 impl TransportError {
     pub(crate) fn new(kind: TransportErrorKind, target: &str, message: String) -> Self {
@@ -319,23 +349,43 @@ impl TransportError {
             target: target.to_owned(),
             message,
             attempts: 1,
+            source: None,
         }
     }
 
-    /// Classifies a failure of hyper-util's client and flattens its causes.
-    pub(crate) fn from_client(error: &hyper_util::client::legacy::Error, target: &str) -> Self {
-        let causes = causes(error);
-        let tls = causes
-            .iter()
-            .any(|cause| cause.downcast_ref::<rustls::Error>().is_some());
-        let kind = if tls {
+    /// The same error with `cause` as its `source()`.
+    pub(crate) fn caused_by(mut self, cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        self.source = Some(Arc::from(cause.into()));
+        self
+    }
+
+    /// Classifies a failure of hyper-util's client, flattens its causes
+    /// into the message and keeps it as the source.
+    pub(crate) fn from_client(error: hyper_util::client::legacy::Error, target: &str) -> Self {
+        let causes = causes(&error);
+        let kind = if causes.iter().any(|cause| cause.is::<rustls::Error>()) {
             TransportErrorKind::Tls
         } else if error.is_connect() {
             TransportErrorKind::Connect
+        } else if causes.iter().any(|cause| is_protocol_violation(*cause)) {
+            TransportErrorKind::Protocol
         } else {
             TransportErrorKind::Io
         };
-        TransportError::new(kind, target, flatten(&causes))
+        let message = flatten(&causes);
+        TransportError::new(kind, target, message).caused_by(error)
+    }
+
+    /// Classifies a failure while reading the body (after the head came).
+    pub(crate) fn from_body(error: Box<dyn StdError + Send + Sync>, target: &str) -> Self {
+        let causes = causes(&*error);
+        let kind = if causes.iter().any(|cause| is_protocol_violation(*cause)) {
+            TransportErrorKind::Protocol
+        } else {
+            TransportErrorKind::Io
+        };
+        let message = format!("reading the answer failed: {}", flatten_all(&causes));
+        TransportError::new(kind, target, message).caused_by(error)
     }
 
     fn describe(&self) -> String {
@@ -354,10 +404,21 @@ impl TransportError {
                 )
             }
             TransportErrorKind::Timeout => {
-                format!("no answer from {}{tries}: {}", self.target, self.message)
+                format!(
+                    "no full answer from {}{tries}: {}",
+                    self.target, self.message
+                )
             }
             TransportErrorKind::Io => format!(
                 "the connection to {} failed{tries}: {}",
+                self.target, self.message
+            ),
+            TransportErrorKind::Protocol => format!(
+                "{} did not answer in HTTP the SDK accepts{tries}: {}",
+                self.target, self.message
+            ),
+            TransportErrorKind::BodyTooLarge => format!(
+                "the answer from {} is too large{tries}: {}",
                 self.target, self.message
             ),
         }
@@ -376,6 +437,41 @@ pub struct DecodeError {
     pub request_id: Option<String>,
     /// What did not fit.
     pub message: String,
+    /// The parser's error, for `source()` (absent for a body that held a
+    /// secret: a JSON error can quote the text it choked on).
+    source: Option<Cause>,
+}
+
+impl DecodeError {
+    pub(crate) fn new(status: StatusCode, request_id: Option<String>, message: String) -> Self {
+        DecodeError {
+            status,
+            request_id,
+            message,
+            source: None,
+        }
+    }
+
+    /// The same error with `cause` as its `source()`.
+    pub(crate) fn caused_by(mut self, cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        self.source = Some(Arc::from(cause.into()));
+        self
+    }
+}
+
+/// Whether `cause` says the peer broke HTTP itself (hyper's parse errors,
+/// and the `io::Error`s its body decoder reports for bad chunk framing),
+/// as opposed to a connection that merely broke.
+fn is_protocol_violation(cause: &(dyn StdError + 'static)) -> bool {
+    if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+        return hyper.is_parse();
+    }
+    cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+        )
+    })
 }
 
 /// Every cause of `error`, outermost first. `io::Error` hides the error it
@@ -404,8 +500,13 @@ fn causes<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 's
 /// without the repeats that wrapping in `io::Error` produces.
 fn flatten(causes: &[&(dyn StdError + 'static)]) -> String {
     let skip = usize::from(causes.len() > 1);
+    flatten_all(causes.get(skip..).unwrap_or_default())
+}
+
+/// `a: b: c` from every cause, repeats dropped.
+fn flatten_all(causes: &[&(dyn StdError + 'static)]) -> String {
     let mut parts: Vec<String> = Vec::new();
-    for cause in &causes[skip..] {
+    for cause in causes {
         let text = cause.to_string();
         if parts.last() != Some(&text) {
             parts.push(text);

@@ -29,19 +29,23 @@ mod admin;
 mod builder;
 pub mod cli;
 mod client;
+mod connector;
 mod credentials;
 mod error;
 mod response;
 mod retry;
 mod transport;
 
-pub use admin::{AdminClient, AuditQuery, CreatedKey, KeyListQuery, Page, Pager, RotatedKey};
+pub use admin::{
+    AdminClient, AuditQuery, CreatedKey, KeyListQuery, MAX_PAGES, Page, Pager, RotatedKey,
+};
 pub use builder::{ClientBuilder, DEFAULT_BASE_URL, TlsRoots};
 pub use client::{ApiRequest, Client};
 pub use credentials::AdminToken;
 pub use error::{ApiError, ConfigError, DecodeError, Error, TransportError, TransportErrorKind};
 pub use response::{ConcurrencyLimit, RateLimit, Response, ResponseMeta};
-pub use retry::RetryPolicy;
+pub use retry::{MAX_SERVER_DELAY, RetryPolicy};
+pub use transport::MAX_RESPONSE_BODY;
 
 /// The shared wire types and names (`wire::CreateKeyRequest`, `AccountId`,
 /// …), re-exported so callers need no direct dependency to name them.

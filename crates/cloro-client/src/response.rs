@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 
+use crate::retry::server_delay;
+
 /// The key's (or account's) rate-limit state after this request, from
 /// `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`.
 #[non_exhaustive]
@@ -14,7 +16,9 @@ pub struct RateLimit {
     pub limit: u64,
     /// Requests allowed right now.
     pub remaining: u64,
-    /// Time until the allowance is full again.
+    /// Time until the allowance is full again (at most
+    /// [`MAX_SERVER_DELAY`](crate::MAX_SERVER_DELAY), whatever the server
+    /// says, so adding it to an `Instant` cannot overflow).
     pub reset: Duration,
 }
 
@@ -24,7 +28,7 @@ impl RateLimit {
         Some(RateLimit {
             limit: number(headers, "x-ratelimit-limit")?,
             remaining: number(headers, "x-ratelimit-remaining")?,
-            reset: Duration::from_secs(number(headers, "x-ratelimit-reset")?),
+            reset: server_delay(number(headers, "x-ratelimit-reset")?),
         })
     }
 }
@@ -162,5 +166,10 @@ mod tests {
         headers.insert("x-concurrent-current", "1".parse().unwrap());
         headers.insert("x-concurrent-remaining", "nine".parse().unwrap());
         assert_eq!(ConcurrencyLimit::from_headers(&headers), None);
+        headers.insert("x-ratelimit-reset", u64::MAX.to_string().parse().unwrap());
+        assert_eq!(
+            RateLimit::from_headers(&headers).map(|limit| limit.reset),
+            Some(crate::MAX_SERVER_DELAY)
+        );
     }
 }

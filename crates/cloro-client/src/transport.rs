@@ -3,36 +3,52 @@
 //!
 //! [`Client`](crate::Client) and [`AdminClient`](crate::AdminClient) share
 //! this; they differ only in the `Authorization` value they pass in.
+//!
+//! Every attempt is bounded (SPEC §9, "the SDK survives a hostile server"):
+//! the request timeout covers sending, the head and the last byte of the
+//! body, so a server that never answers or drips a byte a second ends in
+//! [`TransportErrorKind::Timeout`]; the body is read up to
+//! [`MAX_RESPONSE_BODY`]; waits between attempts come from
+//! [`RetryPolicy::next_wait`], which never sleeps past the policy's budget.
 
 use std::fmt;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cloro_auth_core::wire::ErrorBody;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 use zeroize::Zeroize;
 
+use crate::connector::BoundedConnector;
 use crate::error::{ApiError, ConfigError, DecodeError, Error, TransportError, TransportErrorKind};
 use crate::response::{Response, ResponseMeta};
-use crate::retry::{RetryPolicy, retry_after};
+use crate::retry::{RetryPolicy, retry_after, server_delay};
 
-/// Cloro answers are small JSON documents; the cap stops a misdirected
-/// base URL (a file server, say) from filling memory.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The most the SDK reads of an answer's body: 4 MiB. Cloro answers are
+/// small JSON documents (a page of 100 keys is some 70 KiB); the cap stops
+/// a misdirected base URL (a file server, say) or a hostile server from
+/// filling memory. A longer body is [`TransportErrorKind::BodyTooLarge`].
+pub const MAX_RESPONSE_BODY: usize = 4 * 1024 * 1024;
+
+/// The largest header section the SDK accepts, HTTP/1.1 and HTTP/2 alike;
+/// a larger one is [`TransportErrorKind::Protocol`]. Cloro answers carry
+/// under 2 KiB of headers and a proxy in front adds some; 64 KiB leaves
+/// ample room and is a sixth of what hyper buffers for an HTTP/1.1 head by
+/// default (about 400 KiB).
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// `cloro-client/<version>`, so server logs can tell SDK traffic apart.
 const USER_AGENT_VALUE: &str = concat!("cloro-client/", env!("CARGO_PKG_VERSION"));
 
 /// hyper-util's pooled client over rustls (or plain TCP for `http://`).
-pub(crate) type HttpClient =
-    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = hyper_util::client::legacy::Client<BoundedConnector, Full<Bytes>>;
 
 /// The connection pool and the settings every request shares.
 pub(crate) struct Transport {
@@ -113,7 +129,8 @@ impl Raw {
         )
     }
 
-    /// `Retry-After`, or `details.retry_after` when a proxy dropped the header.
+    /// `Retry-After`, or `details.retry_after` when a proxy dropped the
+    /// header; either at most [`MAX_SERVER_DELAY`](crate::MAX_SERVER_DELAY).
     fn retry_after(&self) -> Option<Duration> {
         retry_after(&self.headers).or_else(|| {
             serde_json::from_slice::<ErrorBody>(&self.body)
@@ -121,7 +138,7 @@ impl Raw {
                 .error
                 .details
                 .retry_after
-                .map(Duration::from_secs)
+                .map(server_delay)
         })
     }
 }
@@ -145,22 +162,22 @@ impl Transport {
             };
             if let Some(retry_after) = retryable
                 && call.idempotent
-                && attempt < self.retry.max_attempts
+                && let Some(delay) = self
+                    .retry
+                    .next_wait(attempt, started.elapsed(), retry_after)
             {
-                let delay = self.retry.delay(attempt, retry_after);
-                if started.elapsed() + delay <= self.retry.max_elapsed {
-                    tracing::debug!(
-                        method = %call.method,
-                        path = %call.path,
-                        attempt,
-                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        status = outcome.as_ref().map(|raw| raw.status.as_u16()).ok(),
-                        "retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                    continue;
-                }
+                tracing::debug!(
+                    method = %call.method,
+                    path = %call.path,
+                    attempt,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    status = outcome.as_ref().map(|raw| raw.status.as_u16()).ok(),
+                    "retrying"
+                );
+                tokio::time::sleep(delay).await;
+                // next_wait allowed another send, so attempt < max_attempts.
+                attempt += 1;
+                continue;
             }
             return match outcome {
                 Ok(raw) => answer(raw, attempt),
@@ -172,7 +189,8 @@ impl Transport {
         }
     }
 
-    /// One send and the whole answer, within the request timeout.
+    /// One send and the whole answer, head and body, within the request
+    /// timeout.
     async fn attempt(
         &self,
         call: &Call,
@@ -193,19 +211,19 @@ impl Transport {
                 .http
                 .request(request)
                 .await
-                .map_err(|error| TransportError::from_client(&error, target))?;
+                .map_err(|error| TransportError::from_client(error, target))?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|error| {
-                    TransportError::new(
-                        TransportErrorKind::Io,
-                        target,
-                        format!("reading the answer failed: {error}"),
-                    )
-                })?
-                .to_bytes();
+            let head = head_size(&parts.headers);
+            if head > MAX_RESPONSE_HEAD {
+                return Err(TransportError::new(
+                    TransportErrorKind::Protocol,
+                    target,
+                    format!(
+                        "its header section is {head} bytes; the SDK reads at most {MAX_RESPONSE_HEAD}"
+                    ),
+                ));
+            }
+            let body = read_body(body, target).await?;
             Ok(Raw {
                 status: parts.status,
                 headers: parts.headers,
@@ -214,13 +232,53 @@ impl Transport {
         };
         match tokio::time::timeout(self.request_timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(TransportError::new(
+            Err(elapsed) => Err(TransportError::new(
                 TransportErrorKind::Timeout,
                 target,
                 format!("timed out after {:?}", self.request_timeout),
-            )),
+            )
+            .caused_by(elapsed)),
         }
     }
+}
+
+/// The size of a header section as HTTP/1.1 writes it (`name: value\r\n`).
+fn head_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .fold(0, usize::saturating_add)
+}
+
+/// The whole body, at most [`MAX_RESPONSE_BODY`] bytes. Each piece is
+/// copied into one buffer as it comes, rather than collected as hyper's
+/// pieces: a body sent as a million one-byte chunks then costs a million
+/// bytes, not a million buffer handles.
+async fn read_body(mut body: Incoming, target: &str) -> Result<Bytes, TransportError> {
+    let too_large =
+        |message: String| TransportError::new(TransportErrorKind::BodyTooLarge, target, message);
+    // A Content-Length over the cap fails before a byte of the body is read.
+    let declared = body.size_hint().lower();
+    if declared > MAX_RESPONSE_BODY as u64 {
+        return Err(too_large(format!(
+            "it declares {declared} bytes; the SDK reads at most {MAX_RESPONSE_BODY}"
+        )));
+    }
+    let mut buffer =
+        BytesMut::with_capacity(usize::try_from(declared).map_or(0, |n| n.min(MAX_RESPONSE_BODY)));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| TransportError::from_body(Box::new(error), target))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // Trailers: nothing the SDK reads.
+        };
+        if data.len() > MAX_RESPONSE_BODY.saturating_sub(buffer.len()) {
+            return Err(too_large(format!(
+                "the body goes past the {MAX_RESPONSE_BODY} bytes the SDK reads"
+            )));
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(buffer.freeze())
 }
 
 /// A 2xx as a response, anything else as the error it carries.
@@ -231,8 +289,8 @@ fn answer(raw: Raw, attempts: u32) -> Result<Response<Bytes>, Error> {
     }
     match serde_json::from_slice::<ErrorBody>(&raw.body) {
         Ok(ErrorBody { error }) => {
-            let retry_after = retry_after(&raw.headers)
-                .or_else(|| error.details.retry_after.map(Duration::from_secs));
+            let retry_after =
+                retry_after(&raw.headers).or_else(|| error.details.retry_after.map(server_delay));
             let request_id = Some(error.request_id)
                 .filter(|id| !id.is_empty())
                 .or(meta.request_id);
@@ -248,11 +306,12 @@ fn answer(raw: Raw, attempts: u32) -> Result<Response<Bytes>, Error> {
             }
             .into())
         }
-        Err(why) => Err(DecodeError {
-            status: raw.status,
-            request_id: meta.request_id,
-            message: format!("the body is not a Cloro error ({why})"),
-        }
+        Err(why) => Err(DecodeError::new(
+            raw.status,
+            meta.request_id,
+            format!("the body is not a Cloro error ({why})"),
+        )
+        .caused_by(why)
         .into()),
     }
 }
@@ -260,33 +319,52 @@ fn answer(raw: Raw, attempts: u32) -> Result<Response<Bytes>, Error> {
 /// The body of a successful answer as `T`.
 pub(crate) fn decode<T: DeserializeOwned>(response: Response<Bytes>) -> Result<Response<T>, Error> {
     let (body, meta) = response.into_parts();
-    decode_body(&body, meta)
+    match serde_json::from_slice(&body) {
+        Ok(value) => Ok(Response::new(value, meta)),
+        Err(why) => Err(DecodeError::new(
+            meta.status,
+            meta.request_id,
+            format!("the body is not what the API documents ({why})"),
+        )
+        .caused_by(why)
+        .into()),
+    }
 }
 
 /// Like [`decode`] for a body that holds a plaintext key: its bytes are
 /// wiped afterwards where the buffer is ours alone (best effort: the
-/// connection's own buffers are out of reach).
+/// connection's own buffers are out of reach). A JSON error can quote the
+/// text it choked on, so a failure says only where and what kind, and
+/// keeps no source.
 pub(crate) fn decode_secret<T: DeserializeOwned>(
     response: Response<Bytes>,
 ) -> Result<Response<T>, Error> {
     let (body, meta) = response.into_parts();
-    let decoded = decode_body(&body, meta);
+    let decoded = match serde_json::from_slice(&body) {
+        Ok(value) => Ok(Response::new(value, meta)),
+        Err(why) => {
+            let what = match why.classify() {
+                serde_json::error::Category::Syntax => "not JSON",
+                serde_json::error::Category::Data => "not the documented shape",
+                serde_json::error::Category::Eof => "cut short",
+                serde_json::error::Category::Io => "unreadable",
+            };
+            Err(DecodeError::new(
+                meta.status,
+                meta.request_id,
+                format!(
+                    "the body is not what the API documents ({what} at line {} column {})",
+                    why.line(),
+                    why.column()
+                ),
+            )
+            .into())
+        }
+    };
     if let Ok(mut owned) = body.try_into_mut() {
         owned.as_mut().zeroize();
     }
     decoded
-}
-
-fn decode_body<T: DeserializeOwned>(body: &[u8], meta: ResponseMeta) -> Result<Response<T>, Error> {
-    match serde_json::from_slice(body) {
-        Ok(value) => Ok(Response::new(value, meta)),
-        Err(why) => Err(DecodeError {
-            status: meta.status,
-            request_id: meta.request_id,
-            message: format!("the body is not what the API documents ({why})"),
-        }
-        .into()),
-    }
 }
 
 /// A checked base URL: scheme, host, port and an optional path prefix,

@@ -1,10 +1,13 @@
-//! JSON shapes of the wire types (SPEC §4, §6).
+//! JSON shapes of the wire types (SPEC §4, §6), and their `Debug`, which
+//! never shows a plaintext key (SPEC §2).
 
 use cloro_auth_core::wire::{
-    CreateKeyRequest, ErrorBody, ErrorDetails, ErrorObject, KeyPurpose, Patch, RateLimitPolicy,
-    RotateKeyRequest, UpdateKeyRequest,
+    CreateKeyRequest, CreateKeyResponse, ErrorBody, ErrorDetails, ErrorObject, KeyInfo, KeyPurpose,
+    Patch, RateLimitPolicy, RotateKeyRequest, RotateKeyResponse, UpdateKeyRequest,
 };
-use cloro_auth_core::{AccountId, AuthError, Environment, ErrorCode, RevocationReason, Scope};
+use cloro_auth_core::{
+    AccountId, ApiKey, AuthError, Environment, ErrorCode, RevocationReason, Scope,
+};
 use serde_json::json;
 
 #[test]
@@ -111,4 +114,70 @@ fn error_body_has_the_spec_shape() {
     let back: ErrorBody = serde_json::from_value(value).unwrap();
     assert_eq!(back, body);
     assert_eq!(back.error.code, ErrorCode::RevokedApiKey);
+}
+
+/// A `KeyInfo` as the server sends it; it holds only the redacted start.
+fn key_info(id: &str) -> KeyInfo {
+    serde_json::from_value(json!({
+        "id": id, "account_id": "acct_1", "name": "ci", "purpose": "ci",
+        "environment": "live", "start": "sk_live_abab...", "scopes": ["*"],
+        "metadata": {}, "rate_limit": null, "concurrency_limit": null,
+        "enabled": true, "created_at": "2026-01-01T00:00:00Z", "expires_at": null,
+        "revoked_at": null, "revoked_reason": null, "last_used_at": null,
+        "status": "active"
+    }))
+    .unwrap()
+}
+
+/// Fails if `debug` shows any of `secret` past its redacted start.
+fn assert_hides(debug: &str, secret: &str) {
+    assert!(!debug.contains(secret), "secret in {debug}");
+    // 12 characters: the prefix plus the 4 digits the redacted form shows.
+    assert!(
+        !debug.contains(&secret[12..]),
+        "part of the secret in {debug}"
+    );
+}
+
+#[test]
+fn responses_with_a_plaintext_key_debug_it_redacted() {
+    let key = ApiKey::from_random_bytes(Environment::Live, [0xab; 16]);
+    let secret = key.expose_secret();
+
+    let created = CreateKeyResponse {
+        key: secret.to_owned(),
+        key_info: key_info("key_new"),
+    };
+    let debug = format!("{created:?}");
+    assert_hides(&debug, secret);
+    assert!(debug.contains("key: \"sk_live_abab...\""), "{debug}");
+    assert!(
+        debug.contains("key_new"),
+        "the record is still shown: {debug}"
+    );
+    let pretty = format!("{created:#?}");
+    assert_hides(&pretty, secret);
+
+    let rotated = RotateKeyResponse {
+        key: secret.to_owned(),
+        key_info: key_info("key_new"),
+        previous: key_info("key_old"),
+    };
+    let debug = format!("{rotated:?}");
+    assert_hides(&debug, secret);
+    assert!(debug.contains("sk_live_abab..."), "{debug}");
+    assert!(debug.contains("key_old"), "{debug}");
+
+    // A text that is not a well-formed key (one digit off: bad checksum)
+    // may still be nearly a real key, so none of it is shown.
+    let mut typo = secret.to_owned();
+    let last = if typo.ends_with('0') { "1" } else { "0" };
+    typo.replace_range(typo.len() - 1.., last);
+    let broken = CreateKeyResponse {
+        key: typo.clone(),
+        key_info: key_info("key_new"),
+    };
+    let debug = format!("{broken:?}");
+    assert_hides(&debug, &typo);
+    assert!(debug.contains("key: <redacted>"), "{debug}");
 }
