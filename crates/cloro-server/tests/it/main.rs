@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin_api;
+mod caddy;
 mod cluster;
 mod gateway;
 mod layer;
