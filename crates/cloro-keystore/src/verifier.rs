@@ -149,6 +149,8 @@ pub struct VerifierStats {
     pub cache_hits: StripedCounter,
     /// Requests that needed a store read (coalesced or not).
     pub cache_misses: StripedCounter,
+    /// Lookups sent to the store.
+    pub store_lookups: StripedCounter,
     /// Store reads that failed or timed out.
     pub store_errors: StripedCounter,
     /// Shared-limiter calls that failed, answered by the local limiter.
@@ -329,6 +331,7 @@ impl Verifier {
         let subject = subject();
         let store = &self.store;
         let timeout = self.store_timeout;
+        let lookups = &self.stats.store_lookups;
         let filled = self
             .cache
             .get_or_load(
@@ -336,6 +339,7 @@ impl Verifier {
                 request.now,
                 || self.failed_attempts.charge(&subject, now),
                 || async move {
+                    lookups.increment();
                     match tokio::time::timeout(timeout, store.lookup(hash)).await {
                         Ok(result) => result,
                         Err(_) => Err(StoreError::Unavailable(format!(

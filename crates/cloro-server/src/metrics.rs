@@ -488,6 +488,16 @@ impl Collector for ScrapeCollector {
                 stats.cache_misses.get(),
             ),
             (
+                "cloro_key_lookups",
+                "Key lookups this node sent to the store (concurrent misses of one key share one).",
+                stats.store_lookups.get(),
+            ),
+            (
+                "cloro_lookups_refused",
+                "Checks answered AUTH_UNAVAILABLE because the lookups in flight were at their bound.",
+                stats.lookups_refused.get(),
+            ),
+            (
                 "cloro_store_errors",
                 "Store reads that failed or timed out.",
                 stats.store_errors.get(),
@@ -513,6 +523,23 @@ impl Collector for ScrapeCollector {
         for (kind, value) in [("known", known), ("unknown", cache.unknown_count())] {
             let labels = [("kind", kind)];
             ConstGauge::new(value).encode(entries.encode_family(&labels)?)?;
+        }
+        drop(entries);
+        let gauges = [
+            (
+                "cloro_failed_auth_addresses",
+                "Client addresses (IPv6 prefixes) the failed-attempt guard is tracking.",
+                self.verifier.failed_attempts().tracked(),
+            ),
+            (
+                "cloro_lookups_in_flight",
+                "Key lookups waiting for the store right now.",
+                cache.pending_count(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
 
         let ready = match self.verifier.health().readiness() {

@@ -568,6 +568,9 @@ struct SlowStore {
     inner: Arc<MemoryStore>,
     delay: Duration,
     lookups: AtomicU64,
+    /// When set, every lookup (after reading) also waits for a permit, so
+    /// a test can hold reads in flight for exactly as long as it needs.
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[async_trait]
@@ -577,6 +580,9 @@ impl KeyStore for SlowStore {
         // Read first, then wait: the answer is as of the start of the call.
         let answer = self.inner.lookup(hash).await;
         tokio::time::sleep(self.delay).await;
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
         answer
     }
     async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
@@ -625,11 +631,161 @@ fn slow_fixture(delay: Duration) -> (Fixture, Arc<SlowStore>) {
         inner: memory.clone(),
         delay,
         lookups: AtomicU64::new(0),
+        gate: None,
     });
     (
         fixture_with(VerifierConfig::default(), slow.clone(), memory),
         slow,
     )
+}
+
+/// A fixture whose store holds every read until `gate` gets a permit.
+fn held_fixture(config: VerifierConfig) -> (Fixture, Arc<SlowStore>, Arc<tokio::sync::Semaphore>) {
+    let memory = Arc::new(MemoryStore::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = Arc::new(SlowStore {
+        inner: memory.clone(),
+        delay: Duration::ZERO,
+        lookups: AtomicU64::new(0),
+        gate: Some(gate.clone()),
+    });
+    (fixture_with(config, held.clone(), memory), held, gate)
+}
+
+/// Yields until `store` has started `n` lookups.
+async fn until_lookups(store: &SlowStore, n: u64) {
+    while store.lookups.load(Ordering::SeqCst) < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_while_a_read_is_held_wins_over_the_read() {
+    let config = VerifierConfig {
+        store_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let (f, held, gate) = held_fixture(config);
+    let issued = create(&f, |_| {}).await;
+    let value = header(&issued.key);
+    let verifier = f.verifier.clone();
+    let before = {
+        let value = value.clone();
+        tokio::spawn(async move {
+            verifier
+                .verify([value.as_bytes()], &request(now()))
+                .await
+                .is_ok()
+        })
+    };
+    // The read has taken the pre-revocation record and is held there.
+    until_lookups(&held, 1).await;
+    f.admin
+        .revoke(&issued.record.id, None, "admin", now())
+        .await
+        .unwrap();
+    // A request that starts after the revocation finds the held fill, but
+    // must not take its older answer.
+    let verifier = f.verifier.clone();
+    let after = {
+        let value = value.clone();
+        tokio::spawn(async move {
+            verifier
+                .verify([value.as_bytes()], &request(now()))
+                .await
+                .map_err(|refused| refused.error.code())
+        })
+    };
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(1);
+    assert!(
+        before.await.unwrap(),
+        "the request in flight saw the old record"
+    );
+    until_lookups(&held, 2).await;
+    gate.add_permits(1);
+    assert_eq!(
+        after.await.unwrap().unwrap_err(),
+        ErrorCode::RevokedApiKey,
+        "a request after the revocation looked again"
+    );
+    gate.add_permits(16);
+    assert_eq!(
+        verify(&f, &value, &request(now()))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::RevokedApiKey,
+        "the held read was not cached"
+    );
+}
+
+#[tokio::test]
+async fn abandoned_and_concurrent_unknown_keys_cost_no_more_lookups_than_the_allowance() {
+    let config = VerifierConfig {
+        max_failed_auth: RateLimitPolicy::new(
+            NonZeroU32::new(5).unwrap(),
+            NonZeroU32::new(60).unwrap(),
+        ),
+        store_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let (f, held, gate) = held_fixture(config);
+    // 200 unknown keys at once from one address, every read held; then the
+    // clients give up.
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let verifier = f.verifier.clone();
+            let value = header(&ApiKey::generate(Environment::Live).unwrap());
+            tokio::spawn(async move {
+                verifier
+                    .verify([value.as_bytes()], &request(now()))
+                    .await
+                    .map_err(|refused| refused.error.code())
+            })
+        })
+        .collect();
+    until_lookups(&held, 5).await;
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        held.lookups.load(Ordering::SeqCst),
+        5,
+        "only the allowance reached the store"
+    );
+    let mut refused = 0;
+    for task in &tasks {
+        if task.is_finished() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 195, "the rest were refused without waiting");
+    for task in tasks {
+        task.abort();
+        if let Ok(Ok(_)) = task.await {
+            panic!("an unknown key passed");
+        }
+    }
+    assert_eq!(
+        f.verifier.cache().pending_count(),
+        0,
+        "abandoned lookups left nothing behind"
+    );
+    // The abandoned five were still charged: the next unknown key is refused
+    // before any lookup.
+    gate.add_permits(1000);
+    let stranger = ApiKey::generate(Environment::Live).unwrap();
+    assert_eq!(
+        verify(&f, &header(&stranger), &request(now()))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::TooManyFailedAttempts
+    );
+    assert_eq!(held.lookups.load(Ordering::SeqCst), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
