@@ -35,9 +35,7 @@ struct Load {
 /// Runs the criterion benches and the load comparison.
 pub(crate) fn run(cargo: &str) -> Result<(), String> {
     step("criterion benches", cargo, &["bench", "--workspace"])?;
-    if Command::new("wrk").arg("--version").output().is_err() {
-        return Err("wrk is not installed: `apt-get install wrk` (Debian/Ubuntu)".into());
-    }
+    crate::provision::provision(std::slice::from_ref(&crate::provision::WRK))?;
     step(
         "release build of cloro-server",
         cargo,

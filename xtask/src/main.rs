@@ -3,6 +3,7 @@
 //! CI is green.
 
 mod bench;
+mod provision;
 
 use std::env;
 use std::process::{Command, ExitCode};
@@ -80,11 +81,6 @@ const CI_STEPS: &[Step] = &[
         args: &["doc", "--workspace", "--no-deps", "--all-features"],
         env: &[("RUSTDOCFLAGS", "-D warnings")],
     },
-    Step {
-        name: "benches compile",
-        args: &["bench", "--workspace", "--no-run"],
-        env: &[],
-    },
     // Advisories need the advisory database from the network, which CI
     // machines here do not reach; bans, licences and sources are checked.
     Step {
@@ -104,7 +100,13 @@ const CI_STEPS: &[Step] = &[
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("ci") => run_steps(CI_STEPS),
+        Some("ci") => match provision::provision_tests() {
+            Ok(()) => run_steps(CI_STEPS),
+            Err(error) => {
+                eprintln!("xtask: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Some("bench") => {
             let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let only_propagation = args.get(1).map(String::as_str) == Some("propagation");
@@ -124,7 +126,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("usage: cargo xtask <ci|bench>");
             eprintln!(
-                "  ci     every check CI runs: fmt, clippy, tests, docs, benches compile, cargo deny"
+                "  ci     every check CI runs: installs what the tests need, then fmt, no_std, clippy, tests, docs, cargo deny"
             );
             eprintln!(
                 "  bench  criterion benchmarks, then a wrk load comparison of the server (needs wrk),"

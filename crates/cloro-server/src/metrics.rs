@@ -514,17 +514,18 @@ impl Collector for ScrapeCollector {
 
         let cache = self.verifier.cache();
         let known = u64::try_from(cache.known_count()).unwrap_or(u64::MAX);
-        let mut entries = encoder.encode_descriptor(
-            "cloro_cache_entries",
-            "Key-cache entries: known keys, and unknown keys remembered as such (approximate).",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (kind, value) in [("known", known), ("unknown", cache.unknown_count())] {
-            let labels = [("kind", kind)];
-            ConstGauge::new(value).encode(entries.encode_family(&labels)?)?;
+        {
+            let mut entries = encoder.encode_descriptor(
+                "cloro_cache_entries",
+                "Key-cache entries: known keys, and unknown keys remembered as such.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (kind, value) in [("known", known), ("unknown", cache.unknown_count())] {
+                let labels = [("kind", kind)];
+                ConstGauge::new(value).encode(entries.encode_family(&labels)?)?;
+            }
         }
-        drop(entries);
         let gauges = [
             (
                 "cloro_failed_auth_addresses",

@@ -8,8 +8,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cloro_auth_core::KeyId;
 use cloro_auth_core::wire::RateLimitPolicy;
+use cloro_auth_core::{KeyId, Scope};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -137,11 +137,26 @@ fn free_address() -> SocketAddr {
 }
 
 async fn get(address: SocketAddr, path: &str, authorization: Option<&str>) -> Answer {
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|value| ("authorization", value))
+        .into_iter()
+        .collect();
+    send(address, http::Method::GET, path, &headers).await
+}
+
+async fn send(
+    address: SocketAddr,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let mut request = Request::get(format!("http://{address}{path}"));
-    if let Some(value) = authorization {
-        request = request.header("authorization", value);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{address}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = client
         .request(request.body(Full::new(Bytes::new())).unwrap())
@@ -246,6 +261,59 @@ async fn nginx_auth_request_example_lets_valid_keys_through_and_answers_our_erro
         2,
         "only allowed requests reach the API"
     );
+    nginx.stop().await;
+    server.stop().await;
+}
+
+/// SPEC §9 through the example: another spelling of a scoped route is
+/// scoped all the same, a confusing path never reaches the API, and a
+/// client's own claim about the original request is not believed.
+#[tokio::test]
+async fn nginx_example_scopes_every_spelling_and_ignores_client_sent_original_uris() {
+    let upstream = TestUpstream::start().await;
+    let server =
+        TestServer::embedded("[route_scopes]\n\"POST /v1/monitor\" = \"monitor:write\"\n").await;
+    let reader = server
+        .create_key(|r| r.scopes = vec![Scope::new("read").unwrap()])
+        .await;
+    let nginx = Nginx::start(server.address, upstream.address).await;
+    let auth = format!("Bearer {reader}");
+    let post = async |path: &str, extra: Option<(&str, &str)>| {
+        let mut headers = vec![("authorization", auth.as_str())];
+        headers.extend(extra);
+        send(nginx.address, http::Method::POST, path, &headers).await
+    };
+
+    let encoded = post("/v1/%6Donitor", None).await;
+    assert_eq!(
+        (encoded.status, encoded.code()),
+        (StatusCode::FORBIDDEN, "INSUFFICIENT_PERMISSIONS".into()),
+        "{}",
+        nginx.logs()
+    );
+    let semicolon = post("/v1/monitor;x=1", None).await;
+    assert_eq!(
+        (semicolon.status, semicolon.code()),
+        (StatusCode::BAD_REQUEST, "INVALID_REQUEST".into())
+    );
+    assert_eq!(semicolon.json()["error"]["details"]["field"], "path");
+    // nginx sets X-Original-URI itself and the example clears the other
+    // pair, so the client's claim changes nothing.
+    let claimed = post("/v1/monitor", Some(("x-forwarded-uri", "/v1/other"))).await;
+    assert_eq!(
+        (claimed.status, claimed.code()),
+        (StatusCode::FORBIDDEN, "INSUFFICIENT_PERMISSIONS".into())
+    );
+    let claimed = post("/v1/monitor", Some(("x-original-uri", "/v1/other"))).await;
+    assert_eq!(
+        (claimed.status, claimed.code()),
+        (StatusCode::FORBIDDEN, "INSUFFICIENT_PERMISSIONS".into())
+    );
+    assert!(upstream.seen().is_empty(), "nothing reached the API");
+
+    let allowed = post("/v1/other", None).await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert_eq!(upstream.seen().len(), 1);
     nginx.stop().await;
     server.stop().await;
 }
