@@ -859,6 +859,38 @@ async fn a_revocation_during_a_lookup_is_not_undone_by_its_result() {
     );
 }
 
+/// Whoever builds a verifier (the server, an embedding service through the
+/// tower layer) gets its housekeeping without starting anything: the first
+/// request starts the task, and it stops with the verifier.
+#[tokio::test(start_paused = true)]
+async fn the_verifier_flushes_usage_by_itself() {
+    let f = fixture(VerifierConfig::default());
+    let issued = create(&f, |_| {}).await;
+    verify(&f, &header(&issued.key), &request(now()))
+        .await
+        .unwrap();
+    let count = async || {
+        f.store
+            .key(&issued.record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .usage
+            .count
+    };
+    assert_eq!(count().await, 0);
+    // Paused time: this sleep advances the clock through one interval.
+    tokio::time::sleep(cloro_keystore::MAINTENANCE_INTERVAL * 2).await;
+    assert_eq!(count().await, 1, "flushed by the verifier's own task");
+    let weak = Arc::downgrade(&f.verifier);
+    drop(f);
+    tokio::time::sleep(cloro_keystore::MAINTENANCE_INTERVAL * 2).await;
+    assert!(
+        weak.upgrade().is_none(),
+        "the task does not keep the verifier alive"
+    );
+}
+
 #[tokio::test]
 async fn usage_is_flushed_in_batches() {
     let f = fixture(VerifierConfig::default());
