@@ -197,10 +197,14 @@ impl Gateway {
                 .into_response(request_id);
             }
             Err(_) => {
-                tracing::warn!(
-                    timeout_ms = self.response_timeout.as_millis() as u64,
-                    "the upstream sent no response head in time"
-                );
+                static UPSTREAM_TIMED_OUT: LogLimit = LogLimit::per_second();
+                if let Some(suppressed) = UPSTREAM_TIMED_OUT.admit() {
+                    tracing::warn!(
+                        timeout_ms = self.response_timeout.as_millis() as u64,
+                        suppressed,
+                        "the upstream sent no response head in time"
+                    );
+                }
                 return ApiError::new(
                     ErrorCode::UpstreamTimeout,
                     format!(

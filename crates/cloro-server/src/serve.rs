@@ -143,7 +143,11 @@ pub async fn serve(
                     // Out of descriptors (the cap leaves a reserve, so only
                     // when something else used them) or a connection reset
                     // before accept: back off, never spin.
-                    tracing::warn!(%error, "accept failed");
+                    static ACCEPT_FAILED: cloro_keystore::LogLimit =
+                        cloro_keystore::LogLimit::per_second();
+                    if let Some(suppressed) = ACCEPT_FAILED.admit() {
+                        tracing::warn!(%error, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
