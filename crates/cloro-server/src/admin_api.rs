@@ -19,9 +19,9 @@ use cloro_auth_core::{
     AccountId, ApiKey, AuthError, ErrorCode, KeyId, Malformed, bearer_token, query_carries_key,
 };
 use cloro_keystore::{AccountRecord, AdminError, Cursor, KeyRecord, LogLimit};
-use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL};
+use http::header::{AUTHORIZATION, CACHE_CONTROL};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
@@ -29,6 +29,7 @@ use serde_json::error::Category;
 
 use crate::app::App;
 use crate::responses::{ApiError, Body, BoxError, json};
+use crate::routes::AdminRoute;
 
 /// The actor the audit log names for anything done with the admin token.
 const ACTOR: &str = "admin";
@@ -39,8 +40,6 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 const DEFAULT_LIMIT: usize = 20;
 /// The largest page a client may ask for (SPEC §6).
 const MAX_LIMIT: usize = 100;
-/// Every admin route lives under this prefix.
-const PREFIX: &str = "/admin/v1/";
 
 /// An error answer, boxed: it is large and every handler returns one on
 /// its `Err` side.
@@ -54,10 +53,16 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Refusal {
 /// Answers one request to `/admin/*`. Every answer carries
 /// `Cache-Control: no-store`: admin data (and, for create and rotate, a
 /// plaintext key) must never sit in a shared cache.
+///
+/// `route` is what the route table matched, or the 405 to give (after the
+/// token check) when the path does not take the method; `id` is the path's
+/// `{id}` or `{account_id}`.
 pub(crate) async fn handle<B>(
     app: &App,
     request: Request<B>,
     peer: IpAddr,
+    id: Option<&str>,
+    route: Result<AdminRoute, Response<Body>>,
     request_id: &str,
 ) -> Response<Body>
 where
@@ -65,7 +70,11 @@ where
     B::Error: Into<BoxError>,
 {
     let (parts, body) = request.into_parts();
-    let mut response = match answer(app, &parts, body, peer, request_id).await {
+    let call = Call {
+        route,
+        id: id.unwrap_or_default(),
+    };
+    let mut response = match answer(app, &parts, body, peer, call).await {
         Ok(response) => response,
         Err(error) => error.into_response(request_id),
     };
@@ -75,57 +84,11 @@ where
     response
 }
 
-/// The admin routes of SPEC §6, each with the ids its path carries (still
-/// unvalidated text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route<'a> {
-    /// `/admin/v1/keys`
-    Keys,
-    /// `/admin/v1/keys/{id}`
-    Key(&'a str),
-    /// `/admin/v1/keys/{id}/revoke`
-    Revoke(&'a str),
-    /// `/admin/v1/keys/{id}/rotate`
-    Rotate(&'a str),
-    /// `/admin/v1/audit`
-    Audit,
-    /// `/admin/v1/plans`
-    Plans,
-    /// `/admin/v1/accounts/{account_id}`
-    Account(&'a str),
-}
-
-impl<'a> Route<'a> {
-    /// The route for `path`, or `None` for a path the admin API lacks
-    /// (empty segments included, so `/keys/` is not `/keys`).
-    fn of(path: &'a str) -> Option<Self> {
-        let rest = path.strip_prefix(PREFIX)?;
-        let segments: Vec<&str> = rest.split('/').collect();
-        if segments.iter().any(|segment| segment.is_empty()) {
-            return None;
-        }
-        Some(match segments.as_slice() {
-            ["keys"] => Route::Keys,
-            ["keys", id] => Route::Key(id),
-            ["keys", id, "revoke"] => Route::Revoke(id),
-            ["keys", id, "rotate"] => Route::Rotate(id),
-            ["audit"] => Route::Audit,
-            ["plans"] => Route::Plans,
-            ["accounts", id] => Route::Account(id),
-            _ => return None,
-        })
-    }
-
-    /// The methods the route answers, as the `Allow` field lists them.
-    fn allow(self) -> &'static str {
-        match self {
-            Route::Keys => "GET, HEAD, POST",
-            Route::Key(_) => "GET, HEAD, PATCH",
-            Route::Revoke(_) | Route::Rotate(_) => "POST",
-            Route::Audit | Route::Plans => "GET, HEAD",
-            Route::Account(_) => "GET, HEAD, PUT",
-        }
-    }
+/// What the route table said about an admin request.
+struct Call<'a> {
+    route: Result<AdminRoute, Response<Body>>,
+    /// The path's id (still unvalidated text); empty where it has none.
+    id: &'a str,
 }
 
 async fn answer<B>(
@@ -133,7 +96,7 @@ async fn answer<B>(
     parts: &Parts,
     body: B,
     peer: IpAddr,
-    request_id: &str,
+    call: Call<'_>,
 ) -> Result<Response<Body>, Refusal>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -153,58 +116,58 @@ where
         &parts.headers,
         app.guard().client(peer, &parts.headers),
     )?;
-    let path = parts.uri.path();
-    let Some(route) = Route::of(path) else {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!("no admin route {path}; see GET /openapi.json for the API"),
-        )
-        .into());
+    let route = match call.route {
+        Ok(route) => route,
+        Err(method_not_allowed) => return Ok(method_not_allowed),
     };
-    // HEAD is GET without the body; hyper leaves the body out.
-    let method = match &parts.method {
-        method if method == Method::HEAD => "GET",
-        method => method.as_str(),
-    };
+    let id = call.id;
     let now = Timestamp::now();
-    match (route, method) {
-        (Route::Keys, "POST") => create_key(app, parse_body(&read_body(body).await?)?, now).await,
-        (Route::Keys, "GET") => list_keys(app, query, now).await,
-        (Route::Key(id), "GET") => {
+    match route {
+        AdminRoute::Unknown => {
+            let path = parts.uri.path();
+            Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no admin route {path}; see GET /openapi.json for the API"),
+            )
+            .into())
+        }
+        AdminRoute::CreateKey => create_key(app, parse_body(&read_body(body).await?)?, now).await,
+        AdminRoute::ListKeys => list_keys(app, query, now).await,
+        AdminRoute::GetKey => {
             no_query(query)?;
             let record = app.admin().get(&key_id(id)?).await.map_err(admin_error)?;
             Ok(json(StatusCode::OK, &record.to_info(now)))
         }
-        (Route::Key(id), "PATCH") => {
+        AdminRoute::UpdateKey => {
             no_query(query)?;
             let id = key_id(id)?;
             let patch = parse_body(&read_body(body).await?)?;
             update_key(app, &id, &patch, now).await
         }
-        (Route::Revoke(id), "POST") => {
+        AdminRoute::RevokeKey => {
             no_query(query)?;
             let id = key_id(id)?;
             let request = parse_optional_body(&read_body(body).await?)?;
             revoke_key(app, &id, request, now).await
         }
-        (Route::Rotate(id), "POST") => {
+        AdminRoute::RotateKey => {
             no_query(query)?;
             let id = key_id(id)?;
             let request = parse_optional_body(&read_body(body).await?)?;
             rotate_key(app, &id, &request, now).await
         }
-        (Route::Audit, "GET") => list_audit(app, query).await,
-        (Route::Plans, "GET") => {
+        AdminRoute::Audit => list_audit(app, query).await,
+        AdminRoute::Plans => {
             no_query(query)?;
             Ok(json(StatusCode::OK, &app.admin().plans().to_response()))
         }
-        (Route::Account(id), "GET") => {
+        AdminRoute::GetAccount => {
             no_query(query)?;
             let account = account_id(id)?;
             let found = app.admin().account(&account).await.map_err(admin_error)?;
             Ok(json(StatusCode::OK, &account_info(found)))
         }
-        (Route::Account(id), "PUT") => {
+        AdminRoute::SetAccountPlan => {
             no_query(query)?;
             let account = account_id(id)?;
             let request: SetPlanRequest = parse_body(&read_body(body).await?)?;
@@ -216,7 +179,6 @@ where
             tracing::info!(account_id = %account, plan = %request.plan, "account plan set");
             Ok(json(StatusCode::OK, &account_info(changed)))
         }
-        (route, _) => Ok(method_not_allowed(route, &parts.method, request_id)),
     }
 }
 
@@ -462,19 +424,6 @@ fn admin_error(error: AdminError) -> Refusal {
 }
 
 /// 405 with the `Allow` field RFC 9110 §15.5.6 asks for.
-fn method_not_allowed(route: Route<'_>, method: &Method, request_id: &str) -> Response<Body> {
-    let allow = route.allow();
-    let mut response = ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        format!("{method} is not allowed here; use {allow}"),
-    )
-    .into_response(request_id);
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
 /// The request body, up to [`MAX_BODY_BYTES`].
 async fn read_body<B>(body: B) -> Result<Bytes, Refusal>
 where
@@ -650,27 +599,6 @@ fn percent_decode(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes_and_their_methods() {
-        assert_eq!(Route::of("/admin/v1/keys"), Some(Route::Keys));
-        assert_eq!(Route::of("/admin/v1/keys/key_1"), Some(Route::Key("key_1")));
-        assert_eq!(
-            Route::of("/admin/v1/keys/key_1/rotate"),
-            Some(Route::Rotate("key_1"))
-        );
-        assert_eq!(Route::of("/admin/v1/accounts/a"), Some(Route::Account("a")));
-        for missing in [
-            "/admin/v1/keys/",
-            "/admin/v1//keys",
-            "/admin/v1/keys/key_1/delete",
-            "/admin/v2/keys",
-            "/admin",
-            "/admin/v1/",
-        ] {
-            assert_eq!(Route::of(missing), None, "{missing}");
-        }
-    }
 
     #[test]
     fn percent_decoding() {

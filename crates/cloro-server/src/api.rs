@@ -6,9 +6,10 @@ use http::{HeaderMap, Method, Response, StatusCode, Uri};
 use crate::app::App;
 use crate::guard::{RequestFacts, add_identity_headers, add_limit_headers, refusal_response};
 use crate::request_target::Target;
-use crate::responses::{ApiError, Body, empty, json};
+use crate::responses::{Body, empty, json};
 
-/// `GET /v1/whoami`: the calling key's `KeyInfo`.
+/// `GET /v1/whoami`: the calling key's `KeyInfo` (the route table answers
+/// other methods).
 pub(crate) async fn whoami(
     app: &App,
     method: &Method,
@@ -17,13 +18,6 @@ pub(crate) async fn whoami(
     peer: std::net::IpAddr,
     request_id: &str,
 ) -> Response<Body> {
-    if method != Method::GET && method != Method::HEAD {
-        return ApiError::new(
-            cloro_auth_core::ErrorCode::MethodNotAllowed,
-            "use GET /v1/whoami",
-        )
-        .into_response(request_id);
-    }
     let target = match Target::of(method, uri) {
         Ok(target) => target,
         Err(refusal) => return refusal.into_response(request_id),

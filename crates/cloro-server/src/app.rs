@@ -15,17 +15,18 @@ use cloro_keystore::{
     spawn_invalidation_listener,
 };
 use cloro_keystore::{LogLimit, mask_url, mask_url_list};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tracing::Instrument;
 
 use crate::admin_token::{AdminToken, AdminTokenError};
 use crate::config::{Settings, StoreChoice};
 use crate::gateway::Gateway;
 use crate::guard::Guard;
-use crate::metrics::{AnsweredCode, MeasuredSink, Metrics, PropagationDelays, RouteLabel};
+use crate::metrics::{AnsweredCode, MeasuredSink, Metrics, PropagationDelays};
 use crate::request_id::request_id;
 use crate::request_target::{TargetError, path_refusal};
 use crate::responses::{ApiError, Body, json};
+use crate::routes::{Handler, Router};
 
 /// Everything a request handler may need. Shared behind an `Arc`.
 #[derive(Debug)]
@@ -37,6 +38,7 @@ pub struct App {
     store: Arc<dyn KeyStore>,
     metrics: Metrics,
     gateway: Gateway,
+    router: Router,
 }
 
 /// Tasks the server runs beside requests; dropping this stops them. (The
@@ -55,6 +57,9 @@ pub enum StartError {
     /// The store cannot be opened.
     #[error("cannot open the key store: {0}")]
     Store(#[from] StoreError),
+    /// The route table has conflicting paths (a bug: its tests catch it).
+    #[error("the route table is inconsistent: {0}")]
+    Routes(String),
 }
 
 impl App {
@@ -154,6 +159,7 @@ impl App {
             store,
             metrics,
             gateway,
+            router: Router::new().map_err(|error| StartError::Routes(error.to_string()))?,
         });
         app.probe_store().await;
         Ok((
@@ -229,7 +235,7 @@ impl App {
         let refused = normalise_request(&mut request).err();
         // The query is never logged: it may carry a key (SPEC §3).
         let path = request.uri().path().to_owned();
-        let route_label = RouteLabel::of(&path);
+        let route_label = self.router.label(&path);
         let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
         let mut response = match refused {
             Some(refusal) => refusal.into_response(&request_id),
@@ -273,20 +279,36 @@ impl App {
     {
         let path = request.uri().path();
         let method = request.method();
-        match path {
-            "/healthz" => only_get(method, request_id).unwrap_or_else(|| ok_status("ok")),
-            "/readyz" => match only_get(method, request_id) {
-                Some(refusal) => refusal,
-                None => self.readiness(request_id).await,
-            },
-            "/metrics" => match only_get(method, request_id) {
-                Some(refusal) => refusal,
-                None => self.metrics.render(request.headers(), request_id),
-            },
-            "/openapi.json" => {
-                only_get(method, request_id).unwrap_or_else(crate::routes::openapi_response)
+        let Some(matched) = self.router.at(method, path) else {
+            return crate::routes::not_found(path, request_id);
+        };
+        let handler = match matched.handler {
+            Some(handler) => handler,
+            // Admin routes check the token before they tell anyone which
+            // methods a path takes.
+            None if path.starts_with("/admin/") => {
+                let (id, refusal) = (
+                    matched.id.map(str::to_owned),
+                    matched.method_not_allowed(method, request_id),
+                );
+                return crate::admin_api::handle(
+                    self,
+                    request,
+                    peer.ip(),
+                    id.as_deref(),
+                    Err(refusal),
+                    request_id,
+                )
+                .await;
             }
-            "/v1/whoami" => {
+            None => return matched.method_not_allowed(method, request_id),
+        };
+        match handler {
+            Handler::Healthz => ok_status("ok"),
+            Handler::Readyz => self.readiness(request_id).await,
+            Handler::Metrics => self.metrics.render(request.headers(), request_id),
+            Handler::OpenApi => crate::routes::openapi_response(),
+            Handler::Whoami => {
                 crate::api::whoami(
                     self,
                     method,
@@ -297,12 +319,7 @@ impl App {
                 )
                 .await
             }
-            _ if path.starts_with("/v1/") => {
-                self.gateway
-                    .forward(&self.guard, request, peer.ip(), request_id)
-                    .await
-            }
-            _ if path == "/auth/verify" || path.starts_with("/auth/verify/") => {
+            Handler::Verify => {
                 crate::api::verify(
                     self,
                     method,
@@ -313,10 +330,23 @@ impl App {
                 )
                 .await
             }
-            _ if path == "/admin" || path.starts_with("/admin/") => {
-                crate::admin_api::handle(self, request, peer.ip(), request_id).await
+            Handler::Gateway => {
+                self.gateway
+                    .forward(&self.guard, request, peer.ip(), request_id)
+                    .await
             }
-            _ => crate::routes::unrouted(method, path, request_id),
+            Handler::Admin(route) => {
+                let id = matched.id.map(str::to_owned);
+                crate::admin_api::handle(
+                    self,
+                    request,
+                    peer.ip(),
+                    id.as_deref(),
+                    Ok(route),
+                    request_id,
+                )
+                .await
+            }
         }
     }
 
@@ -349,17 +379,6 @@ fn ok_status(status: &str) -> Response<Body> {
             status: status.to_owned(),
         },
     )
-}
-
-/// `None` for GET (and HEAD), else the 405 answer.
-fn only_get(method: &Method, request_id: &str) -> Option<Response<Body>> {
-    (method != Method::GET && method != Method::HEAD).then(|| {
-        ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            format!("use GET; {method} is not allowed here"),
-        )
-        .into_response(request_id)
-    })
 }
 
 /// Rewrites the request's path to its normal form (SPEC §9), or refuses it.

@@ -30,6 +30,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::responses::{ApiError, Body, full};
+use crate::routes::RouteLabel;
 
 /// `Content-Type` of the OpenMetrics text format, answered when the scraper
 /// asks for it (Prometheus does).
@@ -88,65 +89,6 @@ const CODE_LABELS: usize = ErrorCode::ALL.len() + 1;
 
 /// Stripes: enough that the two to a few dozen runtime threads rarely share one.
 const STRIPES: usize = 16;
-
-/// The `route` label: which part of SPEC §6 answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RouteLabel {
-    /// `/v1/whoami`.
-    Whoami,
-    /// `/auth/verify[/…]`.
-    Verify,
-    /// Any other `/v1/*`.
-    Gateway,
-    /// `/admin/*`.
-    Admin,
-    /// Health, readiness, metrics, the OpenAPI document, and paths no
-    /// route serves (they get `NOT_FOUND`).
-    Ops,
-}
-
-impl RouteLabel {
-    const ALL: [RouteLabel; 5] = [
-        RouteLabel::Whoami,
-        RouteLabel::Verify,
-        RouteLabel::Gateway,
-        RouteLabel::Admin,
-        RouteLabel::Ops,
-    ];
-
-    /// The label of a request path, by prefix; never the path itself.
-    pub(crate) fn of(path: &str) -> RouteLabel {
-        let under = |prefix: &str| {
-            path.strip_prefix(prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        };
-        if path == "/v1/whoami" {
-            RouteLabel::Whoami
-        } else if under("/auth/verify") {
-            RouteLabel::Verify
-        } else if under("/v1") {
-            RouteLabel::Gateway
-        } else if under("/admin") {
-            RouteLabel::Admin
-        } else {
-            RouteLabel::Ops
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            RouteLabel::Whoami => "whoami",
-            RouteLabel::Verify => "verify",
-            RouteLabel::Gateway => "gateway",
-            RouteLabel::Admin => "admin",
-            RouteLabel::Ops => "ops",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// The SPEC §4 code of an error answer, set by [`ApiError::into_response`]
 /// as a response extension so the router need not parse its own JSON.
@@ -561,26 +503,6 @@ impl Collector for ScrapeCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn route_labels_by_prefix() {
-        let cases = [
-            ("/v1/whoami", "whoami"),
-            ("/v1/whoami/x", "gateway"),
-            ("/auth/verify", "verify"),
-            ("/auth/verify/v1/run", "verify"),
-            ("/auth/verifyx", "ops"),
-            ("/v1/monitor", "gateway"),
-            ("/v1", "gateway"),
-            ("/v10", "ops"),
-            ("/admin/v1/keys", "admin"),
-            ("/metrics", "ops"),
-            ("/", "ops"),
-        ];
-        for (path, label) in cases {
-            assert_eq!(RouteLabel::of(path).as_str(), label, "{path}");
-        }
-    }
 
     #[test]
     fn code_labels_round_trip() {

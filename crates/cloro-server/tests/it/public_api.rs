@@ -36,6 +36,7 @@ async fn whoami_answers_the_key_info_with_limit_headers() {
         (post.status, post.code()),
         (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED".into())
     );
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
     server.stop().await;
 }
 
