@@ -28,8 +28,8 @@ use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
 use crate::app::App;
-use crate::responses::{ApiError, Body, BoxError, json};
 use crate::routes::AdminRoute;
+use cloro_guard::{ApiError, Body, BoxError, json};
 
 /// The actor the audit log names for anything done with the admin token.
 const ACTOR: &str = "admin";

@@ -4,9 +4,9 @@
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
 
 use crate::app::App;
-use crate::guard::{RequestFacts, add_identity_headers, add_limit_headers, refusal_response};
-use crate::request_target::Target;
-use crate::responses::{Body, empty, json};
+use cloro_guard::Target;
+use cloro_guard::{Body, empty, json};
+use cloro_guard::{RequestFacts, add_identity_headers, add_limit_headers, refusal_response};
 
 /// `GET /v1/whoami`: the calling key's `KeyInfo` (the route table answers
 /// other methods).

@@ -21,12 +21,13 @@ use tracing::Instrument;
 use crate::admin_token::{AdminToken, AdminTokenError};
 use crate::config::{Settings, StoreChoice};
 use crate::gateway::Gateway;
-use crate::guard::Guard;
-use crate::metrics::{AnsweredCode, MeasuredSink, Metrics, PropagationDelays};
-use crate::request_id::request_id;
-use crate::request_target::{TargetError, path_refusal};
-use crate::responses::{ApiError, Body, json};
+use crate::metrics::{MeasuredSink, Metrics, PropagationDelays};
 use crate::routes::{Handler, Router};
+use cloro_guard::AnsweredCode;
+use cloro_guard::Guard;
+use cloro_guard::request_id;
+use cloro_guard::{ApiError, Body, json};
+use cloro_guard::{TargetError, path_refusal};
 
 /// Everything a request handler may need. Shared behind an `Arc`.
 #[derive(Debug)]
@@ -227,7 +228,7 @@ impl App {
     ) -> Response<Body>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
-        B::Error: Into<crate::responses::BoxError>,
+        B::Error: Into<cloro_guard::BoxError>,
     {
         let started = Instant::now();
         let request_id = request_id(request.headers());
@@ -275,7 +276,7 @@ impl App {
     ) -> Response<Body>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
-        B::Error: Into<crate::responses::BoxError>,
+        B::Error: Into<cloro_guard::BoxError>,
     {
         let path = request.uri().path();
         let method = request.method();

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::responses::BoxError;
+use cloro_guard::BoxError;
 
 /// The body paused longer than allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use cloro_keystore::{Plan, Plans, mask_url, mask_url_list};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::route_scope::RouteScopes;
+use cloro_guard::RouteScopes;
 
 /// `cloro-server`'s flags. Serving is the only thing it does, so the flags
 /// alone are a whole command.

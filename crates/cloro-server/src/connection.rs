@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::responses::BoxError;
+use cloro_guard::BoxError;
 
 /// No head has started since the connection went idle.
 const NO_HEAD: u64 = u64::MAX;

@@ -20,11 +20,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::guard::{
-    Guard, RequestFacts, add_identity_headers, add_limit_headers, refusal_response,
-};
-use crate::request_target::Target;
-use crate::responses::{ApiError, Body, BoxError};
+use cloro_guard::Target;
+use cloro_guard::{ApiError, Body, BoxError};
+use cloro_guard::{Guard, RequestFacts, add_identity_headers, add_limit_headers, refusal_response};
 
 /// How long connecting to the upstream may take before the request is
 /// answered 502: long enough for a loaded host, short enough that a dead

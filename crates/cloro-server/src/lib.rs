@@ -12,28 +12,16 @@ mod admin_token;
 mod api;
 mod app;
 mod body_timeout;
-mod client_addr;
 pub mod config;
 mod connection;
 mod gateway;
-mod guard;
-mod layer;
 mod metrics;
-mod request_id;
-mod request_target;
-mod responses;
-mod route_scope;
 pub mod routes;
 mod serve;
 
 pub use admin_token::{AdminToken, AdminTokenError, MIN_ADMIN_TOKEN_LEN};
 pub use app::{App, Background, StartError};
 pub use body_timeout::BodyTimeout;
-pub use guard::{Guard, RequestFacts, add_identity_headers, add_limit_headers, refusal_response};
-pub use layer::{ApiKeyBody, ApiKeyLayer, ApiKeyService, Identity, PeerAddr};
-pub use request_target::{Target, TargetError};
-pub use responses::{ApiError, Body, BoxError};
-pub use route_scope::RouteScopes;
 pub use serve::{TlsError, serve, shutdown_signal, tls_acceptor};
 
 /// Everything that can stop the server from starting.

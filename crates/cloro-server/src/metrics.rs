@@ -29,8 +29,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::responses::{ApiError, Body, full};
 use crate::routes::RouteLabel;
+use cloro_guard::{ApiError, Body, full};
 
 /// `Content-Type` of the OpenMetrics text format, answered when the scraper
 /// asks for it (Prometheus does).
@@ -89,13 +89,6 @@ const CODE_LABELS: usize = ErrorCode::ALL.len() + 1;
 
 /// Stripes: enough that the two to a few dozen runtime threads rarely share one.
 const STRIPES: usize = 16;
-
-/// The SPEC §4 code of an error answer, set by [`ApiError::into_response`]
-/// as a response extension so the router need not parse its own JSON.
-/// Answers without one (successes, and whatever the upstream said) count as
-/// `OK`: the server itself raised no error for them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct AnsweredCode(pub(crate) ErrorCode);
 
 fn code_index(code: Option<ErrorCode>) -> usize {
     match code {

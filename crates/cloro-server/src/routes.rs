@@ -8,7 +8,7 @@ use cloro_auth_core::ErrorCode;
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response};
 
-use crate::responses::{ApiError, Body, full};
+use cloro_guard::{ApiError, Body, full};
 
 /// What answers a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

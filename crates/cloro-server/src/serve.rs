@@ -28,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::App;
 use crate::body_timeout::TimeoutBody;
 use crate::connection::{Activity, InFlight, InFlightBody, Timeouts, TrackedIo};
-use crate::responses::Body;
+use cloro_guard::Body;
 
 /// How long shutdown waits for requests in flight before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

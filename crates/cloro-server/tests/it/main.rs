@@ -10,7 +10,6 @@ mod admin_api;
 mod caddy;
 mod cluster;
 mod gateway;
-mod layer;
 mod nginx;
 mod ops;
 mod process;

@@ -18,19 +18,19 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A body with these bytes.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
 /// An empty body.
-pub(crate) fn empty() -> Body {
+pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
 /// A JSON response.
-pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(bytes) => {
             let mut response = Response::new(full(bytes));
@@ -50,6 +50,13 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body
         }
     }
 }
+
+/// The SPEC §4 code of an error answer, set by [`ApiError::into_response`]
+/// as a response extension so that whoever counts answers (the server's
+/// metrics) need not parse its own JSON. Answers without one (successes,
+/// and whatever an upstream said) raised no error here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnsweredCode(pub ErrorCode);
 
 /// An error answer under construction: code, message, details, and the
 /// headers the code calls for.
@@ -138,15 +145,13 @@ impl ApiError {
         }
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         // For the `code` label of `cloro_requests_total`.
-        response
-            .extensions_mut()
-            .insert(crate::metrics::AnsweredCode(self.code));
+        response.extensions_mut().insert(AnsweredCode(self.code));
         response
     }
 }
 
 /// Adds `X-RateLimit-*` and the IETF `RateLimit-Policy`/`RateLimit` fields.
-pub(crate) fn add_rate_headers(headers: &mut HeaderMap, rate: &RateDecision) {
+pub fn add_rate_headers(headers: &mut HeaderMap, rate: &RateDecision) {
     headers.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
     headers.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
     headers.insert("x-ratelimit-reset", HeaderValue::from(rate.reset_seconds));
@@ -160,7 +165,7 @@ pub(crate) fn add_rate_headers(headers: &mut HeaderMap, rate: &RateDecision) {
 }
 
 /// Adds `X-Concurrent-Limit`, `-Current` and `-Remaining`.
-pub(crate) fn add_concurrency_headers(headers: &mut HeaderMap, state: &ConcurrencyState) {
+pub fn add_concurrency_headers(headers: &mut HeaderMap, state: &ConcurrencyState) {
     headers.insert("x-concurrent-limit", HeaderValue::from(state.limit));
     headers.insert("x-concurrent-current", HeaderValue::from(state.current));
     headers.insert("x-concurrent-remaining", HeaderValue::from(state.remaining));

@@ -37,7 +37,7 @@ impl TargetError {
 
     /// A normal path that still does not make a URI (cannot happen for a
     /// path that parsed before; answered rather than assumed).
-    pub(crate) fn invalid_uri() -> Self {
+    pub fn invalid_uri() -> Self {
         TargetError::new("path", "the request target is not a valid URI")
     }
 
@@ -235,7 +235,7 @@ fn single_field<'a>(
 }
 
 /// The answer for a path SPEC §9 refuses.
-pub(crate) fn path_refusal(error: PathError) -> TargetError {
+pub fn path_refusal(error: PathError) -> TargetError {
     TargetError::new(
         "path",
         format!("{error}; send the path normalised, as RFC 3986 §6.2.2 describes"),

@@ -12,10 +12,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use cloro_auth_core::AccountId;
 use cloro_auth_core::wire::CreateKeyRequest;
+use cloro_guard::{ApiKeyBody, ApiKeyLayer, Guard, Identity, PeerAddr, RouteScopes};
 use cloro_keystore::{
     KeyAdmin, KeyStore, LocalNotifier, MemoryStore, Plans, Verifier, VerifierConfig,
 };
-use cloro_server::{ApiKeyBody, ApiKeyLayer, Guard, Identity, PeerAddr, RouteScopes};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Notify;

@@ -115,7 +115,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: hyper::body::Body<Data = Bytes>,
+    ResBody: http_body::Body<Data = Bytes>,
 {
     type Response = Response<ApiKeyBody<ResBody>>;
     type Error = S::Error;

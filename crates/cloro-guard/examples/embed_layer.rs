@@ -3,7 +3,7 @@
 //! "hello" service on a free loopback port that only that key can call.
 //!
 //! ```text
-//! cargo run -p cloro-server --example embed_layer
+//! cargo run -p cloro-guard --example embed_layer
 //! curl -H "Authorization: Bearer <printed key>" http://127.0.0.1:<port>/v1/hello
 //! ```
 
@@ -17,10 +17,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use cloro_auth_core::AccountId;
 use cloro_auth_core::wire::CreateKeyRequest;
+use cloro_guard::{ApiKeyLayer, ApiKeyService, Guard, Identity, PeerAddr, RouteScopes};
 use cloro_keystore::{
     KeyAdmin, KeyStore, LocalNotifier, MemoryStore, Plans, Verifier, VerifierConfig,
 };
-use cloro_server::{ApiKeyLayer, ApiKeyService, Guard, Identity, PeerAddr, RouteScopes};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::HeaderMap;
 
 /// The request's id: the client's, if acceptable, else a new `req_…`.
-pub(crate) fn request_id(headers: &HeaderMap) -> String {
+pub fn request_id(headers: &HeaderMap) -> String {
     let offered = headers.get("x-request-id").map(http::HeaderValue::as_bytes);
     match offered {
         Some(id)
