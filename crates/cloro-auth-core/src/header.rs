@@ -10,6 +10,24 @@ use crate::error::{AuthError, FormatError, Malformed};
 /// is 48 bytes and an admin token 76; 256 leaves room for future formats.
 pub const MAX_TOKEN_LEN: usize = 256;
 
+/// The least an admin token must have: 32 `b64token` characters (about 190
+/// bits if random). The server refuses to start with less, and the SDK
+/// refuses to send less, so neither accepts what the other would refuse.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// Whether `token` is a `b64token` (RFC 6750 §2.1): what a bearer token may
+/// be. The one definition, used by the header parser, the admin token and
+/// the SDK's credentials.
+pub fn is_b64token(token: &[u8]) -> bool {
+    check_b64token(token).is_ok()
+}
+
+/// Whether `token` can be an admin token: a `b64token` of
+/// [`MIN_ADMIN_TOKEN_LEN`] to [`MAX_TOKEN_LEN`] characters.
+pub fn is_admin_token_shaped(token: &str) -> bool {
+    (MIN_ADMIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&token.len()) && is_b64token(token.as_bytes())
+}
+
 /// The bearer token from all `Authorization` fields of a request.
 ///
 /// # Errors
@@ -68,7 +86,8 @@ pub fn bearer_token_from_value(value: &[u8]) -> Result<&str, AuthError> {
         .map_err(|_| AuthError::MalformedAuthorization(Malformed::InvalidCharacter))
 }
 
-/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`,
+/// with the reason a token is not one.
 fn check_b64token(token: &[u8]) -> Result<(), Malformed> {
     let body = token.iter().take_while(|&&c| is_b64char(c)).count();
     if body == 0 {

@@ -36,7 +36,10 @@ pub mod wire;
 
 pub use error::{AuthError, Challenge, ErrorCode, FormatError, Malformed, RevocationReason};
 pub use hash::KeyHash;
-pub use header::{MAX_TOKEN_LEN, bearer_token, bearer_token_from_value};
+pub use header::{
+    MAX_TOKEN_LEN, MIN_ADMIN_TOKEN_LEN, bearer_token, bearer_token_from_value,
+    is_admin_token_shaped, is_b64token,
+};
 pub use key::{ApiKey, Environment, KEY_LEN, RedactedKey};
 pub use name::{AccountId, KeyId, NameError, PlanName, Scope};
 #[cfg(feature = "alloc")]

@@ -8,15 +8,11 @@
 
 use std::fmt;
 
-use cloro_auth_core::ApiKey;
+use cloro_auth_core::{ApiKey, MAX_TOKEN_LEN, MIN_ADMIN_TOKEN_LEN, is_admin_token_shaped};
 use http::HeaderValue;
 use zeroize::Zeroizing;
 
 use crate::error::ConfigError;
-
-/// The longest admin token accepted; the server's are 76 characters, and
-/// the bound keeps a pasted file from becoming a header.
-const MAX_ADMIN_TOKEN_LEN: usize = 1024;
 
 /// The admin token (`CLORO_ADMIN_TOKEN`) that opens `/admin/v1/*`.
 /// Its `Debug` never shows it, and its memory is wiped on drop.
@@ -35,12 +31,19 @@ impl AdminToken {
         if token.is_empty() {
             return Err(ConfigError::MissingAdminToken);
         }
-        if token.len() > MAX_ADMIN_TOKEN_LEN {
+        // The server's own rule (cloro_auth_core), so a token it would never
+        // accept is refused here, with the reason, before any request.
+        if token.len() < MIN_ADMIN_TOKEN_LEN {
             return Err(ConfigError::MalformedAdminToken(
-                "it is over 1024 characters long",
+                "it is shorter than 32 characters; admin tokens are at least 32",
             ));
         }
-        if !is_b64token(token.as_bytes()) {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(ConfigError::MalformedAdminToken(
+                "it is over 256 characters long",
+            ));
+        }
+        if !is_admin_token_shaped(token) {
             return Err(ConfigError::MalformedAdminToken(
                 "it has characters a bearer token cannot carry (only A-Z a-z 0-9 - . _ ~ + / and = at the end)",
             ));
@@ -58,15 +61,6 @@ impl fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AdminToken(<redacted>)")
     }
-}
-
-/// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &[u8]) -> bool {
-    let body_len = token.len() - token.iter().rev().take_while(|&&c| c == b'=').count();
-    body_len > 0
-        && token[..body_len].iter().all(|&c| {
-            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
 }
 
 /// `Bearer <key>`, sensitive.
@@ -96,16 +90,26 @@ mod tests {
 
     #[test]
     fn admin_tokens() {
-        assert!(AdminToken::new("cloro_admin_0123456789abcdef").is_ok());
-        assert!(AdminToken::new("abc+/~.-_==").is_ok());
+        assert!(AdminToken::new("cloro_admin_0123456789abcdef0123456789abcdef").is_ok());
+        assert!(AdminToken::new("abc+/~.-_0123456789abcdef0123456789==").is_ok());
         assert_eq!(
             AdminToken::new("  ").unwrap_err(),
             ConfigError::MissingAdminToken
         );
-        for bad in ["a b", "==", "a=b", "tok\u{e9}n", "a\tb"] {
-            assert!(AdminToken::new(bad).is_err(), "{bad:?}");
+        let long = "x".repeat(32);
+        for bad in [
+            format!("{long} b"),
+            "=".repeat(40),
+            format!("{long}=b"),
+            format!("{long}tok\u{e9}n"),
+            format!("{long}\tb"),
+            // The server would refuse these too: too short, too long.
+            "short_admin_token".to_owned(),
+            "x".repeat(257),
+        ] {
+            assert!(AdminToken::new(&bad).is_err(), "{bad:?}");
         }
-        let token = AdminToken::new("secret_admin_token_value").unwrap();
+        let token = AdminToken::new("secret_admin_token_value_0123456789abcdef").unwrap();
         assert!(!format!("{token:?}").contains("secret"));
         let header = bearer_for_admin(&token).unwrap();
         assert!(header.is_sensitive());

@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 
 use cloro_auth_core::KeyHash;
 
-/// The least a configured admin token must have: 32 characters of
-/// `b64token` (about 190 bits if random).
-pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+pub use cloro_auth_core::MIN_ADMIN_TOKEN_LEN;
 const FILE_NAME: &str = "admin-token";
 
 /// The admin token, as its hash.
@@ -56,11 +54,7 @@ impl AdminToken {
     /// # Errors
     /// `Weak` when the token is too short or not b64token.
     pub fn from_value(token: &str) -> Result<Self, AdminTokenError> {
-        let well_formed = token.len() >= MIN_ADMIN_TOKEN_LEN
-            && token.len() <= cloro_auth_core::MAX_TOKEN_LEN
-            && token
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"-._~+/".contains(&c));
+        let well_formed = cloro_auth_core::is_admin_token_shaped(token);
         if !well_formed {
             return Err(AdminTokenError::Weak);
         }
