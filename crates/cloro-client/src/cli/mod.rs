@@ -13,6 +13,7 @@
 //! answer (connection, TLS, timeout, unreadable answer) or no way to write
 //! the output ([`EXIT_UNREACHABLE`]).
 
+mod advice;
 mod args;
 mod commands;
 mod output;
@@ -20,6 +21,7 @@ mod output;
 use std::io::Write;
 use std::process::ExitCode;
 
+pub use advice::advice;
 pub use args::{
     AccountsCommand, AuditArgs, Cli, Command, CreateArgs, EnvironmentArg, KeysCommand, ListArgs,
     PurposeArg, RotateArgs, UpdateArgs,

@@ -262,7 +262,7 @@ impl<'a> Out<'a> {
 /// people, or `{"error": {…}}` with `--json`.
 pub(crate) fn report(failure: &Failure, json: bool, err: &mut dyn Write) -> io::Result<()> {
     let (label, fix, error) = match failure {
-        Failure::Sdk(error) => (error.label(), error.fix(), Some(error)),
+        Failure::Sdk(error) => (error.label(), super::advice(error), Some(error)),
         Failure::Usage(message) => ("USAGE_ERROR", message.clone(), None),
         Failure::Output(why) => (
             "OUTPUT_ERROR",

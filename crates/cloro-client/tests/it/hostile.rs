@@ -211,7 +211,11 @@ async fn absurd_retry_after_values_end_at_once_with_the_cap() {
             assert!(started.elapsed() < Duration::from_secs(1), "{value}");
             // What the caller gets is safe to add to a clock.
             assert!(Instant::now().checked_add(wait).is_some());
-            assert!(error.fix().contains("wait"), "{}", error.fix());
+            assert!(
+                cloro_client::cli::advice(&error).contains("wait"),
+                "{}",
+                cloro_client::cli::advice(&error)
+            );
         }
     }
 
@@ -488,7 +492,11 @@ async fn a_mangled_create_answer_never_shows_the_key() {
         let server = Hostile::answering(http("201 Created", &[], &body)).await;
         let error = admin(&server).create_key(&request).await.unwrap_err();
         assert!(matches!(error, Error::Decode(_)), "{error:?}");
-        for text in [format!("{error:?}"), error.to_string(), error.fix()] {
+        for text in [
+            format!("{error:?}"),
+            error.to_string(),
+            cloro_client::cli::advice(&error),
+        ] {
             assert!(!text.contains(&secret[12..]), "secret in {text}");
         }
     }

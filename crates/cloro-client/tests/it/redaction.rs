@@ -19,7 +19,7 @@ fn assert_error_hides(error: &Error, secrets: &[&str]) {
     for secret in secrets {
         assert_hides(&format!("{error:?}"), secret);
         assert_hides(&error.to_string(), secret);
-        assert_hides(&error.fix(), secret);
+        assert_hides(&cloro_client::cli::advice(error), secret);
     }
 }
 

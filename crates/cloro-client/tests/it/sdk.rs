@@ -143,7 +143,7 @@ async fn create_whoami_list_rotate_revoke() {
     assert_eq!(error.api_error().unwrap().attempts, 1);
     assert!(error.request_id().is_some());
     assert_eq!(
-        error.fix(),
+        cloro_client::cli::advice(&error),
         "this key was revoked; create a new one with cloro keys create"
     );
     // Revoking again is fine (idempotent); rotating a revoked key is not.
@@ -169,7 +169,11 @@ async fn create_whoami_list_rotate_revoke() {
     assert_eq!(shown.value().status, KeyStatus::Disabled);
     let error = client.whoami().await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::RevokedApiKey), "{error}");
-    assert!(error.fix().contains("--enable"), "{}", error.fix());
+    assert!(
+        cloro_client::cli::advice(&error).contains("--enable"),
+        "{}",
+        cloro_client::cli::advice(&error)
+    );
 
     // Not found, bad field.
     let missing = admin
@@ -240,5 +244,5 @@ async fn wrong_credentials_get_their_codes() {
         .unwrap();
     let error = wrong_admin.plans().await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::InvalidAdminToken), "{error}");
-    assert!(error.fix().contains("CLORO_ADMIN_TOKEN"));
+    assert!(cloro_client::cli::advice(&error).contains("CLORO_ADMIN_TOKEN"));
 }
