@@ -49,6 +49,60 @@ pub struct Background {
     _listener: Option<InvalidationListener>,
 }
 
+/// The store the settings chose, and what a shared store adds.
+struct Backend {
+    store: Arc<dyn KeyStore>,
+    /// The limiter that holds rate limits exact across nodes (Redis only).
+    shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
+    redis: Option<RedisBackend>,
+}
+
+/// What Redis mode's invalidations need: the store to publish through,
+/// and where and how the listener connects.
+struct RedisBackend {
+    store: Arc<RedisStore>,
+    /// The URL, or the cluster's seed list; holds a password, never logged raw.
+    url: String,
+    cluster: bool,
+    options: RedisOptions,
+}
+
+impl Backend {
+    fn open(settings: &Settings) -> Result<Backend, StartError> {
+        match &settings.store {
+            StoreChoice::Embedded(dir) => {
+                tracing::info!(data_dir = %dir.display(), "using the embedded key store");
+                Ok(Backend {
+                    store: Arc::new(EmbeddedStore::open(dir)?),
+                    shared_limiter: None,
+                    redis: None,
+                })
+            }
+            StoreChoice::Redis { url, cluster } => {
+                let mut options = RedisOptions::default();
+                options.command_timeout = settings.store_timeout;
+                let store = if *cluster {
+                    tracing::info!(seeds = %mask_url_list(url), "using a Redis Cluster");
+                    Arc::new(RedisStore::connect_cluster(url, options.clone())?)
+                } else {
+                    tracing::info!(redis = %mask_url(url), "using Redis");
+                    Arc::new(RedisStore::connect(url, options.clone())?)
+                };
+                Ok(Backend {
+                    store: store.clone(),
+                    shared_limiter: Some(Arc::new(RedisRateLimiter::new(&store))),
+                    redis: Some(RedisBackend {
+                        store,
+                        url: url.clone(),
+                        cluster: *cluster,
+                        options,
+                    }),
+                })
+            }
+        }
+    }
+}
+
 /// Why the server cannot start; each says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -95,48 +149,25 @@ impl App {
             pending_lookup_bytes: settings.memory.pending_lookups,
         };
 
-        let (store, shared_limiter, redis): (
-            Arc<dyn KeyStore>,
-            Option<Arc<dyn SharedRateLimiter>>,
-            _,
-        ) = match &settings.store {
-            StoreChoice::Embedded(dir) => {
-                tracing::info!(data_dir = %dir.display(), "using the embedded key store");
-                (Arc::new(EmbeddedStore::open(dir)?), None, None)
-            }
-            StoreChoice::Redis { url, cluster } => {
-                let mut options = RedisOptions::default();
-                options.command_timeout = settings.store_timeout;
-                let store = if *cluster {
-                    tracing::info!(seeds = %mask_url_list(url), "using a Redis Cluster");
-                    Arc::new(RedisStore::connect_cluster(url, options.clone())?)
-                } else {
-                    tracing::info!(redis = %mask_url(url), "using Redis");
-                    Arc::new(RedisStore::connect(url, options.clone())?)
-                };
-                let limiter: Arc<dyn SharedRateLimiter> = Arc::new(RedisRateLimiter::new(&store));
-                (
-                    store.clone() as Arc<dyn KeyStore>,
-                    Some(limiter),
-                    Some((store, url.clone(), *cluster, options)),
-                )
-            }
-        };
-
+        let Backend {
+            store,
+            shared_limiter,
+            redis,
+        } = Backend::open(&settings)?;
         let verifier = Verifier::new(store.clone(), plans.clone(), shared_limiter, &config);
         let cache: Arc<dyn InvalidationSink> = verifier.cache().clone();
         let propagation = Arc::new(PropagationDelays::default());
         let (notifier, listener): (Arc<dyn ChangeNotifier>, _) = match redis {
-            Some((redis_store, url, cluster, options)) => {
+            Some(redis) => {
                 let heard: Arc<dyn InvalidationSink> =
                     Arc::new(MeasuredSink::new(cache.clone(), propagation.clone()));
-                let listener = if cluster {
-                    spawn_cluster_invalidation_listener(&url, options, heard)?
+                let listener = if redis.cluster {
+                    spawn_cluster_invalidation_listener(&redis.url, redis.options, heard)?
                 } else {
-                    spawn_invalidation_listener(&url, options, heard)?
+                    spawn_invalidation_listener(&redis.url, redis.options, heard)?
                 };
                 (
-                    Arc::new(RedisNotifier::new(&redis_store, vec![cache])),
+                    Arc::new(RedisNotifier::new(&redis.store, vec![cache])),
                     Some(listener),
                 )
             }

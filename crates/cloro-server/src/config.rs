@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -348,15 +347,17 @@ impl Settings {
             }
             Ok(value)
         };
+        // The verifier's own defaults: defined once, there.
+        let verifier = cloro_keystore::VerifierConfig::default();
         let cache_ttl = match flags.cache_ttl {
             Some(ttl) => ttl,
-            None => file_duration("cache_ttl", file.cache_ttl)?.unwrap_or(Duration::from_secs(30)),
+            None => file_duration("cache_ttl", file.cache_ttl)?.unwrap_or(verifier.cache_ttl),
         };
         let store_timeout = pick_duration(
             "store_timeout",
             flags.store_timeout,
             file.store_timeout,
-            Duration::from_millis(250),
+            verifier.store_timeout,
         )?;
         let defaults = ConnectionLimits::default();
         let connections = ConnectionLimits {
@@ -401,7 +402,7 @@ impl Settings {
                 ));
             }
             Some(bits) => bits,
-            None => 64,
+            None => verifier.failed_auth_ipv6_prefix,
         };
         let pick_size = |setting: &'static str,
                          flag: Option<u64>,
@@ -442,7 +443,7 @@ impl Settings {
             Some(policy) => policy,
             None => match file.max_failed_auth {
                 Some(text) => rate(&text).map_err(|e| invalid("max_failed_auth", e))?,
-                None => RateLimitPolicy::new(nonzero(100), nonzero(60)),
+                None => verifier.max_failed_auth,
             },
         };
         let redis_url = flags.redis_url.or(file.redis_url);
@@ -525,10 +526,6 @@ fn plans_from(
         None => Plans::builtin().default_plan(),
     };
     Plans::new(default_plan, plans).map_err(|e| invalid("default_plan", e.to_string()))
-}
-
-fn nonzero(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
