@@ -587,8 +587,8 @@ const RSS_BOUND: u64 = 150 * MIB;
 /// How much resident memory may still grow once the tables are full: the
 /// allocator's arenas (one per thread that allocates, and redb's lookups
 /// run on blocking threads that come and go) and the kernel's accounting
-/// in whole pages move by a few MiB; a leak of even 16 bytes a request
-/// would exceed this over the second stage's requests.
+/// in whole pages move by a MiB or so; a leak of 20 bytes a request would
+/// exceed this over the second stage's requests (over 100,000 of them).
 const RSS_NOISE: u64 = 2 * MIB;
 
 /// What else a key flood may add to resident memory besides the tables:
@@ -629,11 +629,11 @@ async fn unknown_keys_from_random_addresses_stay_within_the_memory_bound() {
     );
     // Twice the cache's entries: it is full, and its order queue (a ring
     // of twice its entries) has been written all round, so the whole
-    // allocation is resident. Then once more, which must add nothing.
+    // allocation is resident. Then as much again, which must add nothing.
     let full = flood_stage(&server, 2 * unknown_capacity, Keys::Random).await;
     full.report("2x the negative cache");
-    let more = flood_stage(&server, unknown_capacity, Keys::Random).await;
-    more.report("3x the negative cache");
+    let more = flood_stage(&server, 2 * unknown_capacity, Keys::Random).await;
+    more.report("4x the negative cache");
     // The guard's table empties every few seconds (see the other test),
     // so it is counted at its fullest.
     let per_entry =
@@ -695,13 +695,13 @@ async fn random_addresses_fill_the_failed_attempt_table_and_no_more() {
         "baseline RSS {:.1} MiB; guard {address_capacity} addresses",
         mib(baseline)
     );
-    // Addresses whose allowance is full again are forgotten every few
-    // seconds, so the table fills anew in each of those intervals; four
-    // times its entries spans several of them.
+    // Four times its entries: it overflows (forgetting the oldest) three
+    // times over, even if the sweep of addresses whose allowance is full
+    // again (every few seconds) empties it in between.
     let full = flood_stage(&server, 4 * address_capacity, Keys::One(key)).await;
     full.report("4x the guard's table");
-    let more = flood_stage(&server, 2 * address_capacity, Keys::One(key)).await;
-    more.report("6x the guard's table");
+    let more = flood_stage(&server, 4 * address_capacity, Keys::One(key)).await;
+    more.report("8x the guard's table");
     eprintln!(
         "RSS growth {:.1} MiB, then {:+.2} MiB: {:.0} bytes per address the table holds",
         mib(full.rss_after - baseline),
