@@ -542,27 +542,11 @@ impl Stage {
 /// Floods `server` with `requests` requests of `keys`, watching it.
 async fn flood_stage(server: &FloodServer, requests: usize, keys: Keys) -> Stage {
     let probe = server.probe;
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let watcher = tokio::spawn(async move {
-        let (mut peak_rss, mut max_unknown, mut max_addresses) = (0, 0, 0);
-        for tick in 0u64.. {
-            peak_rss = peak_rss.max(probe.rss());
-            if tick % 5 == 0 {
-                max_unknown = max_unknown.max(probe.metric(UNKNOWN_ENTRIES).await);
-                max_addresses = max_addresses.max(probe.metric(ADDRESSES).await);
-            }
-            if *stopped.borrow() {
-                break;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(50), stopped.changed()).await;
-        }
-        (peak_rss, max_unknown, max_addresses)
-    });
+    let watch = Watch::start(probe);
     let started = Instant::now();
     let statuses = flood(probe.port, requests, keys).await;
     let elapsed = started.elapsed();
-    stop.send(true).unwrap();
-    let (peak_rss, max_unknown, max_addresses) = watcher.await.unwrap();
+    let (peak_rss, max_unknown, max_addresses) = watch.stop().await;
     let rss_after = probe.rss();
     let unknown_after = probe.metric(UNKNOWN_ENTRIES).await;
     let addresses_after = probe.metric(ADDRESSES).await;
@@ -576,6 +560,42 @@ async fn flood_stage(server: &FloodServer, requests: usize, keys: Keys) -> Stage
         max_addresses: max_addresses.max(addresses_after),
         unknown_after,
         addresses_after,
+    }
+}
+
+/// The server's resident memory (every 50 ms) and table sizes (every
+/// 250 ms), sampled while a flood runs.
+struct Watch {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<(u64, u64, u64)>,
+}
+
+impl Watch {
+    fn start(probe: Probe) -> Watch {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let (mut peak_rss, mut max_unknown, mut max_addresses) = (0, 0, 0);
+            for tick in 0u64.. {
+                peak_rss = peak_rss.max(probe.rss());
+                if tick % 5 == 0 {
+                    max_unknown = max_unknown.max(probe.metric(UNKNOWN_ENTRIES).await);
+                    max_addresses = max_addresses.max(probe.metric(ADDRESSES).await);
+                }
+                if *stopped.borrow() {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(50), stopped.changed()).await;
+            }
+            (peak_rss, max_unknown, max_addresses)
+        });
+        Watch { stop, task }
+    }
+
+    /// The highest resident memory, negative-cache entries and addresses
+    /// tracked that were seen.
+    async fn stop(self) -> (u64, u64, u64) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap()
     }
 }
 
@@ -741,5 +761,120 @@ async fn random_addresses_fill_the_failed_attempt_table_and_no_more() {
         "resident memory kept growing with a full table: {:.1} MiB, then {:.1} MiB",
         mib(full.rss_after),
         mib(more.rss_after)
+    );
+}
+
+/// Raises this process's soft descriptor limit to its hard one (the server
+/// inherits it), with prlimit on its own pid: the test crate has no unsafe
+/// code for `setrlimit`.
+fn raise_own_descriptor_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let fields: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    if soft != hard {
+        let status = std::process::Command::new("prlimit")
+            .arg("--pid")
+            .arg(std::process::id().to_string())
+            .arg(format!("--nofile={hard}:{hard}"))
+            .status()
+            .unwrap_or_else(|error| {
+                panic!("prlimit is needed to raise the descriptor limit: apt-get install util-linux ({error})")
+            });
+        assert!(status.success(), "prlimit failed: {status}");
+    }
+    hard.parse().unwrap_or(u64::MAX)
+}
+
+/// Opens `connections` keep-alive connections, each sending
+/// `per_connection` pipelined unknown keys from random addresses; returns
+/// them still open once every answer has arrived, with the answers.
+async fn wide_flood(
+    port: u16,
+    connections: usize,
+    per_connection: usize,
+) -> (Vec<TcpStream>, Statuses) {
+    // Connections opening and talking at once: within the listen backlog,
+    // so no connect waits for a SYN to be sent again.
+    let busy = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let permit = Arc::clone(&busy).acquire_owned().await.unwrap();
+        tasks.spawn(async move {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut random = vec![0u8; per_connection * 32];
+            getrandom::fill(&mut random).unwrap();
+            let mut batch = Vec::with_capacity(per_connection * 160);
+            for chunk in random.chunks_exact(32) {
+                let key =
+                    ApiKey::from_random_bytes(Environment::Live, chunk[..16].try_into().unwrap());
+                push_request(&mut batch, &key, &chunk[16..]);
+            }
+            stream.write_all(&batch).await.unwrap();
+            let statuses = count_answers(&mut stream, per_connection).await;
+            drop(permit);
+            (stream, statuses)
+        });
+    }
+    let mut open = Vec::with_capacity(connections);
+    let mut statuses = Statuses::new();
+    while let Some(done) = tasks.join_next().await {
+        let (stream, answers) = done.unwrap();
+        open.push(stream);
+        for (status, count) in answers {
+            *statuses.entry(status).or_default() += count;
+        }
+    }
+    (open, statuses)
+}
+
+#[tokio::test]
+async fn unknown_keys_over_as_many_connections_as_allowed_stay_within_the_memory_bound() {
+    // SPEC §9's bound is for the defaults, and the default cap is 10,000
+    // connections: an attacker spreads the flood over all of them, and
+    // each stays open (keep-alive) between its requests.
+    let descriptors = raise_own_descriptor_limit();
+    let server = FloodServer::start(None, &["--trusted-proxies", "127.0.0.1/32"]).await;
+    let cap = server.connection_cap();
+    let (unknown_capacity, _) = default_capacities();
+    // A few slots stay free for /metrics.
+    let connections = cap - 8;
+    // Together twice the negative cache, so the tables are full too.
+    let per_connection = (2 * unknown_capacity).div_ceil(connections);
+    let baseline = server.probe.rss();
+    eprintln!(
+        "descriptor limit {descriptors}, cap {cap}; baseline RSS {:.1} MiB",
+        mib(baseline)
+    );
+    let watch = Watch::start(server.probe);
+    let started = Instant::now();
+    let (open, statuses) = wide_flood(server.probe.port, connections, per_connection).await;
+    let elapsed = started.elapsed();
+    let held = server.probe.rss();
+    let (peak_rss, max_unknown, max_addresses) = watch.stop().await;
+    let peak_rss = peak_rss.max(held);
+    eprintln!(
+        "{connections} connections x {per_connection} requests in {elapsed:.1?}: {statuses:?}; \
+         RSS peak {:.1} MiB, {:.1} MiB with every connection open ({:.0} bytes a connection, \
+         the full tables counted in); unknown keys max {max_unknown}, addresses max {max_addresses}",
+        mib(peak_rss),
+        mib(held),
+        (held - baseline) as f64 / connections as f64,
+    );
+    assert_eq!(
+        statuses.keys().collect::<Vec<_>>(),
+        [&401],
+        "every unknown key is INVALID_API_KEY: {statuses:?}"
+    );
+    assert!(max_unknown <= unknown_capacity as u64);
+    assert!(
+        peak_rss < RSS_BOUND,
+        "{:.1} MiB resident with {} connections open",
+        mib(peak_rss),
+        open.len()
     );
 }
