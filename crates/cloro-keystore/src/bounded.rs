@@ -26,6 +26,9 @@ const SHARDS: usize = 16;
 /// Bytes of bookkeeping per slot of the hash map beyond the entry itself
 /// (hashbrown's control byte).
 const CONTROL_BYTES: usize = 1;
+/// Control bytes hashbrown allocates beyond one per slot (a group's width,
+/// so that a probe near the end can read a whole group).
+const GROUP_BYTES: usize = 16;
 
 /// A bounded table from key hashes (or address subjects) to `V`.
 #[derive(Debug)]
@@ -46,9 +49,15 @@ struct Shard<V> {
 }
 
 impl<V> Shard<V> {
+    /// A shard for `entries`, its map made for twice as many: a hash map
+    /// whose free slots have run out (and erased slots leave tombstones that
+    /// still count as used, so a full map that forgets one entry for each
+    /// it adds runs out soon) rehashes in place only while it is at most
+    /// half full; fuller, it grows to twice its slots. At half its capacity
+    /// it never grows, so its allocation is the one made here.
     fn with_capacity(entries: usize) -> Self {
         Shard {
-            map: HashMap::with_capacity_and_hasher(entries, KeyedHasher::default()),
+            map: HashMap::with_capacity_and_hasher(2 * entries, KeyedHasher::default()),
             order: VecDeque::with_capacity(2 * entries),
             next: 0,
         }
@@ -105,18 +114,22 @@ impl<V> BoundedTable<V> {
     }
 
     /// The most entries one shard of `bytes` holds: hashbrown allocates a
-    /// power of two of slots for up to 7/8 of them, and the order queue two
-    /// records per entry.
+    /// power of two of slots for up to 7/8 of them, a shard fills its map
+    /// only to half that ([`Shard::with_capacity`] says why), and the order
+    /// queue takes two records per entry.
     fn entries_for(bytes: usize) -> usize {
         let slot = size_of::<(KeyHash, (V, u64))>() + CONTROL_BYTES;
         let record = size_of::<(KeyHash, u64)>();
-        // Per slot: the slot itself plus the order records of the 7/8 of a
-        // entry it may hold.
-        let per_slot = slot + 2 * record * 7 / 8;
-        let slots = (bytes / per_slot.max(1)).max(1);
+        // Per slot: the slot itself plus the order records of the 7/16 of
+        // an entry it holds.
+        let per_slot = slot + 2 * record * 7 / 16;
+        let slots = bytes.saturating_sub(GROUP_BYTES) / per_slot.max(1);
+        if slots < 16 {
+            return 1;
+        }
         // The largest power of two that fits.
         let slots = 1usize << (usize::BITS - 1 - slots.leading_zeros());
-        (slots / 8 * 7).max(1)
+        slots / 16 * 7
     }
 
     /// The most entries the table holds.
@@ -214,10 +227,22 @@ mod tests {
         let table: BoundedTable<i64> = BoundedTable::with_budget(64 * 1024);
         let capacity = table.capacity();
         assert!(capacity >= 16, "{capacity}");
-        let slot = size_of::<(KeyHash, (i64, u64))>() + 1;
+        // What each shard allocated: hashbrown fills 7/8 of its slots.
+        let allocated: usize = table
+            .shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap();
+                let slots = (shard.map.capacity() * 8).div_ceil(7).next_power_of_two();
+                slots * (size_of::<(KeyHash, (i64, u64))>() + CONTROL_BYTES)
+                    + GROUP_BYTES
+                    + shard.order.capacity() * size_of::<(KeyHash, u64)>()
+            })
+            .sum();
+        assert!(allocated <= 64 * 1024, "{allocated} bytes allocated");
         assert!(
-            capacity * slot <= 64 * 1024,
-            "{capacity} entries of {slot} bytes"
+            allocated >= 32 * 1024,
+            "only {allocated} bytes of the budget used"
         );
         for n in 0..100_000 {
             table.upsert(&key(n), || 0, |v| *v += 1);
@@ -228,7 +253,7 @@ mod tests {
 
     #[test]
     fn the_oldest_write_is_forgotten_first() {
-        let table: BoundedTable<u32> = BoundedTable::with_budget(16 * 1024);
+        let table: BoundedTable<u32> = BoundedTable::with_budget(64 * 1024);
         let per_shard = table.capacity() / SHARDS;
         assert!(per_shard > 2, "{per_shard}");
         // Keys of one shard, in order.
@@ -247,6 +272,34 @@ mod tests {
         assert!(table.get_mut(&same_shard[1], |v| *v).is_none());
         assert!(table.get_mut(&same_shard[2], |v| *v).is_some());
         assert_eq!(table.get_mut(&same_shard[per_shard], |v| *v), Some(99));
+    }
+
+    #[test]
+    fn churn_never_reallocates_a_shard() {
+        let table: BoundedTable<i64> = BoundedTable::with_budget(256 * 1024);
+        let before: Vec<(usize, usize)> = table
+            .shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap();
+                (shard.map.capacity(), shard.order.capacity())
+            })
+            .collect();
+        // New keys only, the oldest forgotten each time: erased slots
+        // leave tombstones, which is what makes a full hash map grow.
+        for n in 0..20 * table.capacity() as u32 {
+            table.upsert(&key(n), || 0, |_| ());
+        }
+        for (shard, (map, order)) in table.shards.iter().zip(before) {
+            let shard = shard.lock().unwrap();
+            // `capacity` is what fits without growing: more means it grew.
+            assert!(
+                shard.map.capacity() <= map,
+                "{} > {map}",
+                shard.map.capacity()
+            );
+            assert_eq!(shard.order.capacity(), order);
+        }
     }
 
     #[test]
