@@ -11,6 +11,7 @@ mod caddy;
 mod cluster;
 mod flood;
 mod gateway;
+mod hostile;
 mod nginx;
 mod ops;
 mod process;

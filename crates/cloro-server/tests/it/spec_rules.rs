@@ -7,66 +7,12 @@ use std::time::Duration;
 use cloro_auth_core::wire::{Patch, RateLimitPolicy, UpdateKeyRequest};
 use cloro_auth_core::{ApiKey, Environment, Scope};
 use cloro_test_support::RedisServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::TestServer;
+use crate::support::{Raw, TestServer, raw_request};
 
-/// Status, headers (lower-cased names) and body of one raw exchange.
-struct Raw {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn code(&self) -> String {
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
-}
-
-/// Sends `GET target` with these header lines (raw bytes, `\r\n` added).
+/// Sends `GET target` with these header lines.
 async fn raw(server: &TestServer, target: &str, header_lines: &[&[u8]]) -> Raw {
-    let mut stream = tokio::net::TcpStream::connect(server.address)
-        .await
-        .unwrap();
-    let mut request =
-        format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n").into_bytes();
-    for line in header_lines {
-        request.extend_from_slice(line);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"\r\n");
-    stream.write_all(&request).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    // Bodies here are small and not chunked (Content-Length from hyper).
-    Raw {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    raw_request(server.address, "GET", target, header_lines, b"").await
 }
 
 fn auth(value: &str) -> Vec<u8> {

@@ -273,3 +273,93 @@ impl Drop for TestUpstream {
         self.task.abort();
     }
 }
+
+/// Status, headers (lower-cased names) and body of one raw exchange.
+#[derive(Debug)]
+pub(crate) struct Raw {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+}
+
+impl Raw {
+    /// A header as text.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `error.code` of an error body.
+    pub(crate) fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// `error.details.field` of an error body.
+    pub(crate) fn field(&self) -> String {
+        self.json()["error"]["details"]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The body as JSON (null if it is not).
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_default()
+    }
+}
+
+/// One request over a fresh TCP connection, with these header lines as raw
+/// bytes (`\r\n` added), so nothing in a client library tidies odd bytes
+/// away; reads until the server closes (`Connection: close`).
+pub(crate) async fn raw_request(
+    address: SocketAddr,
+    method: &str,
+    target: &str,
+    header_lines: &[&[u8]],
+    body: &[u8],
+) -> Raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n")
+            .into_bytes();
+    for line in header_lines {
+        request.extend_from_slice(line);
+        request.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() {
+        request.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(body);
+    stream.write_all(&request).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    parse_raw(&response)
+}
+
+/// A whole HTTP/1.1 answer (not chunked: our answers carry Content-Length).
+pub(crate) fn parse_raw(response: &[u8]) -> Raw {
+    let text = String::from_utf8_lossy(response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Raw {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
