@@ -213,8 +213,13 @@ async fn restart_after_sigkill_keeps_keys_and_revocations() {
     assert!(server.wait_with_output().await.0);
 }
 
-/// A test upstream that answers after `delay`.
-async fn slow_upstream(delay: Duration) -> u16 {
+/// A test upstream that answers only once `release` is notified, and
+/// notifies `arrived` when a request has reached it: the test then knows a
+/// request is in flight, without hoping a sleep was long enough.
+async fn held_upstream(
+    arrived: std::sync::Arc<tokio::sync::Notify>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -222,12 +227,17 @@ async fn slow_upstream(delay: Duration) -> u16 {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            let (arrived, release) = (arrived.clone(), release.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_request| async move {
-                    tokio::time::sleep(delay).await;
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                        Bytes::from_static(b"slow done"),
-                    )))
+                let service = hyper::service::service_fn(move |_request| {
+                    let (arrived, release) = (arrived.clone(), release.clone());
+                    async move {
+                        arrived.notify_one();
+                        release.notified().await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"slow done"),
+                        )))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -241,7 +251,9 @@ async fn slow_upstream(delay: Duration) -> u16 {
 #[tokio::test]
 async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
     let data = tempfile::tempdir().unwrap();
-    let upstream = slow_upstream(Duration::from_millis(800)).await;
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let upstream = held_upstream(arrived.clone(), release.clone()).await;
     let upstream_url = format!("http://127.0.0.1:{upstream}");
     let server = ServerProcess::start(
         data.path(),
@@ -264,8 +276,20 @@ async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
             response.into_body().collect().await.unwrap().to_bytes(),
         )
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The request is at the upstream: in flight for certain.
+    arrived.notified().await;
     server.signal("TERM");
+    // Once the server has stopped accepting, the request still held
+    // upstream must be finished, not cut off.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    release.notify_one();
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(
         (status, &body[..]),
