@@ -524,7 +524,6 @@ impl Collector for ScrapeCollector {
             let labels = [("kind", kind)];
             ConstGauge::new(value).encode(entries.encode_family(&labels)?)?;
         }
-        drop(entries);
         let gauges = [
             (
                 "cloro_failed_auth_addresses",
