@@ -10,6 +10,7 @@ mod admin_api;
 mod caddy;
 mod cluster;
 mod gateway;
+mod hostile;
 mod layer;
 mod nginx;
 mod ops;
