@@ -11,8 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use cloro_auth_core::{ApiKey, Environment, Scope};
 use cloro_test_support::RedisServer;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -295,6 +298,18 @@ async fn verify_sub_requests_fail_closed() {
             "INSUFFICIENT_PERMISSIONS",
             None,
         ),
+        // A GET scope guards HEAD here too.
+        (
+            "/auth/verify",
+            vec![
+                unscoped.clone(),
+                h("X-Original-URI", "/v1/report"),
+                h("X-Original-Method", "HEAD"),
+            ],
+            403,
+            "INSUFFICIENT_PERMISSIONS",
+            None,
+        ),
         // nginx passes `<` in a query unencoded: readable, and read (the
         // scope of the route it names applies).
         (
@@ -500,6 +515,56 @@ async fn a_hung_upstream_is_answered_504_after_the_upstream_timeout() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let server = TestServer::embedded("idle_timeout = \"1s\"").await;
+    let stream = TcpStream::connect(server.address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(server.url("/healthz"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let idle = Instant::now();
+    let ended = tokio::time::timeout(GIVE_UP, connection).await;
+    let after = idle.elapsed();
+    assert!(
+        ended.is_ok(),
+        "the server never closed the HTTP/2 connection"
+    );
+    assert!(after >= NOT_BEFORE, "closed after {after:?}");
+    assert!(after <= NOT_AFTER, "closed only after {after:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_node_serves_again_once_silent_connections_time_out() {
+    let server = TestServer::embedded("max_connections = 4\nheader_timeout = \"1s\"").await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(TcpStream::connect(server.address).await.unwrap());
+    }
+    // The fifth waits in the listen backlog until a silent one is cut off.
+    let started = Instant::now();
+    let answer = tokio::time::timeout(GIVE_UP, raw(&server, "GET", "/healthz", &[], b""))
+        .await
+        .expect("the node never served again");
+    let after = started.elapsed();
+    assert_eq!(answer.status, 200);
+    assert!(
+        after >= NOT_BEFORE,
+        "served after {after:?}, beyond the cap"
+    );
+    assert!(after <= NOT_AFTER, "served only after {after:?}");
+    drop(silent);
+    server.stop().await;
+}
+
 // ------------------------------------------------- failed-attempt guard
 
 #[tokio::test]
@@ -678,7 +743,8 @@ async fn an_unreadable_forwarded_for_entry_does_not_hide_the_readable_one() {
     }
     // The three were counted against 198.51.100.7, however it was spelled...
     let plain = line("X-Forwarded-For", "198.51.100.7");
-    for lines in [&[forged][..], &[&plain[..]]] {
+    let mapped = line("X-Forwarded-For", "::ffff:198.51.100.7");
+    for lines in [&[forged][..], &[&plain[..]], &[&mapped[..]]] {
         let answer = unknown_from(&server, lines).await;
         expect(
             &answer,
@@ -760,5 +826,25 @@ async fn wrong_admin_tokens_lock_the_address_out() {
     // Another client, behind the trusted proxy, is not locked out.
     let elsewhere = plans(vec![right.clone(), line("X-Forwarded-For", "203.0.113.50")]).await;
     assert_eq!(elsewhere.status, 200, "{}", elsewhere.body);
+
+    // And the other way round: unknown API keys spend the allowance that
+    // the admin API then refuses the right token on.
+    let guesser = line("X-Forwarded-For", "192.0.2.77");
+    for n in 1..=3 {
+        expect(
+            &unknown_from(&server, &[&guesser]).await,
+            401,
+            "INVALID_API_KEY",
+            None,
+            &format!("unknown key {n}"),
+        );
+    }
+    expect(
+        &plans(vec![right.clone(), guesser.clone()]).await,
+        429,
+        "TOO_MANY_FAILED_ATTEMPTS",
+        None,
+        "the right token after unknown API keys",
+    );
     server.stop().await;
 }
