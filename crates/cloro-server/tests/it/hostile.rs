@@ -310,6 +310,14 @@ async fn verify_sub_requests_fail_closed() {
             "INSUFFICIENT_PERMISSIONS",
             None,
         ),
+        // The key-in-URL rule reads the original query.
+        (
+            "/auth/verify",
+            vec![valid.clone(), h("X-Original-URI", "/v1/x?api_key=1")],
+            400,
+            "MALFORMED_AUTHORIZATION",
+            None,
+        ),
         // nginx passes `<` in a query unencoded: readable, and read (the
         // scope of the route it names applies).
         (
@@ -396,6 +404,31 @@ async fn a_trickled_head_is_cut_off_after_the_header_timeout() {
     let after = started.elapsed();
     assert!(after >= NOT_BEFORE, "cut off after {after:?}");
     assert!(after <= NOT_AFTER, "cut off only after {after:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_later_head_is_timed_from_its_first_byte() {
+    // Between requests the (long) idle timeout applies; once a head
+    // starts, the header timeout runs from its first byte.
+    let server = TestServer::embedded("header_timeout = \"1s\"").await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let mut buffer = Vec::new();
+    stream
+        .write_all(&raw_head("GET", "/healthz", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_answer(&mut stream, &mut buffer).await.unwrap().status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("closed while idle, within the idle timeout");
+    let (after, received) = closed_after(&mut stream, Instant::now()).await;
+    assert_cut_off(after, &received, "a second head, half sent");
     server.stop().await;
 }
 
