@@ -67,8 +67,12 @@ pub(crate) struct Activity {
     http2: AtomicBool,
     /// Whether any byte has been read yet (the first read tells HTTP/2).
     read_any: AtomicBool,
-    /// Woken when the last request in flight ends, so the loop re-arms.
-    idle: Notify,
+    /// Woken when the deadline moves earlier than the one the serving loop
+    /// sleeps towards (the last request ended; a head started while idle,
+    /// which swaps the idle timeout for the shorter header timeout), so
+    /// the loop re-arms. Later deadlines need no wake: the loop re-checks
+    /// when its sleep ends.
+    rearm: Notify,
 }
 
 impl Activity {
@@ -83,7 +87,7 @@ impl Activity {
             last_progress: AtomicU64::new(0),
             http2: AtomicBool::new(http2),
             read_any: AtomicBool::new(false),
-            idle: Notify::new(),
+            rearm: Notify::new(),
         })
     }
 
@@ -107,9 +111,9 @@ impl Activity {
         self.at(self.idle_since.load(Ordering::Acquire)) + timeouts.idle
     }
 
-    /// Resolves when the last request in flight has ended.
-    pub(crate) async fn went_idle(&self) {
-        self.idle.notified().await;
+    /// Resolves when the deadline may have moved earlier.
+    pub(crate) async fn deadline_moved(&self) {
+        self.rearm.notified().await;
     }
 
     fn read(&self, bytes: &[u8]) {
@@ -120,13 +124,13 @@ impl Activity {
             // on are not a request head in progress.
             self.http2.store(true, Ordering::Release);
         }
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            let _ = self.head_started.compare_exchange(
-                NO_HEAD,
-                now,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self
+                .head_started
+                .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.rearm.notify_one();
         }
     }
 
@@ -158,7 +162,7 @@ impl Drop for InFlight {
             activity.idle_since.store(now, Ordering::Release);
             activity.last_progress.store(now, Ordering::Release);
             activity.head_started.store(NO_HEAD, Ordering::Release);
-            activity.idle.notify_one();
+            activity.rearm.notify_one();
         }
     }
 }
@@ -328,6 +332,29 @@ mod tests {
         assert_eq!(
             activity.deadline(&TIMEOUTS),
             Instant::now() + TIMEOUTS.header
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_starting_while_idle_wakes_the_serving_loop() {
+        let activity = Activity::new(false);
+        activity.read(b"GET / HTTP/1.1\r\n\r\n");
+        drop(activity.request_started());
+        // The wake for the request's end, which the loop takes.
+        activity.deadline_moved().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        activity.read(b"GET /next");
+        // The deadline is now the header timeout, much earlier than the
+        // idle one the loop was sleeping towards: it must be told.
+        tokio::time::timeout(Duration::ZERO, activity.deadline_moved())
+            .await
+            .expect("a head that started while idle did not re-arm the loop");
+        // More of the same head moves nothing.
+        activity.read(b" HTTP/1.1\r\n");
+        assert!(
+            tokio::time::timeout(Duration::ZERO, activity.deadline_moved())
+                .await
+                .is_err()
         );
     }
 

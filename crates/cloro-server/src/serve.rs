@@ -294,7 +294,7 @@ impl Connection {
                         closing_since = Some(Instant::now());
                     }
                 }
-                () = activity.went_idle() => {}
+                () = activity.deadline_moved() => {}
                 _ = stop.changed(), if !stopping => {
                     stopping = true;
                     connection.as_mut().graceful_shutdown();

@@ -1,545 +1,914 @@
-//! SPEC §9 over real TCP against the in-process server: paths mean one
-//! thing on the gateway and `/auth/verify`, sub-requests fail closed,
-//! connections are bounded in time, the failed-attempt guard cannot be
-//! dodged (abandoned lookups, concurrent bursts, IPv6 /64s) and wrong admin
-//! tokens lock an address out. Timeouts are set short through the TOML so
-//! each bound is seen in about a second.
+//! SPEC §9 "Hostile clients" end to end over real TCP: paths that could mean
+//! two things, verify sub-requests whose sources disagree, connections that
+//! stall at every stage, and the failed-attempt guard under floods,
+//! abandoned requests, IPv6 and forged `X-Forwarded-For`. Requests go out as
+//! raw bytes so that no client library normalises what the test means to
+//! send. Time bounds appear only where the SPEC sets a timeout, with a
+//! generous upper margin: a loaded machine may be slow, never early.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use cloro_auth_core::{ApiKey, Environment, Scope};
 use cloro_test_support::RedisServer;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{ADMIN_TOKEN, Raw, TestServer, TestUpstream, raw_request};
+use crate::support::{ADMIN_TOKEN, Raw, TestServer, TestUpstream, raw, raw_head, read_answer};
 
-const SCOPES: &str = r#"
-[route_scopes]
-"POST /v1/monitor" = "monitor:write"
-"GET /v1/report" = "report:read"
-"#;
+/// The route scopes every path test runs against.
+const SCOPES: &str = "[route_scopes]\n\"POST /v1/monitor\" = \"monitor:write\"\n\"GET /v1/report\" = \"report:read\"\n";
 
-fn bearer(key: &str) -> Vec<u8> {
-    format!("Authorization: Bearer {key}").into_bytes()
+/// A connection cut by a 1 s timeout must not be cut before this.
+const NOT_BEFORE: Duration = Duration::from_millis(800);
+/// ... and must be cut by this: the timeout, the 1 s the server gives a
+/// connection to finish closing, and room for a loaded machine.
+const NOT_AFTER: Duration = Duration::from_secs(5);
+/// How long a test waits for something that must happen, before failing
+/// rather than hanging.
+const GIVE_UP: Duration = Duration::from_secs(10);
+
+fn line(name: &str, value: &str) -> Vec<u8> {
+    format!("{name}: {value}").into_bytes()
 }
 
-fn stranger() -> String {
+fn bearer(token: &str) -> Vec<u8> {
+    line("Authorization", &format!("Bearer {token}"))
+}
+
+/// A well-formed key that no store holds.
+fn unknown_key() -> String {
     ApiKey::generate(Environment::Live)
         .unwrap()
         .expose_secret()
         .to_owned()
 }
 
-async fn send(server: &TestServer, method: &str, target: &str, lines: &[&[u8]]) -> Raw {
-    raw_request(server.address, method, target, lines, b"").await
+fn scope(name: &str) -> Scope {
+    Scope::new(name).unwrap()
 }
 
-fn assert_refused(answer: &Raw, status: u16, code: &str, field: Option<&str>, what: &str) {
+/// Asserts status, `error.code` and `error.details.field` (`None`: no
+/// field expected) of an answer, naming `what` was sent when they differ.
+fn expect(answer: &Raw, status: u16, code: &str, field: Option<&str>, what: &str) {
     assert_eq!(
         (answer.status, answer.code().as_str()),
         (status, code),
         "{what}: {}",
         answer.body
     );
-    if let Some(field) = field {
-        assert_eq!(answer.field(), field, "{what}: {}", answer.body);
+    let details = &answer.json()["error"]["details"];
+    match field {
+        Some(field) => assert_eq!(answer.field(), field, "{what}: {}", answer.body),
+        None => assert!(details.get("field").is_none(), "{what}: {}", answer.body),
     }
 }
 
+/// Reads until the server closes the connection (EOF or a reset); returns
+/// how long that took from `since` and the bytes that came first.
+async fn closed_after(stream: &mut TcpStream, since: Instant) -> (Duration, Vec<u8>) {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(GIVE_UP, stream.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the server never closed the connection");
+    (since.elapsed(), received)
+}
+
+fn assert_cut_off(after: Duration, received: &[u8], what: &str) {
+    assert!(
+        after >= NOT_BEFORE,
+        "{what}: closed after {after:?}, before the timeout"
+    );
+    assert!(after <= NOT_AFTER, "{what}: closed only after {after:?}");
+    assert!(
+        received.is_empty(),
+        "{what}: expected EOF, got {:?}",
+        String::from_utf8_lossy(received)
+    );
+}
+
+/// The value of an unlabelled series in `/metrics`.
+async fn metric(server: &TestServer, name: &str) -> f64 {
+    let answer = raw(server, "GET", "/metrics", &[], b"").await;
+    assert_eq!(answer.status, 200);
+    answer
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {name} in /metrics"))
+}
+
+// ---------------------------------------------------------------- paths
+
 #[tokio::test]
-async fn every_spelling_of_a_scoped_route_is_scoped_and_the_upstream_gets_the_normal_form() {
+async fn gateway_paths_mean_one_thing() {
     let upstream = TestUpstream::start().await;
     let server = TestServer::with_upstream(&upstream.url(), SCOPES).await;
-    let reader = server
-        .create_key(|r| r.scopes = vec![Scope::new("read").unwrap()])
+    let unscoped = server.create_key(|r| r.scopes = vec![scope("other")]).await;
+    let scoped = server
+        .create_key(|r| r.scopes = vec![scope("monitor:write"), scope("report:read")])
         .await;
-    let writer = server
-        .create_key(|r| r.scopes = vec![Scope::new("monitor:write").unwrap()])
-        .await;
-    let read = bearer(&reader);
+    let unscoped = bearer(&unscoped);
+    let scoped = bearer(&scoped);
 
-    for (method, target) in [
-        ("POST", "/v1/%6Donitor"),
-        ("POST", "/v1/%6donitor"),
-        ("POST", "/v1/MONITOR"),
-        ("POST", "/v1//monitor"),
-        ("HEAD", "/v1/report"),
-        ("GET", "/v1/%72eport"),
+    // Other spellings of a scoped route need its scope.
+    for target in [
+        "/v1/%6Donitor",
+        "/v1/%6donitor",
+        "/v1/MONITOR",
+        "/v1/monitor/",
     ] {
-        let answer = send(&server, method, target, &[&read]).await;
-        // HEAD answers carry no body: the status tells.
-        assert_eq!(answer.status, 403, "{method} {target}: {}", answer.body);
-        if method != "HEAD" {
-            assert_eq!(
-                answer.code(),
-                "INSUFFICIENT_PERMISSIONS",
-                "{method} {target}"
-            );
-        }
+        let answer = raw(&server, "POST", target, &[&unscoped], b"").await;
+        expect(&answer, 403, "INSUFFICIENT_PERMISSIONS", None, target);
+        assert!(
+            answer
+                .header("www-authenticate")
+                .is_some_and(|c| c.contains(r#"scope="monitor:write""#)),
+            "{target}: {:?}",
+            answer.header("www-authenticate")
+        );
     }
+    // Spellings upstreams read differently: refused before authentication,
+    // so the same 400 with the key, without one, and with a valid one.
     for target in [
         "/v1/monitor;x=1",
         "/v1/monitor%3Bx",
+        "/v1/monitor%3bx",
         "/v1/%2e%2e/admin",
         "/v1/a%2Fb",
-        "/v1/a%5cb",
         "/v1/%00",
-        "/v1/%0A",
-        "/v1/%256Donitor",
-        "/v1/./monitor",
-        "/v1/%zz",
+        "/v1/%256D",
+        "/v1/%5Cadmin",
     ] {
-        let answer = send(&server, "POST", target, &[&read]).await;
-        assert_refused(&answer, 400, "INVALID_REQUEST", Some("path"), target);
+        for lines in [vec![&unscoped[..]], vec![], vec![&scoped[..]]] {
+            let answer = raw(&server, "POST", target, &lines, b"").await;
+            expect(&answer, 400, "INVALID_REQUEST", Some("path"), target);
+        }
     }
-    assert!(upstream.seen().is_empty(), "nothing reached the upstream");
+    // A GET scope guards HEAD (its answer has no body: status and challenge).
+    for method in ["GET", "HEAD"] {
+        let answer = raw(&server, method, "/v1/report", &[&unscoped], b"").await;
+        assert_eq!(answer.status, 403, "{method} /v1/report");
+        assert!(
+            answer
+                .header("www-authenticate")
+                .is_some_and(|c| c.contains(r#"scope="report:read""#)),
+            "{method}: {:?}",
+            answer.header("www-authenticate")
+        );
+    }
+    assert!(
+        upstream.seen().is_empty(),
+        "refused requests reached the upstream: {:?}",
+        upstream.seen()
+    );
 
-    let write = bearer(&writer);
-    let ok = send(&server, "POST", "/v1/%6Donitor?q=%6D", &[&write]).await;
-    assert_eq!(ok.status, 200, "{}", ok.body);
-    let ok = send(&server, "GET", "/v1/caf%c3%a9", &[&write]).await;
-    assert_eq!(ok.status, 200, "{}", ok.body);
-    let seen: Vec<String> = upstream
+    // With the scopes, the upstream receives the normal form.
+    let cases = [
+        ("POST", "/v1/%6Donitor?q=1", "/v1/monitor?q=1"),
+        ("GET", "/v1/caf%c3%a9", "/v1/caf%C3%A9"),
+        ("HEAD", "/v1/%72eport", "/v1/report"),
+    ];
+    for (method, target, _) in cases {
+        let answer = raw(&server, method, target, &[&scoped], b"").await;
+        assert_eq!(answer.status, 200, "{method} {target}: {}", answer.body);
+    }
+    let seen: Vec<(String, String)> = upstream
         .seen()
         .iter()
-        .map(|seen| seen.uri.path_and_query().unwrap().to_string())
+        .map(|s| {
+            let target = s.uri.path_and_query().map(ToString::to_string);
+            (s.method.to_string(), target.unwrap_or_default())
+        })
         .collect();
-    // The path normalised, the query as the client sent it.
-    assert_eq!(seen, ["/v1/monitor?q=%6D", "/v1/caf%C3%A9"]);
+    let expected: Vec<(String, String)> = cases
+        .iter()
+        .map(|(method, _, normal)| ((*method).to_owned(), (*normal).to_owned()))
+        .collect();
+    assert_eq!(seen, expected);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn verify_sub_requests_fail_closed() {
     let server = TestServer::embedded(SCOPES).await;
-    let reader = server
-        .create_key(|r| r.scopes = vec![Scope::new("read").unwrap()])
-        .await;
-    let read = bearer(&reader);
-    /// Target, extra header lines, status, code, `details.field`.
-    type Case<'a> = (&'a str, &'a [&'a [u8]], u16, &'a str, &'a str);
-    let cases: [Case; 11] = [
-        // Unreadable sources are refused, never skipped for the next one.
+    let valid = bearer(&server.create_key(|_| {}).await);
+    let unscoped = bearer(&server.create_key(|r| r.scopes = vec![scope("other")]).await);
+    let h = |name: &str, value: &str| line(name, value);
+
+    type Case = (
+        &'static str,
+        Vec<Vec<u8>>,
+        u16,
+        &'static str,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        // Unreadable: a byte outside visible ASCII, sent raw.
         (
             "/auth/verify",
-            &[b"X-Original-URI: /v1/\xff"],
+            vec![valid.clone(), b"X-Original-URI: /v1/caf\xc3\xa9".to_vec()],
             400,
             "INVALID_REQUEST",
-            "original_uri",
+            Some("original_uri"),
         ),
+        // ... and never skipped for a less trusted source.
         (
             "/auth/verify",
-            &[b"X-Original-URI: v1/monitor"],
-            400,
-            "INVALID_REQUEST",
-            "original_uri",
-        ),
-        (
-            "/auth/verify",
-            &[b"X-Original-URI: /v1/a", b"X-Original-URI: /v1/a"],
-            400,
-            "INVALID_REQUEST",
-            "original_uri",
-        ),
-        (
-            "/auth/verify",
-            &[b"X-Forwarded-Method: PO\"ST", b"X-Forwarded-Uri: /v1/a"],
-            400,
-            "INVALID_REQUEST",
-            "original_method",
-        ),
-        // Present sources must agree.
-        (
-            "/auth/verify",
-            &[
-                b"X-Original-URI: /v1/other",
-                b"X-Forwarded-Uri: /v1/monitor",
+            vec![
+                valid.clone(),
+                b"X-Original-URI: /v1/\xffmonitor".to_vec(),
+                h("X-Forwarded-Uri", "/v1/other"),
             ],
             400,
             "INVALID_REQUEST",
-            "original_uri",
+            Some("original_uri"),
         ),
+        // Two sources that disagree.
         (
             "/auth/verify",
-            &[
-                b"X-Original-Method: GET",
-                b"X-Forwarded-Method: POST",
-                b"X-Original-URI: /v1/a",
+            vec![
+                valid.clone(),
+                h("X-Original-URI", "/v1/other"),
+                h("X-Forwarded-Uri", "/v1/monitor"),
             ],
             400,
             "INVALID_REQUEST",
-            "original_method",
+            Some("original_uri"),
         ),
+        // One source twice, even with the same value.
+        (
+            "/auth/verify",
+            vec![
+                valid.clone(),
+                h("X-Original-URI", "/v1/monitor"),
+                h("X-Original-URI", "/v1/monitor"),
+            ],
+            400,
+            "INVALID_REQUEST",
+            Some("original_uri"),
+        ),
+        (
+            "/auth/verify",
+            vec![
+                valid.clone(),
+                h("X-Original-Method", "GET"),
+                h("X-Forwarded-Method", "POST"),
+            ],
+            400,
+            "INVALID_REQUEST",
+            Some("original_method"),
+        ),
+        // The path suffix is a source too.
         (
             "/auth/verify/v1/monitor",
-            &[b"X-Original-URI: /v1/other"],
+            vec![valid.clone(), h("X-Original-URI", "/v1/other")],
             400,
             "INVALID_REQUEST",
-            "original_uri",
+            Some("original_uri"),
         ),
-        // The path rules apply to every source.
         (
             "/auth/verify/v1/monitor;x=1",
-            &[],
+            vec![valid.clone()],
             400,
             "INVALID_REQUEST",
-            "path",
+            Some("path"),
         ),
+        // The path rules apply to the original URI.
         (
             "/auth/verify",
-            &[b"X-Forwarded-Uri: /v1/monitor;x=1"],
+            vec![valid.clone(), h("X-Original-URI", "/v1/monitor;x=1")],
             400,
             "INVALID_REQUEST",
-            "path",
+            Some("path"),
         ),
-        // Another spelling of a scoped route is that route.
+        // Normalised before the scopes are matched.
         (
             "/auth/verify",
-            &[b"X-Original-URI: /v1/%6Donitor", b"X-Original-Method: POST"],
+            vec![
+                unscoped.clone(),
+                h("X-Original-URI", "/v1/%6Donitor"),
+                h("X-Original-Method", "POST"),
+            ],
             403,
             "INSUFFICIENT_PERMISSIONS",
-            "",
+            None,
         ),
+        // A GET scope guards HEAD here too.
         (
-            "/auth/verify/v1/%6Donitor",
-            &[],
+            "/auth/verify",
+            vec![
+                unscoped.clone(),
+                h("X-Original-URI", "/v1/report"),
+                h("X-Original-Method", "HEAD"),
+            ],
             403,
             "INSUFFICIENT_PERMISSIONS",
-            "",
+            None,
+        ),
+        // The key-in-URL rule reads the original query.
+        (
+            "/auth/verify",
+            vec![valid.clone(), h("X-Original-URI", "/v1/x?api_key=1")],
+            400,
+            "MALFORMED_AUTHORIZATION",
+            None,
+        ),
+        // nginx passes `<` in a query unencoded: readable, and read (the
+        // scope of the route it names applies).
+        (
+            "/auth/verify",
+            vec![
+                unscoped.clone(),
+                h("X-Original-URI", "/v1/monitor?q=<b>"),
+                h("X-Original-Method", "POST"),
+            ],
+            403,
+            "INSUFFICIENT_PERMISSIONS",
+            None,
         ),
     ];
-    for (target, lines, status, code, field) in cases {
-        let mut all: Vec<&[u8]> = vec![&read];
-        all.extend_from_slice(lines);
-        let method = if target.starts_with("/auth/verify/") {
-            "POST"
-        } else {
-            "GET"
-        };
-        let answer = send(&server, method, target, &all).await;
-        let what = format!("{target} {lines:?}");
-        assert_refused(
+    for (target, lines, status, code, field) in &cases {
+        let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        let answer = raw(&server, "GET", target, &refs, b"").await;
+        let shown: Vec<String> = lines[1..]
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        expect(
             &answer,
-            status,
+            *status,
             code,
-            (!field.is_empty()).then_some(field),
-            &what,
+            *field,
+            &format!("{target} {shown:?}"),
         );
     }
-    // Bytes RFC 3986 forbids but nginx passes are still readable: the one
-    // source is used, and the key's answer comes back.
-    let odd = send(
+
+    let readable = raw(
         &server,
         "GET",
         "/auth/verify",
-        &[&read, b"X-Original-URI: /v1/x?a=<b>"],
+        &[
+            &valid,
+            &h("X-Original-URI", "/v1/monitor?q=<b>"),
+            &h("X-Original-Method", "POST"),
+        ],
+        b"",
     )
     .await;
-    assert_eq!(odd.status, 200, "{}", odd.body);
-    assert!(odd.header("x-cloro-key-id").is_some());
+    assert_eq!(readable.status, 200, "{}", readable.body);
+    assert!(readable.header("x-cloro-key-id").is_some());
     server.stop().await;
 }
 
-/// Reads until the server closes the connection (or `limit` passes), and
-/// how long that took.
-async fn closed_after(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buffer = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at(
-            tokio::time::Instant::from_std(started + limit),
-            stream.read(&mut buffer),
-        )
-        .await
-        {
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => continue,
-            Err(_) => return None,
-        }
-    }
-}
+// ---------------------------------------------------------- connections
 
 #[tokio::test]
-async fn half_sent_heads_and_silent_connections_are_cut_off_on_time() {
-    let server = TestServer::embedded("header_timeout = \"1s\"\nidle_timeout = \"30s\"").await;
-    let mut silent = TcpStream::connect(server.address).await.unwrap();
-    let mut half = TcpStream::connect(server.address).await.unwrap();
-    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow:")
+async fn a_half_sent_head_is_cut_off_after_the_header_timeout() {
+    let server = TestServer::embedded("header_timeout = \"1s\"").await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         .await
         .unwrap();
-    for (name, stream) in [("silent", &mut silent), ("half a head", &mut half)] {
-        let closed = closed_after(stream, Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|| panic!("{name}: still open after 10 s"));
-        assert!(
-            closed >= Duration::from_millis(800),
-            "{name}: closed after {closed:?}, before the header timeout"
-        );
-    }
-    // The node serves as before.
-    let health = send(&server, "GET", "/healthz", &[]).await;
-    assert_eq!(health.status, 200);
+    let sent = Instant::now();
+    let (after, received) = closed_after(&mut stream, sent).await;
+    assert_cut_off(after, &received, "half a head");
+    assert_eq!(raw(&server, "GET", "/healthz", &[], b"").await.status, 200);
     server.stop().await;
 }
 
 #[tokio::test]
-async fn idle_keep_alive_connections_close_and_busy_ones_stay() {
-    let server = TestServer::embedded("idle_timeout = \"1s\"\nheader_timeout = \"10s\"").await;
-    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    let read_answer = async |stream: &mut TcpStream| {
-        let mut buffer = [0u8; 1024];
-        let n = stream.read(&mut buffer).await.unwrap();
-        assert!(
-            buffer[..n].starts_with(b"HTTP/1.1 200"),
-            "{:?}",
-            &buffer[..n]
-        );
-    };
-    // A request every 300 ms keeps a connection open well past 1 s.
-    let mut busy = TcpStream::connect(server.address).await.unwrap();
-    for _ in 0..6 {
-        busy.write_all(request).await.unwrap();
-        read_answer(&mut busy).await;
+async fn a_trickled_head_is_cut_off_after_the_header_timeout() {
+    let server = TestServer::embedded("header_timeout = \"1s\"").await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let started = Instant::now();
+    // A byte every 200 ms: progress, but the head as a whole is late.
+    let head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    for byte in head {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut probe)).await {
+            Err(_) => {}
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(_)) => panic!("an answer to half a head"),
+        }
+        assert!(started.elapsed() < GIVE_UP, "the trickle was never cut off");
+    }
+    let after = started.elapsed();
+    assert!(after >= NOT_BEFORE, "cut off after {after:?}");
+    assert!(after <= NOT_AFTER, "cut off only after {after:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_later_head_is_timed_from_its_first_byte() {
+    // Between requests the (long) idle timeout applies; once a head
+    // starts, the header timeout runs from its first byte.
+    let server = TestServer::embedded("header_timeout = \"1s\"").await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let mut buffer = Vec::new();
+    stream
+        .write_all(&raw_head("GET", "/healthz", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_answer(&mut stream, &mut buffer).await.unwrap().status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("closed while idle, within the idle timeout");
+    let (after, received) = closed_after(&mut stream, Instant::now()).await;
+    assert_cut_off(after, &received, "a second head, half sent");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_cut_off_after_the_header_timeout() {
+    let server = TestServer::embedded("header_timeout = \"1s\"").await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let (after, received) = closed_after(&mut stream, Instant::now()).await;
+    assert_cut_off(after, &received, "a silent connection");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let server = TestServer::embedded("idle_timeout = \"1s\"").await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let mut buffer = Vec::new();
+    stream
+        .write_all(&raw_head("GET", "/healthz", &[]))
+        .await
+        .unwrap();
+    let answer = read_answer(&mut stream, &mut buffer).await.unwrap();
+    assert_eq!(answer.status, 200);
+    let (after, received) = closed_after(&mut stream, Instant::now()).await;
+    assert_cut_off(after, &received, "an idle keep-alive connection");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_keep_alive_connection_stays_open() {
+    // Both timeouts at 1 s, the connection used for about 3 s: neither
+    // counts the connection's age, only its silences and each head.
+    let server = TestServer::embedded("idle_timeout = \"1s\"\nheader_timeout = \"1s\"").await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let mut buffer = Vec::new();
+    for n in 0..10 {
+        stream
+            .write_all(&raw_head("GET", "/healthz", &[]))
+            .await
+            .unwrap_or_else(|e| panic!("request {n}: {e}"));
+        let answer = read_answer(&mut stream, &mut buffer)
+            .await
+            .unwrap_or_else(|| panic!("request {n}: the connection was closed"));
+        assert_eq!(answer.status, 200, "request {n}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    // Then it goes quiet, and is closed after the idle timeout.
-    let closed = closed_after(&mut busy, Duration::from_secs(10))
-        .await
-        .expect("an idle keep-alive connection stayed open");
-    assert!(
-        closed >= Duration::from_millis(500),
-        "closed {closed:?} after its last answer"
-    );
     server.stop().await;
 }
 
 #[tokio::test]
-async fn a_stalled_body_is_refused_after_the_body_timeout() {
+async fn a_stalled_admin_body_is_refused_after_the_body_timeout() {
     let server = TestServer::embedded("body_timeout = \"1s\"").await;
     let mut stream = TcpStream::connect(server.address).await.unwrap();
-    let head = format!(
-        "POST /admin/v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"account"
+    let mut request = raw_head(
+        "POST",
+        "/admin/v1/keys",
+        &[
+            &bearer(ADMIN_TOKEN),
+            b"Content-Type: application/json",
+            b"Content-Length: 100",
+        ],
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let started = Instant::now();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+    request.extend_from_slice(b"{\"account_");
+    stream.write_all(&request).await.unwrap();
+    let sent = Instant::now();
+    let mut buffer = Vec::new();
+    let answer = tokio::time::timeout(GIVE_UP, read_answer(&mut stream, &mut buffer))
         .await
         .expect("no answer to a stalled body")
-        .unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(800));
-    let answer = crate::support::parse_raw(&response);
-    assert_refused(
+        .expect("the connection closed without an answer");
+    let after = sent.elapsed();
+    expect(
         &answer,
         400,
         "INVALID_REQUEST",
         Some("body"),
-        "stalled body",
+        "a stalled body",
     );
-    assert!(answer.body.contains("paused"), "{}", answer.body);
+    assert!(after >= NOT_BEFORE, "answered after {after:?}");
+    assert!(after <= NOT_AFTER, "answered only after {after:?}");
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_hung_upstream_answers_504() {
-    // Accepts and reads, never answers.
-    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = hung.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((mut stream, _)) = hung.accept().await {
-            let mut buffer = [0u8; 1024];
-            let _ = stream.read(&mut buffer).await;
-            held.push(stream);
+/// An upstream that accepts, reads everything and never answers; counts
+/// the connections it accepted. Its tasks end with the test's runtime.
+async fn hung_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                std::future::pending::<()>().await;
+            });
         }
     });
-    let server =
-        TestServer::with_upstream(&format!("http://{address}"), "upstream_timeout = \"1s\"").await;
-    let key = server.create_key(|_| {}).await;
-    let started = Instant::now();
-    let answer = send(&server, "GET", "/v1/slow", &[&bearer(&key)]).await;
-    assert_refused(&answer, 504, "UPSTREAM_TIMEOUT", None, "hung upstream");
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(800) && took < Duration::from_secs(10),
-        "{took:?}"
-    );
-    holder.abort();
-    server.stop().await;
-}
-
-/// The value of one unlabelled series from `/metrics`.
-async fn metric(server: &TestServer, name: &str) -> f64 {
-    let scrape = send(server, "GET", "/metrics", &[]).await;
-    scrape
-        .body
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|value| value.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    (address, accepted)
 }
 
 #[tokio::test]
-async fn abandoned_unknown_keys_cost_no_more_lookups_than_the_allowance() {
+async fn a_hung_upstream_is_answered_504_after_the_upstream_timeout() {
+    let (upstream, accepted) = hung_upstream().await;
+    let server =
+        TestServer::with_upstream(&format!("http://{upstream}"), "upstream_timeout = \"1s\"").await;
+    let key = bearer(&server.create_key(|_| {}).await);
+    let started = Instant::now();
+    let answer = raw(&server, "GET", "/v1/slow", &[&key], b"").await;
+    let after = started.elapsed();
+    expect(&answer, 504, "UPSTREAM_TIMEOUT", None, "a hung upstream");
+    assert!(after >= NOT_BEFORE, "answered after {after:?}");
+    assert!(after <= NOT_AFTER, "answered only after {after:?}");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the upstream was reached"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let server = TestServer::embedded("idle_timeout = \"1s\"").await;
+    let stream = TcpStream::connect(server.address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(server.url("/healthz"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let idle = Instant::now();
+    let ended = tokio::time::timeout(GIVE_UP, connection).await;
+    let after = idle.elapsed();
+    assert!(
+        ended.is_ok(),
+        "the server never closed the HTTP/2 connection"
+    );
+    assert!(after >= NOT_BEFORE, "closed after {after:?}");
+    assert!(after <= NOT_AFTER, "closed only after {after:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_node_serves_again_once_silent_connections_time_out() {
+    let server = TestServer::embedded("max_connections = 4\nheader_timeout = \"1s\"").await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(TcpStream::connect(server.address).await.unwrap());
+    }
+    // The fifth waits in the listen backlog until a silent one is cut off.
+    let started = Instant::now();
+    let answer = tokio::time::timeout(GIVE_UP, raw(&server, "GET", "/healthz", &[], b""))
+        .await
+        .expect("the node never served again");
+    let after = started.elapsed();
+    assert_eq!(answer.status, 200);
+    assert!(
+        after >= NOT_BEFORE,
+        "served after {after:?}, beyond the cap"
+    );
+    assert!(after <= NOT_AFTER, "served only after {after:?}");
+    drop(silent);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_body_forwarded_upstream_ends_after_the_body_timeout() {
+    // The upstream would wait for ever (its timeout is the default 30 s):
+    // only the body timeout can end this request.
+    let (upstream, _) = hung_upstream().await;
+    let server =
+        TestServer::with_upstream(&format!("http://{upstream}"), "body_timeout = \"1s\"").await;
+    let key = bearer(&server.create_key(|_| {}).await);
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let mut request = raw_head("POST", "/v1/upload", &[&key, b"Content-Length: 100"]);
+    request.extend_from_slice(b"0123456789");
+    stream.write_all(&request).await.unwrap();
+    let sent = Instant::now();
+    let mut buffer = Vec::new();
+    let answer = tokio::time::timeout(GIVE_UP, read_answer(&mut stream, &mut buffer))
+        .await
+        .expect("a stalled forwarded body held the request");
+    let after = sent.elapsed();
+    assert!(after >= NOT_BEFORE, "ended after {after:?}");
+    assert!(after <= NOT_AFTER, "ended only after {after:?}");
+    // The SPEC names no code for this; today it is 502 UPSTREAM_UNAVAILABLE.
+    if let Some(answer) = answer {
+        assert!(answer.status >= 400, "{} {}", answer.status, answer.body);
+    }
+    server.stop().await;
+}
+
+// ------------------------------------------------- failed-attempt guard
+
+#[tokio::test]
+async fn abandoned_unknown_keys_cost_at_most_the_allowance_in_lookups() {
+    const FLOOD: usize = 100;
+    const ALLOWANCE: f64 = 5.0;
     let redis = RedisServer::start();
     let server = TestServer::redis(
         &redis.url(),
-        "max_failed_auth = \"5/minute\"\nstore_timeout = \"3s\"",
+        "max_failed_auth = \"5/minute\"\nstore_timeout = \"3s\"\n",
     )
     .await;
-    let before = metric(&server, "cloro_key_lookups_total").await;
+    let lookups_before = metric(&server, "cloro_key_lookups_total").await;
     redis.pause();
-    // 100 unknown keys at once from one address, each on its own
-    // connection; the clients give up while the lookups hang.
-    let mut clients = Vec::new();
-    for _ in 0..100 {
-        let mut stream = TcpStream::connect(server.address).await.unwrap();
-        let request = format!(
-            "GET /v1/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-            stranger()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        clients.push(stream);
+
+    // Each unknown key on its own connection, all at once; a connection
+    // that got no answer is held until told to go, then dropped.
+    let (drop_all, dropped) = tokio::sync::watch::channel(false);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        let address = server.address;
+        let answered = Arc::clone(&answered);
+        let mut dropped = dropped.clone();
+        flood.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            let key = bearer(&unknown_key());
+            let head = raw_head("GET", "/v1/whoami", &[b"Connection: close", &key]);
+            stream.write_all(&head).await.unwrap();
+            let mut response = Vec::new();
+            tokio::select! {
+                read = stream.read_to_end(&mut response) => {
+                    read.unwrap();
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    Some(Raw::parse(&response))
+                }
+                _ = dropped.wait_for(|go| *go) => None,
+            }
+        }));
     }
+    // Hold on until every request was either answered or is waiting on
+    // the hung store, so the drop below abandons lookups under way.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(clients);
-    let lookups = metric(&server, "cloro_key_lookups_total").await - before;
-    assert!(
-        lookups <= 5.0,
-        "{lookups} store lookups for an allowance of 5"
-    );
-    redis.resume();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(&server, "cloro_lookups_in_flight").await > 0.0 {
-        assert!(Instant::now() < deadline, "lookups in flight never ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let settle = Instant::now();
+    loop {
+        let waiting = metric(&server, "cloro_lookups_in_flight").await;
+        let done = answered.load(Ordering::SeqCst) as f64;
+        if waiting + done >= FLOOD as f64 {
+            break;
+        }
+        assert!(
+            settle.elapsed() < Duration::from_millis(2500),
+            "{done} answered and {waiting} lookups in flight of {FLOOD}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The abandoned attempts were charged: the next unknown key is refused
-    // before any lookup.
-    let refused = send(&server, "GET", "/v1/whoami", &[&bearer(&stranger())]).await;
-    assert_refused(
-        &refused,
+    drop_all.send(true).unwrap();
+    let abandoned_at = Instant::now();
+    let mut refused = 0;
+    for task in flood {
+        if let Some(answer) = task.await.unwrap() {
+            expect(
+                &answer,
+                429,
+                "TOO_MANY_FAILED_ATTEMPTS",
+                None,
+                "an unknown key past the allowance",
+            );
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= FLOOD - 5,
+        "only {refused} refused before any lookup"
+    );
+
+    // Abandoned lookups leave nothing behind, well within the store timeout.
+    loop {
+        if metric(&server, "cloro_lookups_in_flight").await == 0.0 {
+            break;
+        }
+        assert!(
+            abandoned_at.elapsed() < Duration::from_secs(3),
+            "lookups still in flight {:?} after the clients left",
+            abandoned_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lookups = metric(&server, "cloro_key_lookups_total").await - lookups_before;
+    assert!(
+        lookups <= ALLOWANCE,
+        "{lookups} store lookups for {FLOOD} unknown keys"
+    );
+
+    // The abandoned requests were charged: with the store back, the next
+    // unknown key from this address is refused before any lookup.
+    redis.resume();
+    let next = raw(
+        &server,
+        "GET",
+        "/v1/whoami",
+        &[&bearer(&unknown_key())],
+        b"",
+    )
+    .await;
+    expect(
+        &next,
         429,
         "TOO_MANY_FAILED_ATTEMPTS",
         None,
-        "after the burst",
+        "the next unknown key",
     );
-    let total = metric(&server, "cloro_key_lookups_total").await - before;
-    assert!(total <= 5.0, "{total} store lookups in all");
+    assert!(next.header("retry-after").is_some());
+    assert_eq!(
+        metric(&server, "cloro_key_lookups_total").await - lookups_before,
+        lookups,
+        "the refused key was looked up"
+    );
+    server.stop().await;
+}
+
+/// A server behind a trusted proxy on loopback, with a small allowance.
+async fn behind_a_proxy() -> TestServer {
+    TestServer::embedded("trusted_proxies = [\"127.0.0.1/32\"]\nmax_failed_auth = \"3/minute\"\n")
+        .await
+}
+
+/// One unknown key, with these extra header lines.
+async fn unknown_from(server: &TestServer, lines: &[&[u8]]) -> Raw {
+    let key = bearer(&unknown_key());
+    let mut all: Vec<&[u8]> = vec![&key];
+    all.extend_from_slice(lines);
+    raw(server, "GET", "/v1/whoami", &all, b"").await
+}
+
+#[tokio::test]
+async fn ipv6_clients_count_per_64() {
+    let server = behind_a_proxy().await;
+    for n in 1..=3 {
+        let from = line("X-Forwarded-For", &format!("2001:db8:1:2::{n}"));
+        let answer = unknown_from(&server, &[&from]).await;
+        expect(&answer, 401, "INVALID_API_KEY", None, &format!("::{n}"));
+    }
+    for address in ["2001:db8:1:2::4", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
+        let answer = unknown_from(&server, &[&line("X-Forwarded-For", address)]).await;
+        expect(&answer, 429, "TOO_MANY_FAILED_ATTEMPTS", None, address);
+    }
+    for address in ["2001:db8:1:3::1", "2001:db8:1:1::1"] {
+        let answer = unknown_from(&server, &[&line("X-Forwarded-For", address)]).await;
+        expect(&answer, 401, "INVALID_API_KEY", None, address);
+    }
+    // The proxy itself was never charged.
+    expect(
+        &unknown_from(&server, &[]).await,
+        401,
+        "INVALID_API_KEY",
+        None,
+        "the proxy's own address",
+    );
     server.stop().await;
 }
 
 #[tokio::test]
-async fn an_ipv6_slash_64_shares_one_allowance() {
-    let server = TestServer::embedded(
-        "max_failed_auth = \"3/minute\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
-    )
-    .await;
-    let from = |address: &str| format!("X-Forwarded-For: {address}").into_bytes();
+async fn an_unreadable_forwarded_for_entry_does_not_hide_the_readable_one() {
+    let server = behind_a_proxy().await;
+    let forged: &[u8] = b"X-Forwarded-For: \xff\xfe, 198.51.100.7";
     for n in 1..=3 {
-        let answer = send(
-            &server,
-            "GET",
-            "/v1/whoami",
-            &[&bearer(&stranger()), &from(&format!("2001:db8:1:2::{n}"))],
-        )
-        .await;
-        assert_refused(
+        let answer = unknown_from(&server, &[forged]).await;
+        expect(
             &answer,
             401,
             "INVALID_API_KEY",
             None,
-            "within the allowance",
+            &format!("attempt {n}"),
         );
     }
-    let same_64 = send(
-        &server,
-        "GET",
-        "/v1/whoami",
-        &[&bearer(&stranger()), &from("2001:db8:1:2:ffff::9")],
-    )
-    .await;
-    assert_refused(
-        &same_64,
-        429,
-        "TOO_MANY_FAILED_ATTEMPTS",
+    // The three were counted against 198.51.100.7, however it was spelled...
+    let plain = line("X-Forwarded-For", "198.51.100.7");
+    let mapped = line("X-Forwarded-For", "::ffff:198.51.100.7");
+    for lines in [&[forged][..], &[&plain[..]], &[&mapped[..]]] {
+        let answer = unknown_from(&server, lines).await;
+        expect(
+            &answer,
+            429,
+            "TOO_MANY_FAILED_ATTEMPTS",
+            None,
+            "198.51.100.7",
+        );
+    }
+    // ... not against the proxy that forwarded them.
+    expect(
+        &unknown_from(&server, &[]).await,
+        401,
+        "INVALID_API_KEY",
         None,
-        "the same /64",
-    );
-    let other_64 = send(
-        &server,
-        "GET",
-        "/v1/whoami",
-        &[&bearer(&stranger()), &from("2001:db8:1:3::1")],
-    )
-    .await;
-    assert_refused(&other_64, 401, "INVALID_API_KEY", None, "another /64");
-    // An unreadable entry does not hide the readable one to its right.
-    let hidden = send(
-        &server,
-        "GET",
-        "/v1/whoami",
-        &[
-            &bearer(&stranger()),
-            b"X-Forwarded-For: \xff\xfe, 2001:db8:1:2::7",
-        ],
-    )
-    .await;
-    assert_refused(
-        &hidden,
-        429,
-        "TOO_MANY_FAILED_ATTEMPTS",
-        None,
-        "behind an unreadable entry",
+        "the proxy's own address",
     );
     server.stop().await;
 }
 
+// -------------------------------------------------------- admin lockout
+
 #[tokio::test]
-async fn wrong_admin_tokens_lock_the_address_out_for_every_token() {
-    let server = TestServer::embedded(
-        "max_failed_auth = \"3/minute\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
-    )
-    .await;
+async fn wrong_admin_tokens_lock_the_address_out() {
+    let server = behind_a_proxy().await;
     let wrong = bearer("wrong_admin_token_0123456789abcdefghijklmn");
     let right = bearer(ADMIN_TOKEN);
-    let from = |address: &str| format!("X-Forwarded-For: {address}").into_bytes();
-    let guesser = from("203.0.113.9");
-    for _ in 0..3 {
-        let answer = send(&server, "GET", "/admin/v1/plans", &[&wrong, &guesser]).await;
-        assert_refused(&answer, 401, "INVALID_ADMIN_TOKEN", None, "a wrong token");
+    let at = &server;
+    let plans = move |lines: Vec<Vec<u8>>| async move {
+        let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        raw(at, "GET", "/admin/v1/plans", &refs, b"").await
+    };
+    for n in 1..=3 {
+        let answer = plans(vec![wrong.clone()]).await;
+        expect(
+            &answer,
+            401,
+            "INVALID_ADMIN_TOKEN",
+            None,
+            &format!("wrong token {n}"),
+        );
+        assert!(
+            answer
+                .header("www-authenticate")
+                .is_some_and(|c| c.starts_with(r#"Bearer realm="cloro-admin""#))
+        );
     }
-    let locked = send(&server, "GET", "/admin/v1/plans", &[&wrong, &guesser]).await;
-    assert_refused(
+    let locked = plans(vec![wrong.clone()]).await;
+    expect(
         &locked,
         429,
         "TOO_MANY_FAILED_ATTEMPTS",
         None,
-        "the fourth wrong token",
+        "wrong token 4",
     );
-    assert!(locked.header("retry-after").is_some());
-    // The right token from the locked-out address is refused too, or the
-    // lockout would tell the guesser when it guessed right.
-    let right_but_locked = send(&server, "GET", "/admin/v1/plans", &[&right, &guesser]).await;
-    assert_refused(
+    let retry_after: u64 = locked
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {:?}", locked.headers));
+    assert!((1..=20).contains(&retry_after), "Retry-After {retry_after}");
+
+    // The right token from the locked-out address tells the guesser nothing.
+    let right_but_locked = plans(vec![right.clone()]).await;
+    expect(
         &right_but_locked,
         429,
         "TOO_MANY_FAILED_ATTEMPTS",
         None,
-        "right token, locked",
+        "the right token from the locked-out address",
     );
-    let elsewhere = send(
-        &server,
-        "GET",
-        "/admin/v1/plans",
-        &[&right, &from("198.51.100.4")],
-    )
-    .await;
+    // The allowance is the one unknown API keys draw on.
+    expect(
+        &unknown_from(&server, &[]).await,
+        429,
+        "TOO_MANY_FAILED_ATTEMPTS",
+        None,
+        "an unknown API key from the locked-out address",
+    );
+    // Another client, behind the trusted proxy, is not locked out.
+    let elsewhere = plans(vec![right.clone(), line("X-Forwarded-For", "203.0.113.50")]).await;
     assert_eq!(elsewhere.status, 200, "{}", elsewhere.body);
+
+    // And the other way round: unknown API keys spend the allowance that
+    // the admin API then refuses the right token on.
+    let guesser = line("X-Forwarded-For", "192.0.2.77");
+    for n in 1..=3 {
+        expect(
+            &unknown_from(&server, &[&guesser]).await,
+            401,
+            "INVALID_API_KEY",
+            None,
+            &format!("unknown key {n}"),
+        );
+    }
+    expect(
+        &plans(vec![right.clone(), guesser.clone()]).await,
+        429,
+        "TOO_MANY_FAILED_ATTEMPTS",
+        None,
+        "the right token after unknown API keys",
+    );
     server.stop().await;
 }

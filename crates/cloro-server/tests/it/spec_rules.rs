@@ -4,15 +4,14 @@
 
 use std::time::Duration;
 
+use crate::support::{Raw, TestServer, raw};
 use cloro_auth_core::wire::{Patch, RateLimitPolicy, UpdateKeyRequest};
 use cloro_auth_core::{ApiKey, Environment, Scope};
 use cloro_test_support::RedisServer;
 
-use crate::support::{Raw, TestServer, raw_request};
-
-/// Sends `GET target` with these header lines.
-async fn raw(server: &TestServer, target: &str, header_lines: &[&[u8]]) -> Raw {
-    raw_request(server.address, "GET", target, header_lines, b"").await
+/// `GET target` with these header lines, on a raw connection of its own.
+async fn get(server: &TestServer, target: &str, header_lines: &[&[u8]]) -> Raw {
+    raw(server, "GET", target, header_lines, b"").await
 }
 
 fn auth(value: &str) -> Vec<u8> {
@@ -74,7 +73,7 @@ async fn every_header_rule_of_spec_section_3(store: Store) {
         format!("Bearer    {key}"),
         format!("  Bearer {key}  "),
     ] {
-        let answer = raw(&server, "/v1/whoami", &[&ok(&value)]).await;
+        let answer = get(&server, "/v1/whoami", &[&ok(&value)]).await;
         assert_eq!(answer.status, 200, "{value:?}: {}", answer.body);
     }
 
@@ -177,7 +176,7 @@ async fn every_header_rule_of_spec_section_3(store: Store) {
     ];
     for (lines, code, status, exact_challenge) in cases {
         let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-        let answer = raw(&server, "/v1/whoami", &refs).await;
+        let answer = get(&server, "/v1/whoami", &refs).await;
         let shown: Vec<String> = lines
             .iter()
             .map(|l| String::from_utf8_lossy(&l[..l.len().min(60)]).into_owned())
@@ -207,7 +206,7 @@ async fn every_header_rule_of_spec_section_3(store: Store) {
     }
 
     // Bytes the HTTP layer refuses get hyper's 400, not a 500.
-    let nul = raw(&server, "/v1/whoami", &[b"Authorization: Bearer a\x00b"]).await;
+    let nul = get(&server, "/v1/whoami", &[b"Authorization: Bearer a\x00b"]).await;
     assert_eq!(nul.status, 400);
 
     // A key in the URL is refused first, even next to a valid header.
@@ -221,14 +220,14 @@ async fn every_header_rule_of_spec_section_3(store: Store) {
         "q=sk_test_abc",
     ] {
         let target = format!("/v1/whoami?{query}");
-        let answer = raw(&server, &target, &[&auth(&format!("Bearer {key}"))]).await;
+        let answer = get(&server, &target, &[&auth(&format!("Bearer {key}"))]).await;
         assert_eq!(
             (answer.status, answer.code().as_str()),
             (400, "MALFORMED_AUTHORIZATION"),
             "{query}"
         );
     }
-    let fine = raw(
+    let fine = get(
         &server,
         "/v1/whoami?limit=10",
         &[&auth(&format!("Bearer {key}"))],
@@ -245,7 +244,7 @@ async fn every_error_row_of_spec_section_4(store: Store) {
     let whoami = Scope::new("whoami").unwrap();
 
     let stranger = ApiKey::generate(Environment::Live).unwrap();
-    let unknown = raw(&server, "/v1/whoami", &[&header(stranger.expose_secret())]).await;
+    let unknown = get(&server, "/v1/whoami", &[&header(stranger.expose_secret())]).await;
     assert_eq!(
         (unknown.status, unknown.code().as_str()),
         (401, "INVALID_API_KEY")
@@ -304,20 +303,20 @@ async fn every_error_row_of_spec_section_4(store: Store) {
         .await
         .unwrap();
 
-    let disabled_answer = raw(&server, "/v1/whoami", &[&header(&disabled)]).await;
+    let disabled_answer = get(&server, "/v1/whoami", &[&header(&disabled)]).await;
     assert_eq!(
         (disabled_answer.status, disabled_answer.code().as_str()),
         (401, "REVOKED_API_KEY")
     );
     assert!(disabled_answer.body.contains(r#""reason":"disabled""#));
-    let revoked_answer = raw(&server, "/v1/whoami", &[&header(&revoked)]).await;
+    let revoked_answer = get(&server, "/v1/whoami", &[&header(&revoked)]).await;
     assert!(
         revoked_answer.body.contains(r#""reason":"revoked""#),
         "{}",
         revoked_answer.body
     );
 
-    let forbidden = raw(&server, "/v1/whoami", &[&header(&unscoped)]).await;
+    let forbidden = get(&server, "/v1/whoami", &[&header(&unscoped)]).await;
     assert_eq!(
         (forbidden.status, forbidden.code().as_str()),
         (403, "INSUFFICIENT_PERMISSIONS")
@@ -334,7 +333,7 @@ async fn every_error_row_of_spec_section_4(store: Store) {
     );
 
     for remaining in ["1", "0"] {
-        let allowed = raw(&server, "/v1/whoami", &[&header(&limited)]).await;
+        let allowed = get(&server, "/v1/whoami", &[&header(&limited)]).await;
         assert_eq!(
             (allowed.status, allowed.header("x-ratelimit-remaining")),
             (200, Some(remaining))
@@ -345,7 +344,7 @@ async fn every_error_row_of_spec_section_4(store: Store) {
             Some("\"default\";q=2;w=60")
         );
     }
-    let limited_answer = raw(&server, "/v1/whoami", &[&header(&limited)]).await;
+    let limited_answer = get(&server, "/v1/whoami", &[&header(&limited)]).await;
     assert_eq!(
         (limited_answer.status, limited_answer.code().as_str()),
         (429, "RATE_LIMIT_EXCEEDED")
@@ -364,7 +363,7 @@ async fn every_error_row_of_spec_section_4(store: Store) {
     );
 
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let expired = raw(&server, "/v1/whoami", &[&header(&expiring)]).await;
+    let expired = get(&server, "/v1/whoami", &[&header(&expiring)]).await;
     assert_eq!(
         (expired.status, expired.code().as_str()),
         (401, "EXPIRED_API_KEY")
@@ -391,14 +390,14 @@ async fn too_many_failed_attempts_from_one_address() {
     let server = TestServer::embedded("max_failed_auth = \"2/minute\"").await;
     let good = server.create_key(|_| {}).await;
     assert_eq!(
-        raw(&server, "/v1/whoami", &[&auth(&format!("Bearer {good}"))])
+        get(&server, "/v1/whoami", &[&auth(&format!("Bearer {good}"))])
             .await
             .status,
         200
     );
     for _ in 0..2 {
         let stranger = ApiKey::generate(Environment::Live).unwrap();
-        let answer = raw(
+        let answer = get(
             &server,
             "/v1/whoami",
             &[&auth(&format!("Bearer {}", stranger.expose_secret()))],
@@ -407,7 +406,7 @@ async fn too_many_failed_attempts_from_one_address() {
         assert_eq!(answer.code(), "INVALID_API_KEY");
     }
     let stranger = ApiKey::generate(Environment::Live).unwrap();
-    let blocked = raw(
+    let blocked = get(
         &server,
         "/v1/whoami",
         &[&auth(&format!("Bearer {}", stranger.expose_secret()))],
@@ -418,7 +417,7 @@ async fn too_many_failed_attempts_from_one_address() {
         (429, "TOO_MANY_FAILED_ATTEMPTS")
     );
     assert_eq!(blocked.header("retry-after"), Some("30"));
-    let still_good = raw(&server, "/v1/whoami", &[&auth(&format!("Bearer {good}"))]).await;
+    let still_good = get(&server, "/v1/whoami", &[&auth(&format!("Bearer {good}"))]).await;
     assert_eq!(still_good.status, 200, "a cached valid key still passes");
     server.stop().await;
 }
@@ -429,7 +428,7 @@ async fn auth_unavailable_when_redis_hangs_then_recovery() {
     let server = TestServer::redis(&redis.url(), "").await;
     let known = server.create_key(|_| {}).await;
     assert_eq!(
-        raw(&server, "/v1/whoami", &[&auth(&format!("Bearer {known}"))])
+        get(&server, "/v1/whoami", &[&auth(&format!("Bearer {known}"))])
             .await
             .status,
         200
@@ -437,7 +436,7 @@ async fn auth_unavailable_when_redis_hangs_then_recovery() {
     let stranger = ApiKey::generate(Environment::Live).unwrap();
     redis.pause();
     let started = std::time::Instant::now();
-    let unavailable = raw(
+    let unavailable = get(
         &server,
         "/v1/whoami",
         &[&auth(&format!("Bearer {}", stranger.expose_secret()))],
@@ -453,9 +452,9 @@ async fn auth_unavailable_when_redis_hangs_then_recovery() {
         "answered in {:?}",
         started.elapsed()
     );
-    let cached = raw(&server, "/v1/whoami", &[&auth(&format!("Bearer {known}"))]).await;
+    let cached = get(&server, "/v1/whoami", &[&auth(&format!("Bearer {known}"))]).await;
     assert_eq!(cached.status, 200, "the cached key keeps working");
-    let ready = raw(&server, "/readyz", &[]).await;
+    let ready = get(&server, "/readyz", &[]).await;
     assert_eq!(
         (ready.status, ready.body.contains("degraded")),
         (200, true),
@@ -465,7 +464,7 @@ async fn auth_unavailable_when_redis_hangs_then_recovery() {
     redis.resume();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let answer = raw(
+        let answer = get(
             &server,
             "/v1/whoami",
             &[&auth(&format!("Bearer {}", stranger.expose_secret()))],

@@ -1,5 +1,6 @@
-//! Shared test harness: a server on a free port with either store, and a
-//! small HTTP client that returns status, headers and the body.
+//! Shared test harness: a server on a free port with either store, a small
+//! HTTP client that returns status, headers and the body, and a raw TCP one
+//! for the bytes a client library would tidy or refuse to send.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 /// An admin token tests use; long enough to be accepted.
@@ -274,7 +277,8 @@ impl Drop for TestUpstream {
     }
 }
 
-/// Status, headers (lower-cased names) and body of one raw exchange.
+/// Status, headers (lower-cased names) and body of one answer read off a
+/// raw TCP connection.
 #[derive(Debug)]
 pub(crate) struct Raw {
     pub(crate) status: u16,
@@ -283,12 +287,53 @@ pub(crate) struct Raw {
 }
 
 impl Raw {
-    /// A header as text.
+    /// Parses one answer: a head, then its body (de-chunked if need be).
+    /// Anything unparsable gives status 0 rather than a panic, so the
+    /// assertion that follows shows what came back.
+    pub(crate) fn parse(response: &[u8]) -> Raw {
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or((response, &b""[..]), |at| {
+                (&response[..at], &response[at + 4..])
+            });
+        let head = String::from_utf8_lossy(split.0);
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let body = if chunked {
+            dechunk(split.1)
+        } else {
+            split.1.to_vec()
+        };
+        Raw {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// A header as text (the first, if several).
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, `Null` when it is not JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_default()
     }
 
     /// `error.code` of an error body.
@@ -306,60 +351,88 @@ impl Raw {
             .unwrap_or_default()
             .to_owned()
     }
-
-    /// The body as JSON (null if it is not).
-    pub(crate) fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_default()
-    }
 }
 
-/// One request over a fresh TCP connection, with these header lines as raw
-/// bytes (`\r\n` added), so nothing in a client library tidies odd bytes
-/// away; reads until the server closes (`Connection: close`).
-pub(crate) async fn raw_request(
-    address: SocketAddr,
+/// The payload of a chunked body (extensions and trailers ignored).
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..end])
+            .ok()
+            .and_then(|line| usize::from_str_radix(line.split(';').next()?.trim(), 16).ok());
+        let Some(size) = size.filter(|&size| size > 0) else {
+            break;
+        };
+        let start = end + 2;
+        let Some(chunk) = rest.get(start..start + size) else {
+            break;
+        };
+        body.extend_from_slice(chunk);
+        rest = rest.get(start + size + 2..).unwrap_or_default();
+    }
+    body
+}
+
+/// The bytes of a request head: `method target HTTP/1.1`, `Host`, then
+/// these header lines as given (raw bytes; `\r\n` added to each), then
+/// the empty line.
+pub(crate) fn raw_head(method: &str, target: &str, header_lines: &[&[u8]]) -> Vec<u8> {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\n").into_bytes();
+    for line in header_lines {
+        head.extend_from_slice(line);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Sends one request on a connection of its own (`Connection: close`):
+/// `method target`, these header lines as raw bytes, and `body` (with its
+/// `Content-Length` when not empty); reads the answer to the end.
+pub(crate) async fn raw(
+    server: &TestServer,
     method: &str,
     target: &str,
     header_lines: &[&[u8]],
     body: &[u8],
 ) -> Raw {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let mut request =
-        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n")
-            .into_bytes();
-    for line in header_lines {
-        request.extend_from_slice(line);
-        request.extend_from_slice(b"\r\n");
-    }
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let length = format!("Content-Length: {}", body.len());
+    let mut lines: Vec<&[u8]> = vec![b"Connection: close"];
     if !body.is_empty() {
-        request.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        lines.push(length.as_bytes());
     }
-    request.extend_from_slice(b"\r\n");
+    lines.extend_from_slice(header_lines);
+    let mut request = raw_head(method, target, &lines);
     request.extend_from_slice(body);
     stream.write_all(&request).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    parse_raw(&response)
+    Raw::parse(&response)
 }
 
-/// A whole HTTP/1.1 answer (not chunked: our answers carry Content-Length).
-pub(crate) fn parse_raw(response: &[u8]) -> Raw {
-    let text = String::from_utf8_lossy(response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Raw {
-        status,
-        headers,
-        body: body.to_owned(),
+/// Reads one answer off a keep-alive connection, framed by its
+/// `Content-Length` (every answer this server writes itself has one);
+/// `None` if the connection ends first. Bytes past it stay in `buffer`.
+pub(crate) async fn read_answer(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Raw> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = Raw::parse(&buffer[..at + 4]);
+            let length: usize = head
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let end = at + 4 + length;
+            if buffer.len() >= end {
+                let answer = Raw::parse(&buffer[..end]);
+                buffer.drain(..end);
+                return Some(answer);
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
     }
 }
