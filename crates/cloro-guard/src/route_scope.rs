@@ -71,9 +71,14 @@ impl RouteScopes {
 
     /// The scope `method path` needs, if any; `path` is normalised.
     pub fn required(&self, method: &Method, path: &str) -> Option<Scope> {
+        // Methods compare without ASCII case too: RFC 9110 makes them
+        // case-sensitive, but some frameworks upper-case what they receive
+        // and would run the POST handler for `post`.
+        let same = |a: &Method, b: &Method| a.as_str().eq_ignore_ascii_case(b.as_str());
+        let is_head = same(method, &Method::HEAD);
         let applies = |route: &RouteScope| match &route.method {
             None => true,
-            Some(wanted) => wanted == method || (*method == Method::HEAD && *wanted == Method::GET),
+            Some(wanted) => same(wanted, method) || (is_head && *wanted == Method::GET),
         };
         let mut candidates = self.routes.iter().filter(|route| {
             applies(route) && {
@@ -88,7 +93,7 @@ impl RouteScopes {
         let first = candidates.next()?;
         // At equal length a `HEAD` entry beats the `GET` one it would
         // otherwise borrow (the table is sorted method-specific first).
-        if *method == Method::HEAD && first.method.as_ref() == Some(&Method::GET) {
+        if is_head && first.method.as_ref() == Some(&Method::GET) {
             let same_length = candidates
                 .take_while(|route| route.segments.len() == first.segments.len())
                 .find(|route| route.method.as_ref() == Some(&Method::HEAD));
@@ -177,6 +182,20 @@ mod tests {
             with_head.required(&Method::HEAD, "/v1/r").unwrap().as_str(),
             "head"
         );
+    }
+
+    #[test]
+    fn methods_ignore_case() {
+        let routes = table(&[("POST /v1/monitor", "monitor:write"), ("GET /v1/r", "r")]);
+        for method in ["post", "Post", "pOST"] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(
+                routes.required(&method, "/v1/monitor").unwrap().as_str(),
+                "monitor:write"
+            );
+        }
+        let head = Method::from_bytes(b"head").unwrap();
+        assert_eq!(routes.required(&head, "/v1/r").unwrap().as_str(), "r");
     }
 
     #[test]

@@ -243,6 +243,16 @@ fn sanitise_request_headers(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove("x-forwarded-for");
+    // Method overrides would let a request checked as GET run as POST in
+    // frameworks with method-override middleware: the method our scopes
+    // matched is the only one the upstream gets.
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        headers.remove(name);
+    }
     // RFC 7239 `Forwarded` would let a client claim another address than the
     // `X-Forwarded-For` we set; the upstream gets only ours.
     headers.remove("forwarded");

@@ -193,6 +193,51 @@ async fn gateway_paths_mean_one_thing() {
     server.stop().await;
 }
 
+/// Other spellings of the method: a lowercase one meets the upper-case
+/// method's scope (frameworks that upper-case it would run that handler),
+/// and a method override never reaches the upstream.
+#[tokio::test]
+async fn methods_mean_one_thing_too() {
+    let upstream = TestUpstream::start().await;
+    let server = TestServer::with_upstream(&upstream.url(), SCOPES).await;
+    let unscoped = bearer(&server.create_key(|r| r.scopes = vec![scope("other")]).await);
+    for method in ["post", "Post"] {
+        let answer = raw(&server, method, "/v1/monitor", &[&unscoped], b"").await;
+        expect(&answer, 403, "INSUFFICIENT_PERMISSIONS", None, method);
+        let verify = raw(
+            &server,
+            "GET",
+            "/auth/verify",
+            &[
+                &unscoped,
+                format!("X-Original-Method: {method}").as_bytes(),
+                b"X-Original-URI: /v1/monitor",
+            ],
+            b"",
+        )
+        .await;
+        expect(&verify, 403, "INSUFFICIENT_PERMISSIONS", None, method);
+    }
+    assert!(upstream.seen().is_empty());
+    let overridden = raw(
+        &server,
+        "GET",
+        "/v1/other",
+        &[
+            &unscoped,
+            b"X-HTTP-Method-Override: POST",
+            b"X-Method-Override: POST",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(overridden.status, 200, "{}", overridden.body);
+    let seen = upstream.only();
+    assert_eq!(seen.header("x-http-method-override"), None);
+    assert_eq!(seen.header("x-method-override"), None);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn verify_sub_requests_fail_closed() {
     let server = TestServer::embedded(SCOPES).await;
