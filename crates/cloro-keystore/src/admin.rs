@@ -12,9 +12,11 @@ use cloro_auth_core::{AccountId, ApiKey, ErrorCode, KeyId, PlanName, Scope};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::invalidation::{ChangeNotifier, Invalidation};
-use crate::plans::Plans;
-use crate::record::{AccountRecord, KeyRecord};
-use crate::store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};
+use crate::limits::Plans;
+use crate::store::{
+    AccountRecord, Cursor, KeyBatch, KeyRecord, KeyStore, Page, PageRequest, RecordWrite,
+    StoreError,
+};
 
 /// How often a change is retried after losing a compare-and-set race.
 const COMMIT_ATTEMPTS: usize = 8;

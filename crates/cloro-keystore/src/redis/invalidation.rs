@@ -33,10 +33,10 @@ use redis::{Client, Msg};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::connection::RedisConnection;
+use super::store::{RedisOptions, RedisStore, RedisTarget, split_seeds};
 use crate::invalidation::{ChangeNotifier, Invalidation, InvalidationSink};
 use crate::log_limit::LogLimit;
-use crate::redis_connection::RedisConnection;
-use crate::redis_store::{RedisOptions, RedisStore, RedisTarget, split_seeds};
 use crate::store::StoreError;
 
 /// The pub/sub channel every node listens on.

@@ -6,7 +6,7 @@
 //! one Redis Cluster slot, so the script that reads and writes it runs on
 //! one server. The script takes the time from that server (`TIME`), so
 //! nodes whose clocks disagree still share one clock per subject, and it
-//! applies the allow rule of [`gcra::decide`]; the header values are then
+//! applies the allow rule of [`gcra_decide`]; the header values are then
 //! computed in Rust by `decide` itself from what the script saw, so they are
 //! the same as in local mode. The key expires once the allowance is full
 //! again, so idle subjects cost no memory.
@@ -22,13 +22,12 @@ use async_trait::async_trait;
 use cloro_auth_core::wire::RateLimitPolicy;
 use redis::{ErrorKind, RedisError};
 
-use crate::gcra::{self, GcraParams, RateDecision};
+use super::connection::{LuaScript, RedisConnection};
+use super::store::RedisStore;
+use crate::limits::{GcraParams, RateDecision, Subject, gcra_decide};
 use crate::log_limit::LogLimit;
-use crate::redis_connection::{LuaScript, RedisConnection};
-use crate::redis_store::RedisStore;
 use crate::store::StoreError;
-use crate::subject::Subject;
-use crate::verifier::SharedRateLimiter;
+use crate::verify::SharedRateLimiter;
 
 /// One GCRA step in Redis. `KEYS[1]` the subject's key; `ARGV[1]` the
 /// emission interval and `ARGV[2]` the tolerance, both in microseconds.
@@ -177,7 +176,7 @@ fn script_params(policy: &RateLimitPolicy) -> GcraParams {
 /// the new state), so on a disagreement it wins and the values are made to
 /// fit it.
 fn decision_of(step: &Step, params: &GcraParams) -> RateDecision {
-    let (decision, _) = gcra::decide(step.tat, step.now, params);
+    let (decision, _) = gcra_decide(step.tat, step.now, params);
     if decision.allowed == step.allowed {
         return decision;
     }

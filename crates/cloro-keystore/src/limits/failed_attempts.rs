@@ -14,9 +14,9 @@ use std::net::IpAddr;
 use cloro_auth_core::wire::RateLimitPolicy;
 use cloro_auth_core::{AuthError, KeyHash};
 
-use crate::bounded::BoundedTable;
-use crate::gcra::{self, GcraParams};
-use crate::subject::Subject;
+use super::gcra::{self, GcraParams};
+use super::subject::Subject;
+use crate::table::BoundedTable;
 
 /// One attempt taken from an allowance, to give back if the key was valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use cloro_auth_core::wire::AuditEvent;
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
-use crate::store::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
+use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
+use super::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
 
 /// A `KeyStore` in a mutex: simple and obviously correct, not fast.
 #[derive(Debug, Default)]

@@ -2,6 +2,19 @@
 //! per-account `commit`. The lifecycle rules (what create, update, revoke
 //! and rotate mean) live once in [`crate::KeyAdmin`], above the backends, so
 //! the embedded store and the Redis store cannot drift apart.
+//!
+//! Beside the contract: what stores hold (`record`), and the backends that
+//! need nothing else, [`MemoryStore`] (tests) and [`EmbeddedStore`] (redb,
+//! one node). The Redis backend sits with the rest of the Redis code, in
+//! `crate::redis`.
+
+mod embedded;
+mod memory;
+mod record;
+
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
+pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
 
 use core::fmt;
 use core::time::Duration;
@@ -10,8 +23,6 @@ use async_trait::async_trait;
 use cloro_auth_core::wire::AuditEvent;
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 use jiff::Timestamp;
-
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, UsageBatch};
 
 /// The least time a store remembers the last usage batch it applied from a
 /// node for an account (see [`KeyStore::record_usage`]). A node must stop

@@ -76,11 +76,12 @@ use jiff::Timestamp;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind, RedisError};
 
-use crate::redis_connection::{LuaScript, RedisConnection};
+use super::connection::{LuaScript, RedisConnection};
+use crate::store::{
+    AccountRecord, Cursor, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage, Page, PageRequest,
+    StoreError, USAGE_DEDUP_WINDOW, UsageBatch,
+};
 use crate::url_mask::{mask_url, mask_url_list, split_url_list, url_secrets};
-
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
-use crate::store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW};
 
 /// Added to Unix nanoseconds so that every `Timestamp` (the earliest is
 /// about -3.8 × 10²⁰ ns) is positive and fits 22 digits.

@@ -3,7 +3,7 @@
 //! commands and the same Lua to both.
 //!
 //! Every multi-key command the crate sends stays in one hash slot (see the
-//! key layout in `redis_store`), so the cluster client can route each one,
+//! key layout in `store`), so the cluster client can route each one,
 //! scripts included, by its first key. Scripts are sent as `EVALSHA` and,
 //! when a server does not know them yet, as `EVAL` with the source: on a
 //! cluster `SCRIPT LOAD` goes to every node and fails while one is down (a

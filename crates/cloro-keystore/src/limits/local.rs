@@ -2,7 +2,7 @@
 //! guard) and in-flight permits (concurrency limits).
 //!
 //! A per-key allowance and a key's in-flight count live in the key's cache
-//! slot (`crate::cache`), found by the lookup the request makes anyway.
+//! slot (`crate::verify`'s cache), found by the lookup the request makes anyway.
 //! Account allowances and client addresses live in a sharded map
 //! (`DashMap`): a request takes one shard's read lock to find its cell and
 //! then updates the cell with atomics, so there is no global lock on the
@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use dashmap::DashMap;
 
-use crate::gcra::{self, GcraParams, RateDecision};
-use crate::subject::{KeyedHasher, Subject};
+use super::gcra::{self, GcraParams, RateDecision};
+use super::subject::{KeyedHasher, Subject};
 
 /// One GCRA step on a cell holding `tat`, as a compare-and-swap loop:
 /// concurrent requests each get a distinct slot, exactly as if serialised.

@@ -22,17 +22,16 @@ use cloro_auth_core::wire::{AppliesTo, RateLimitPolicy};
 use cloro_auth_core::{ApiKey, AuthError, KeyHash, Scope, bearer_token};
 use jiff::Timestamp;
 
-use crate::cache::{CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache};
-use crate::failed_attempts::FailedAttempts;
-use crate::gcra::{GcraParams, RateDecision};
-use crate::health::StoreHealth;
-use crate::local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
+use super::cache::{CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache};
+use super::health::StoreHealth;
+use super::striped::StripedCounter;
+use super::usage::UsageRecorder;
+use crate::limits::{
+    ConcurrencyPermit, ConcurrencyState, FailedAttempts, GcraParams, LocalRateLimiter, Plans,
+    RateDecision, Subject, gcra_step,
+};
 use crate::log_limit::LogLimit;
-use crate::plans::Plans;
 use crate::store::{KeyStore, StoreError};
-use crate::striped::StripedCounter;
-use crate::subject::Subject;
-use crate::usage::UsageRecorder;
 
 /// `Retry-After` for `AUTH_UNAVAILABLE`: the store is retried on the next
 /// request anyway, so a short wait is right.

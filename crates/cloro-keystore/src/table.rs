@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use cloro_auth_core::KeyHash;
 
-use crate::subject::KeyedHasher;
+use crate::limits::KeyedHasher;
 
 /// Shards per table: enough that two threads rarely wait on one lock.
 const SHARDS: usize = 16;

@@ -38,11 +38,10 @@ use dashmap::mapref::entry::Entry;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::OnceCell;
 
-use crate::bounded::BoundedTable;
 use crate::invalidation::{Invalidation, InvalidationSink};
-use crate::record::{KeyLookup, KeyRecord};
-use crate::store::StoreError;
-use crate::subject::{KeyedHasher, Subject, account_subject};
+use crate::limits::{KeyedHasher, Subject, account_subject};
+use crate::store::{KeyLookup, KeyRecord, StoreError};
+use crate::table::BoundedTable;
 
 /// A key as the verifier sees it: the record, the account's plan at read
 /// time, and the precomputed bits the hot path needs.

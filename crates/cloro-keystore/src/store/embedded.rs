@@ -56,10 +56,8 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
-use crate::store::{
-    KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW, paginate,
-};
+use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
+use super::{KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW, paginate};
 
 /// The database file inside the data directory.
 const FILE_NAME: &str = "keys.redb";
@@ -693,7 +691,7 @@ mod tests {
     use redb::ReadableTableMetadata;
 
     use super::*;
-    use crate::record::UsageDelta;
+    use crate::store::UsageDelta;
 
     fn batch(account: &str, node_id: u64, sequence: u64, at: Timestamp) -> UsageBatch {
         UsageBatch {
