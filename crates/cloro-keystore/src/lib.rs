@@ -29,9 +29,9 @@ mod verify;
 pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
 pub use limits::{
-    Charge, ConcurrencyPermit, ConcurrencyState, FailedAttempts, GcraParams, KeyedHasher,
-    LocalRateLimiter, Plan, Plans, PlansError, RateDecision, Subject, account_subject, gcra_decide,
-    gcra_step,
+    Charge, ConcurrencyPermit, ConcurrencyState, FailedAttempts, GcraParams, LocalRateLimiter,
+    Plan, Plans, PlansError, RateDecision, SharedRateLimiter, Subject, account_subject,
+    gcra_decide, gcra_step,
 };
 pub use log_limit::LogLimit;
 pub use redis::{
@@ -43,10 +43,10 @@ pub use store::{
     MemoryStore, Page, PageRequest, RecordWrite, StoreError, USAGE_DEDUP_WINDOW, UsageBatch,
     UsageDelta,
 };
-pub use table::BoundedTable;
+pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};
 pub use verify::{
     CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache, MAINTENANCE_INTERVAL,
-    PENDING_LOOKUP_BYTES, Readiness, Refused, SharedRateLimiter, StoreHealth, StripedCounter,
-    UsageRecorder, Verified, Verifier, VerifierConfig, VerifierStats, VerifyRequest,
+    PENDING_LOOKUP_BYTES, Readiness, Refused, StoreHealth, StripedCounter, UsageRecorder, Verified,
+    Verifier, VerifierConfig, VerifierStats, VerifyRequest,
 };

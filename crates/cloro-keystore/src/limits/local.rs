@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use dashmap::DashMap;
 
 use super::gcra::{self, GcraParams, RateDecision};
-use super::subject::{KeyedHasher, Subject};
+use super::subject::Subject;
+use crate::table::KeyedHasher;
 
 /// One GCRA step on a cell holding `tat`, as a compare-and-swap loop:
 /// concurrent requests each get a distinct slot, exactly as if serialised.

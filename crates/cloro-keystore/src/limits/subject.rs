@@ -1,8 +1,6 @@
-//! Hash-map keys for the hot path: every per-key, per-account and
-//! per-address map is keyed by a SHA-256 digest ([`Subject`]) and hashed
-//! with a [`KeyedHasher`].
-
-use std::hash::{BuildHasher, DefaultHasher, RandomState};
+//! Who an allowance belongs to: every per-key, per-account and per-address
+//! allowance is keyed by a SHA-256 digest, a [`Subject`] (hashed in maps
+//! with [`KeyedHasher`](crate::KeyedHasher)).
 
 use cloro_auth_core::{AccountId, KeyHash};
 
@@ -18,25 +16,6 @@ pub fn account_subject(account: &AccountId) -> Subject {
     KeyHash::of(&input)
 }
 
-/// The hasher of every map keyed by key hashes or client addresses:
-/// SipHash-1-3 (std's `RandomState`) with a random key drawn per map.
-///
-/// Key hashes and address subjects are SHA-256 digests, but the tokens and
-/// addresses behind them are chosen by clients, and a client that can grind
-/// tokens can pick digests whose raw bytes land in one bucket of an unkeyed
-/// table, turning its lookups linear (SPEC §9). A keyed hash makes the
-/// bucket unknowable.
-#[derive(Clone, Debug, Default)]
-pub struct KeyedHasher(RandomState);
-
-impl BuildHasher for KeyedHasher {
-    type Hasher = DefaultHasher;
-
-    fn build_hasher(&self) -> DefaultHasher {
-        self.0.build_hasher()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,13 +26,5 @@ mod tests {
         let b = account_subject(&AccountId::new("acct_b").unwrap());
         assert_ne!(a, b);
         assert_ne!(a, KeyHash::of(b"acct_a"));
-    }
-
-    #[test]
-    fn keyed_hashers_differ_per_map() {
-        let hash = KeyHash::from_bytes([7; 32]);
-        let (a, b) = (KeyedHasher::default(), KeyedHasher::default());
-        assert_eq!(a.hash_one(hash), a.clone().hash_one(hash));
-        assert_ne!(a.hash_one(hash), b.hash_one(hash));
     }
 }

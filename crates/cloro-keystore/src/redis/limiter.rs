@@ -24,10 +24,9 @@ use redis::{ErrorKind, RedisError};
 
 use super::connection::{LuaScript, RedisConnection};
 use super::store::RedisStore;
-use crate::limits::{GcraParams, RateDecision, Subject, gcra_decide};
+use crate::limits::{GcraParams, RateDecision, SharedRateLimiter, Subject, gcra_decide};
 use crate::log_limit::LogLimit;
 use crate::store::StoreError;
-use crate::verify::SharedRateLimiter;
 
 /// One GCRA step in Redis. `KEYS[1]` the subject's key; `ARGV[1]` the
 /// emission interval and `ARGV[2]` the tolerance, both in microseconds.

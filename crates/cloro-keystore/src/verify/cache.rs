@@ -39,9 +39,9 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::OnceCell;
 
 use crate::invalidation::{Invalidation, InvalidationSink};
-use crate::limits::{KeyedHasher, Subject, account_subject};
+use crate::limits::{Subject, account_subject};
 use crate::store::{KeyLookup, KeyRecord, StoreError};
-use crate::table::BoundedTable;
+use crate::table::{BoundedTable, KeyedHasher};
 
 /// A key as the verifier sees it: the record, the account's plan at read
 /// time, and the precomputed bits the hot path needs.

@@ -17,6 +17,5 @@ pub use health::{Readiness, StoreHealth};
 pub use striped::StripedCounter;
 pub use usage::UsageRecorder;
 pub use verifier::{
-    MAINTENANCE_INTERVAL, Refused, SharedRateLimiter, Verified, Verifier, VerifierConfig,
-    VerifierStats, VerifyRequest,
+    MAINTENANCE_INTERVAL, Refused, Verified, Verifier, VerifierConfig, VerifierStats, VerifyRequest,
 };

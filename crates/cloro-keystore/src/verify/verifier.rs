@@ -11,13 +11,11 @@
 //! starts a task (holding only a weak reference) that flushes usage and
 //! sweeps idle state every few seconds, and ends with the verifier.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use cloro_auth_core::wire::{AppliesTo, RateLimitPolicy};
 use cloro_auth_core::{ApiKey, AuthError, KeyHash, Scope, bearer_token};
 use jiff::Timestamp;
@@ -28,7 +26,7 @@ use super::striped::StripedCounter;
 use super::usage::UsageRecorder;
 use crate::limits::{
     ConcurrencyPermit, ConcurrencyState, FailedAttempts, GcraParams, LocalRateLimiter, Plans,
-    RateDecision, Subject, gcra_step,
+    RateDecision, SharedRateLimiter, gcra_step,
 };
 use crate::log_limit::LogLimit;
 use crate::store::{KeyStore, StoreError};
@@ -39,19 +37,6 @@ const UNAVAILABLE_RETRY_SECONDS: u64 = 1;
 
 /// How often usage is flushed and idle state forgotten.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// A rate limiter shared by every node (the Redis one). It keeps its own
-/// clock (the Redis server's), so nodes with skewed clocks still agree, and
-/// picks its own time unit, so it takes the policy rather than parameters.
-#[async_trait]
-pub trait SharedRateLimiter: Send + Sync + fmt::Debug + 'static {
-    /// Takes one request from `subject`'s allowance under `policy` if it has one.
-    async fn check(
-        &self,
-        subject: &Subject,
-        policy: &RateLimitPolicy,
-    ) -> Result<RateDecision, StoreError>;
-}
 
 /// How the verifier behaves; the server fills this from its flags.
 #[derive(Clone, Debug)]
