@@ -40,8 +40,8 @@ pub use redis::{
 };
 pub use store::{
     AccountRecord, Cursor, EmbeddedStore, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage,
-    MemoryStore, Page, PageRequest, RecordWrite, StoreError, USAGE_DEDUP_WINDOW, UsageBatch,
-    UsageDelta,
+    MemoryStore, Page, PageRequest, RecordWrite, StoreError, StoreFailure, USAGE_DEDUP_WINDOW,
+    UsageBatch, UsageDelta,
 };
 pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};

@@ -224,7 +224,7 @@ impl InvalidationListener {
             .wait_for(|&subscribed| subscribed >= count)
             .await
             .map(drop)
-            .map_err(|_| StoreError::Unavailable("the invalidation listener has stopped".into()))
+            .map_err(|_| StoreError::unavailable("the invalidation listener has stopped"))
     }
 }
 
@@ -277,8 +277,8 @@ pub fn spawn_cluster_invalidation_listener(
     let urls = split_seeds(seeds);
     let target = RedisTarget::of_seeds(&urls);
     if urls.is_empty() {
-        return Err(StoreError::Unavailable(
-            "a redis cluster needs at least one seed url".into(),
+        return Err(StoreError::unavailable(
+            "a redis cluster needs at least one seed url",
         ));
     }
     let clients = urls

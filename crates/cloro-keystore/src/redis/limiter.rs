@@ -128,8 +128,8 @@ impl RedisRateLimiter {
         };
         let message = format!("redis at {} failed a rate-limit step: {what}", self.target);
         match error.kind() {
-            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => StoreError::Corrupt(message),
-            _ => StoreError::Unavailable(message),
+            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => StoreError::corrupt(message),
+            _ => StoreError::unavailable(message),
         }
     }
 }
@@ -145,7 +145,7 @@ impl SharedRateLimiter for RedisRateLimiter {
         let step = match tokio::time::timeout(self.timeout, self.step(subject, &params)).await {
             Ok(result) => result?,
             Err(_) => {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::unavailable(format!(
                     "redis at {} did not answer a rate-limit step within {:?}",
                     self.target, self.timeout
                 )));

@@ -270,8 +270,8 @@ impl RedisStore {
         let urls = split_seeds(seeds);
         let target = RedisTarget::of_seeds(&urls);
         if urls.is_empty() {
-            return Err(StoreError::Unavailable(
-                "a redis cluster needs at least one seed url".into(),
+            return Err(StoreError::unavailable(
+                "a redis cluster needs at least one seed url",
             ));
         }
         let connection =
@@ -317,7 +317,7 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.options.command_timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!(
+            Err(_) => Err(StoreError::unavailable(format!(
                 "redis at {} did not answer within {:?}",
                 self.target.masked, self.options.command_timeout
             ))),
@@ -374,8 +374,8 @@ impl RedisStore {
         let (records, usage): (Vec<Option<String>>, Vec<Option<String>>) =
             self.query_pipe(&pipe).await?;
         if records.len() != ids.len() || usage.len() != 2 * ids.len() {
-            return Err(StoreError::Corrupt(
-                "redis answered a read with the wrong number of values".into(),
+            return Err(StoreError::corrupt(
+                "redis answered a read with the wrong number of values",
             ));
         }
         records
@@ -487,7 +487,7 @@ impl KeyStore for RedisStore {
                 let records = self.records_with_usage(&slot, &ids).await?;
                 for (id, record) in ids.iter().zip(records) {
                     let record = record.ok_or_else(|| {
-                        StoreError::Corrupt(format!("the key index lists {id} without a record"))
+                        StoreError::corrupt(format!("the key index lists {id} without a record"))
                     })?;
                     if (include_revoked || record.revoked_at.is_none()) && kept.len() < wanted {
                         kept.push(record);
@@ -510,12 +510,10 @@ impl KeyStore for RedisStore {
         let mut records = Vec::with_capacity(batch.writes.len());
         for write in &batch.writes {
             if write.record.account_id != batch.account_id {
-                return Err(StoreError::Corrupt(
-                    "a batch may only touch one account".into(),
-                ));
+                return Err(StoreError::corrupt("a batch may only touch one account"));
             }
             let json = serde_json::to_string(&write.record)
-                .map_err(|error| StoreError::Corrupt(format!("cannot encode a record: {error}")))?;
+                .map_err(|error| StoreError::corrupt("cannot encode a record").caused_by(error))?;
             records.push(json);
         }
         let mut audit = Vec::with_capacity(batch.audit.len());
@@ -553,8 +551,8 @@ impl KeyStore for RedisStore {
             match outcome {
                 1 => Ok(()),
                 0 => Err(StoreError::Conflict),
-                _ => Err(StoreError::Corrupt(
-                    "a record's creation time cannot change".into(),
+                _ => Err(StoreError::corrupt(
+                    "a record's creation time cannot change",
                 )),
             }
         })
@@ -662,11 +660,8 @@ impl KeyStore for RedisStore {
             .into_iter()
             .map(|outcome| {
                 // Every index is in exactly one account's list.
-                outcome.unwrap_or_else(|| {
-                    Err(StoreError::Corrupt(
-                        "a usage batch was never written".into(),
-                    ))
-                })
+                outcome
+                    .unwrap_or_else(|| Err(StoreError::corrupt("a usage batch was never written")))
             })
             .collect()
     }
@@ -743,8 +738,8 @@ impl RedisStore {
             self.query_pipe(&pipe).await?
         };
         if stored.len() != expected.len() {
-            return Err(StoreError::Corrupt(
-                "redis answered the index claims with the wrong number of values".into(),
+            return Err(StoreError::corrupt(
+                "redis answered the index claims with the wrong number of values",
             ));
         }
         if stored
@@ -792,11 +787,8 @@ impl RedisTarget {
 
     pub(crate) fn client(&self, url: &str) -> Result<Client, StoreError> {
         Client::open(url).map_err(|error| {
-            StoreError::Unavailable(format!(
-                "cannot use the redis url {}: {}",
-                self.masked,
-                self.scrub(&error.to_string())
-            ))
+            StoreError::unavailable(format!("cannot use the redis url {}", self.masked))
+                .caused_by(self.scrubbed(&error))
         })
     }
 
@@ -805,25 +797,30 @@ impl RedisTarget {
     /// `Unavailable`, which callers may retry later.
     pub(crate) fn failure(&self, error: &RedisError) -> StoreError {
         match error.kind() {
-            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => StoreError::Corrupt(format!(
-                "redis at {} answered unexpectedly: {}",
-                self.masked,
-                self.scrub(&error.to_string())
-            )),
+            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => {
+                StoreError::corrupt(format!("redis at {} answered unexpectedly", self.masked))
+                    .caused_by(self.scrubbed(error))
+            }
             _ => self.unavailable(error),
         }
     }
 
     pub(crate) fn unavailable(&self, error: &RedisError) -> StoreError {
-        StoreError::Unavailable(self.describe(error))
+        StoreError::unavailable(format!("redis at {}", self.masked)).caused_by(self.scrubbed(error))
     }
 
     pub(crate) fn describe(&self, error: &RedisError) -> String {
-        format!(
-            "redis at {}: {}",
-            self.masked,
-            self.scrub(&error.to_string())
-        )
+        format!("redis at {}: {}", self.masked, self.scrubbed(error))
+    }
+
+    /// `error` as the `source()` of a store error: its text with every
+    /// secret of the URL removed, never the `RedisError` itself. redis-rs
+    /// may write the URL it was given, password included, into an error's
+    /// message or into the errors beneath it (an I/O or parse error), so a
+    /// raw `RedisError` in a `source()` chain would hand the password to
+    /// whoever prints the chain.
+    fn scrubbed(&self, error: &RedisError) -> ScrubbedRedisError {
+        ScrubbedRedisError(self.scrub(&error.to_string()))
     }
 
     fn scrub(&self, text: &str) -> String {
@@ -832,6 +829,19 @@ impl RedisTarget {
             .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
     }
 }
+
+/// What a Redis error said, with the secrets of the URL scrubbed out (see
+/// [`RedisTarget::scrubbed`]). The chain of causes ends here on purpose.
+#[derive(Debug)]
+pub(crate) struct ScrubbedRedisError(String);
+
+impl fmt::Display for ScrubbedRedisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ScrubbedRedisError {}
 
 /// The seed URLs in a comma-separated list, blanks dropped (split as the
 /// masker splits them, so each seed's masked form is the seed used).
@@ -914,7 +924,7 @@ fn decode_time(text: &str) -> Result<Timestamp, StoreError> {
     text.parse::<i128>()
         .ok()
         .and_then(|biased| Timestamp::from_nanosecond(biased - TIME_BIAS).ok())
-        .ok_or_else(|| StoreError::Corrupt("a stored time cannot be read".into()))
+        .ok_or_else(|| StoreError::corrupt("a stored time cannot be read"))
 }
 
 /// An index member: time then id, so text order is `(time, id)` order.
@@ -927,46 +937,46 @@ fn member_id(member: &str) -> Result<&str, StoreError> {
     member
         .get(TIME_DIGITS + 1..)
         .filter(|id| !id.is_empty() && member.as_bytes().get(TIME_DIGITS) == Some(&b'.'))
-        .ok_or_else(|| StoreError::Corrupt("the key index holds a malformed member".into()))
+        .ok_or_else(|| StoreError::corrupt("the key index holds a malformed member"))
 }
 
 /// The audit zset member: position, a space, the event as JSON.
 fn audit_member(event: &AuditEvent, account: &AccountId) -> Result<String, StoreError> {
     if event.account_id != *account {
-        return Err(StoreError::Corrupt(
-            "an audit event belongs to another account".into(),
+        return Err(StoreError::corrupt(
+            "an audit event belongs to another account",
         ));
     }
     // Bytes at or below the space would sort the separator after the id and
     // break the order (see the module docs).
     if event.id.is_empty() || event.id.bytes().any(|b| b <= b' ') {
-        return Err(StoreError::Corrupt(
-            "an audit event id must be non-empty, without spaces or control characters".into(),
+        return Err(StoreError::corrupt(
+            "an audit event id must be non-empty, without spaces or control characters",
         ));
     }
     let json = serde_json::to_string(event)
-        .map_err(|error| StoreError::Corrupt(format!("cannot encode an audit event: {error}")))?;
+        .map_err(|error| StoreError::corrupt("cannot encode an audit event").caused_by(error))?;
     Ok(format!("{} {json}", position(event.at, &event.id)))
 }
 
 fn decode_audit_member(member: &str) -> Result<AuditEvent, StoreError> {
     let (_, json) = member
         .split_once(' ')
-        .ok_or_else(|| StoreError::Corrupt("the audit log holds a malformed member".into()))?;
+        .ok_or_else(|| StoreError::corrupt("the audit log holds a malformed member"))?;
     serde_json::from_str(json)
-        .map_err(|error| StoreError::Corrupt(format!("an audit event cannot be read: {error}")))
+        .map_err(|error| StoreError::corrupt("an audit event cannot be read").caused_by(error))
 }
 
 fn decode_record(json: &str) -> Result<KeyRecord, StoreError> {
     serde_json::from_str(json)
-        .map_err(|error| StoreError::Corrupt(format!("a key record cannot be read: {error}")))
+        .map_err(|error| StoreError::corrupt("a key record cannot be read").caused_by(error))
 }
 
 fn decode_usage(count: Option<&str>, last: Option<&str>) -> Result<KeyUsage, StoreError> {
     let count = match count {
-        Some(text) => text
-            .parse::<u64>()
-            .map_err(|_| StoreError::Corrupt("a usage count cannot be read".into()))?,
+        Some(text) => text.parse::<u64>().map_err(|error| {
+            StoreError::corrupt("a usage count cannot be read").caused_by(error)
+        })?,
         None => 0,
     };
     Ok(KeyUsage {
@@ -979,16 +989,18 @@ fn decode_hash_entry(entry: &str) -> Result<(AccountId, KeyId), StoreError> {
     entry
         .split_once(' ')
         .and_then(|(account, id)| Some((AccountId::new(account).ok()?, KeyId::new(id).ok()?)))
-        .ok_or_else(|| StoreError::Corrupt("the hash index holds a malformed entry".into()))
+        .ok_or_else(|| StoreError::corrupt("the hash index holds a malformed entry"))
 }
 
 fn decode_account(text: &str) -> Result<AccountId, StoreError> {
-    AccountId::new(text)
-        .map_err(|_| StoreError::Corrupt("the id index holds a malformed account".into()))
+    AccountId::new(text).map_err(|error| {
+        StoreError::corrupt("the id index holds a malformed account").caused_by(error)
+    })
 }
 
 fn decode_plan(text: &str) -> Result<PlanName, StoreError> {
-    PlanName::new(text).map_err(|_| StoreError::Corrupt("a stored plan name is malformed".into()))
+    PlanName::new(text)
+        .map_err(|error| StoreError::corrupt("a stored plan name is malformed").caused_by(error))
 }
 
 /// `items` hold up to `limit + 1` entries, newest first: the extra one only
@@ -1108,6 +1120,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    /// The message and every `source()` beneath it.
+    fn chain(error: &dyn std::error::Error) -> Vec<String> {
+        let mut texts = vec![error.to_string()];
+        let mut next = error.source();
+        while let Some(cause) = next {
+            texts.push(cause.to_string());
+            next = cause.source();
+        }
+        texts
+    }
+
+    #[test]
+    fn redis_failures_keep_a_scrubbed_cause_and_no_password() {
+        let target = RedisTarget::new("redis://user:hunter2@db.example:6380");
+        let leaky = [
+            RedisError::from(std::io::Error::other(
+                "cannot reach redis://user:hunter2@db.example:6380",
+            )),
+            RedisError::from((
+                ErrorKind::Parse,
+                "bad answer",
+                "from user:hunter2".to_owned(),
+            )),
+        ];
+        for raw in leaky {
+            // The raw error would leak the password through its chain.
+            assert!(chain(&raw).iter().any(|text| text.contains("hunter2")));
+            let error = target.failure(&raw);
+            let texts = chain(&error);
+            assert!(texts.len() >= 2, "the cause is kept: {texts:?}");
+            assert!(
+                texts.iter().all(|text| !text.contains("hunter2")),
+                "{texts:?}"
+            );
+        }
+        for url in ["redis://user:hunter2@[::1", "hunter2"] {
+            let error = RedisStore::connect(url, RedisOptions::default()).unwrap_err();
+            let texts = chain(&error);
+            assert!(
+                texts.iter().all(|text| !text.contains("hunter2")),
+                "{texts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_failures_keep_the_parser_error_as_source() {
+        let error = decode_record("{not json").unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+        let source = std::error::Error::source(&error).expect("a cause");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+        let error = decode_usage(Some("many"), None).unwrap_err();
+        assert!(std::error::Error::source(&error).is_some());
     }
 
     #[test]

@@ -326,8 +326,8 @@ impl KeyCache {
             }
         }
         Ok(Filled {
-            result: Err(StoreError::Unavailable(
-                "the key changed during every lookup; try again".into(),
+            result: Err(StoreError::unavailable(
+                "the key changed during every lookup; try again",
             )),
             paid: None,
         })

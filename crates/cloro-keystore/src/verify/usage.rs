@@ -114,8 +114,8 @@ impl Unconfirmed {
         let mut first_error = None;
         for (batch, sent) in batches.into_iter().zip(first_sent) {
             let outcome = outcomes.next().unwrap_or_else(|| {
-                Err(StoreError::Corrupt(
-                    "the store answered fewer usage results than batches".into(),
+                Err(StoreError::corrupt(
+                    "the store answered fewer usage results than batches",
                 ))
             });
             match outcome {

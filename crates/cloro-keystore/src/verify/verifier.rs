@@ -29,7 +29,7 @@ use crate::limits::{
     RateDecision, SharedRateLimiter, gcra_step,
 };
 use crate::log_limit::LogLimit;
-use crate::store::{KeyStore, StoreError};
+use crate::store::{KeyStore, StoreError, within};
 
 /// `Retry-After` for `AUTH_UNAVAILABLE`: the store is retried on the next
 /// request anyway, so a short wait is right.
@@ -324,13 +324,13 @@ impl Verifier {
                 || self.failed_attempts.charge(&subject, now),
                 || async move {
                     lookups.increment();
-                    match tokio::time::timeout(timeout, store.lookup(hash)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(StoreError::Unavailable(format!(
+                    within(timeout, store.lookup(hash), || {
+                        StoreError::unavailable(format!(
                             "no answer within {} ms",
                             timeout.as_millis()
-                        ))),
-                    }
+                        ))
+                    })
+                    .await
                 },
             )
             .await;
