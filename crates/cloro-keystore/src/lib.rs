@@ -35,8 +35,8 @@ pub use limits::{
 };
 pub use log_limit::LogLimit;
 pub use redis::{
-    INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, RedisOptions, RedisRateLimiter,
-    RedisStore, spawn_cluster_invalidation_listener, spawn_invalidation_listener,
+    INVALIDATION_CHANNEL, InvalidationListener, RedisConnection, RedisNotifier, RedisOptions,
+    RedisRateLimiter, RedisStore, spawn_cluster_invalidation_listener, spawn_invalidation_listener,
 };
 pub use store::{
     AccountRecord, Cursor, EmbeddedStore, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage,

@@ -114,7 +114,8 @@ impl App {
                     tracing::info!(redis = %mask_url(url), "using Redis");
                     Arc::new(RedisStore::connect(url, options.clone())?)
                 };
-                let limiter: Arc<dyn SharedRateLimiter> = Arc::new(RedisRateLimiter::new(&store));
+                let limiter: Arc<dyn SharedRateLimiter> =
+                    Arc::new(RedisRateLimiter::new(store.connection()));
                 (
                     store.clone() as Arc<dyn KeyStore>,
                     Some(limiter),
@@ -136,7 +137,7 @@ impl App {
                     spawn_invalidation_listener(&url, options, heard)?
                 };
                 (
-                    Arc::new(RedisNotifier::new(&redis_store, vec![cache])),
+                    Arc::new(RedisNotifier::new(redis_store.connection(), vec![cache])),
                     Some(listener),
                 )
             }

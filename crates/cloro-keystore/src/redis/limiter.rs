@@ -11,19 +11,16 @@
 //! the same as in local mode. The key expires once the allowance is full
 //! again, so idle subjects cost no memory.
 //!
-//! Every call answers within the store's command timeout, also when Redis
-//! hangs; the verifier then limits on its own node (SPEC §8). The store's
-//! connection manager reconnects in the background.
+//! Every call answers within the connection's command timeout, also when
+//! Redis hangs; the verifier then limits on its own node (SPEC §8). The
+//! connection, shared with the store, reconnects in the background.
 
 use core::fmt;
-use core::time::Duration;
 
 use async_trait::async_trait;
 use cloro_auth_core::wire::RateLimitPolicy;
-use redis::{ErrorKind, RedisError};
 
 use super::connection::{LuaScript, RedisConnection};
-use super::store::RedisStore;
 use crate::limits::{GcraParams, RateDecision, SharedRateLimiter, Subject, gcra_decide};
 use crate::log_limit::LogLimit;
 use crate::store::StoreError;
@@ -65,72 +62,52 @@ return {1, now, tat}
 /// it: only absurd policies are affected, and only ever made stricter.
 const MAX_EXACT_TOLERANCE_US: i64 = 1 << 50;
 
-/// A [`SharedRateLimiter`] in Redis, sharing a [`RedisStore`]'s connection.
+/// A [`SharedRateLimiter`] in Redis, on a [`RedisConnection`] shared with
+/// the store.
 pub struct RedisRateLimiter {
     connection: RedisConnection,
-    timeout: Duration,
-    target: String,
     script: LuaScript,
 }
 
 impl fmt::Debug for RedisRateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisRateLimiter")
-            .field("url", &self.target)
-            .field("timeout", &self.timeout)
+            .field("url", &self.connection.masked_url())
+            .field("timeout", &self.connection.options().command_timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisRateLimiter {
-    /// A limiter on `store`'s Redis, with its connection and command timeout.
-    pub fn new(store: &RedisStore) -> Self {
+    /// A limiter on `connection`, usually the store's
+    /// ([`RedisStore::connection`](crate::RedisStore::connection)), each
+    /// call bounded by its command timeout.
+    pub fn new(connection: &RedisConnection) -> Self {
         RedisRateLimiter {
-            connection: store.connection(),
-            timeout: store.options().command_timeout,
-            target: store.masked_url().to_owned(),
+            connection: connection.clone(),
             script: LuaScript::new(GCRA_LUA),
         }
     }
 
-    /// Runs the script once more if the first attempt found the connection
-    /// dropped (Redis restarted since the last call): the manager has opened
-    /// a new one by then. Should the first attempt have run after all, the
-    /// retry only spends one more unit of allowance: stricter, never looser.
+    /// One run of the script. It is retried if the first attempt found the
+    /// connection dropped (Redis restarted since the last call): should
+    /// that attempt have run after all, the retry only spends one more unit
+    /// of allowance: stricter, never looser.
     async fn step(&self, subject: &Subject, params: &GcraParams) -> Result<Step, StoreError> {
         let keys = [limit_key(subject)];
         let args = [
             params.emission_interval.to_string(),
             params.tolerance.to_string(),
         ];
-        let mut connection = self.connection.clone();
-        let result = match self.script.run(&mut connection, &keys, &args).await {
-            Err(error) if error.is_connection_dropped() => {
-                self.script.run(&mut connection, &keys, &args).await
-            }
-            result => result,
-        };
-        let (allowed, now, tat): (i64, i64, i64) = result.map_err(|error| self.failure(&error))?;
+        let (allowed, now, tat): (i64, i64, i64) = self
+            .connection
+            .query(self.script.with(&keys, &args))
+            .await?;
         Ok(Step {
             allowed: allowed == 1,
             now,
             tat,
         })
-    }
-
-    /// A Redis error as a store error. Only the error's kind and the server's
-    /// own words are shown: this type never sees the URL's password, and
-    /// client-side error texts may contain connection details.
-    fn failure(&self, error: &RedisError) -> StoreError {
-        let what = match (error.code(), error.detail()) {
-            (Some(code), Some(detail)) => format!("{code} {detail}"),
-            _ => format!("{:?}", error.kind()),
-        };
-        let message = format!("redis at {} failed a rate-limit step: {what}", self.target);
-        match error.kind() {
-            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => StoreError::corrupt(message),
-            _ => StoreError::unavailable(message),
-        }
     }
 }
 
@@ -142,15 +119,7 @@ impl SharedRateLimiter for RedisRateLimiter {
         policy: &RateLimitPolicy,
     ) -> Result<RateDecision, StoreError> {
         let params = script_params(policy);
-        let step = match tokio::time::timeout(self.timeout, self.step(subject, &params)).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(StoreError::unavailable(format!(
-                    "redis at {} did not answer a rate-limit step within {:?}",
-                    self.target, self.timeout
-                )));
-            }
-        };
+        let step = self.connection.bounded(self.step(subject, &params)).await?;
         Ok(decision_of(&step, &params))
     }
 }
