@@ -324,13 +324,7 @@ impl Verifier {
                 || self.failed_attempts.charge(&subject, now),
                 || async move {
                     lookups.increment();
-                    within(timeout, store.lookup(hash), || {
-                        StoreError::unavailable(format!(
-                            "no answer within {} ms",
-                            timeout.as_millis()
-                        ))
-                    })
-                    .await
+                    within(timeout, store.lookup(hash), || no_answer_within(timeout)).await
                 },
             )
             .await;
@@ -464,21 +458,18 @@ impl Verifier {
         };
         let params = GcraParams::of(policy);
         if let Some(shared) = &self.shared_limiter {
-            // Every rate-limited request lands here while Redis fails.
-            static SHARED_LIMITER_FAILED: LogLimit = LogLimit::per_second();
-            match tokio::time::timeout(self.store_timeout, shared.check(subject, policy)).await {
-                Ok(Ok(decision)) => return decision,
-                Ok(Err(error)) => {
+            let timeout = self.store_timeout;
+            let checked = within(timeout, shared.check(subject, policy), || {
+                no_answer_within(timeout)
+            })
+            .await;
+            match checked {
+                Ok(decision) => return decision,
+                Err(error) => {
+                    // Every rate-limited request lands here while Redis fails.
+                    static SHARED_LIMITER_FAILED: LogLimit = LogLimit::per_second();
                     if let Some(suppressed) = SHARED_LIMITER_FAILED.admit() {
                         tracing::warn!(%error, suppressed, "shared rate limiter failed; limiting on this node");
-                    }
-                }
-                Err(_) => {
-                    if let Some(suppressed) = SHARED_LIMITER_FAILED.admit() {
-                        tracing::warn!(
-                            suppressed,
-                            "shared rate limiter timed out; limiting on this node"
-                        );
                     }
                 }
             }
@@ -511,6 +502,12 @@ impl Verifier {
     pub async fn flush_usage(&self) -> Result<(), StoreError> {
         self.usage.flush(self.store.as_ref()).await.map(drop)
     }
+}
+
+/// What a store or shared-limiter call that took longer than `timeout`
+/// gives instead.
+fn no_answer_within(timeout: Duration) -> StoreError {
+    StoreError::unavailable(format!("no answer within {} ms", timeout.as_millis()))
 }
 
 fn nanos(at: Timestamp) -> i64 {
