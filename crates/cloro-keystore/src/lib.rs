@@ -30,7 +30,7 @@ pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
 pub use limits::{
     Charge, ConcurrencyPermit, ConcurrencyState, FailedAttempts, GcraParams, LocalRateLimiter,
-    Plan, Plans, PlansError, RateDecision, SharedRateLimiter, Subject, account_subject,
+    Plan, Plans, PlansError, RateDecision, RateState, SharedRateLimiter, Subject, account_subject,
     gcra_decide, gcra_step,
 };
 pub use log_limit::LogLimit;

@@ -23,7 +23,9 @@ pub fn gcra_step(cell: &AtomicI64, params: &GcraParams, now: i64) -> RateDecisio
     let mut tat = cell.load(Ordering::Acquire);
     loop {
         let (decision, next) = gcra::decide(tat, now, params);
-        let Some(next) = next else { return decision };
+        if !decision.is_allowed() {
+            return decision;
+        }
         match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return decision,
             Err(current) => tat = current,
@@ -67,7 +69,7 @@ impl LocalRateLimiter {
     ) -> Option<RateDecision> {
         let tat = self.tats.get(subject)?.load(Ordering::Acquire);
         let (decision, _) = gcra::decide(tat, now, params);
-        (!decision.allowed).then_some(decision)
+        (!decision.is_allowed()).then_some(decision)
     }
 
     /// Drops subjects whose allowance is full again at `now`: for GCRA a
@@ -165,10 +167,10 @@ mod tests {
         let (a, b) = (KeyHash::of(b"a"), KeyHash::of(b"b"));
         let p = params(2, 60);
         let now = 100 * SECOND;
-        assert!(limiter.check(&a, &p, now).allowed);
-        assert!(limiter.check(&a, &p, now).allowed);
-        assert!(!limiter.check(&a, &p, now).allowed);
-        assert!(limiter.check(&b, &p, now).allowed);
+        assert!(limiter.check(&a, &p, now).is_allowed());
+        assert!(limiter.check(&a, &p, now).is_allowed());
+        assert!(!limiter.check(&a, &p, now).is_allowed());
+        assert!(limiter.check(&b, &p, now).is_allowed());
         assert!(limiter.would_refuse(&a, &p, now).is_some());
         assert!(limiter.would_refuse(&b, &p, now).is_none());
     }
@@ -184,7 +186,7 @@ mod tests {
                     let limiter = Arc::clone(&limiter);
                     scope.spawn(move || {
                         (0..500)
-                            .filter(|_| limiter.check(&subject, &p, 10 * SECOND).allowed)
+                            .filter(|_| limiter.check(&subject, &p, 10 * SECOND).is_allowed())
                             .count()
                     })
                 })

@@ -13,7 +13,7 @@ mod plans;
 mod subject;
 
 pub use failed_attempts::{Charge, FailedAttempts};
-pub use gcra::{GcraParams, RateDecision, decide as gcra_decide};
+pub use gcra::{GcraParams, RateDecision, RateState, decide as gcra_decide};
 pub use local::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
 pub use plans::{Plan, Plans, PlansError};
 pub use subject::{Subject, account_subject};

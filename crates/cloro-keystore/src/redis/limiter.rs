@@ -16,12 +16,13 @@
 //! connection, shared with the store, reconnects in the background.
 
 use core::fmt;
+use core::num::NonZeroU64;
 
 use async_trait::async_trait;
 use cloro_auth_core::wire::RateLimitPolicy;
 
 use super::connection::{LuaScript, RedisConnection};
-use crate::limits::{GcraParams, RateDecision, SharedRateLimiter, Subject, gcra_decide};
+use crate::limits::{GcraParams, RateDecision, RateState, SharedRateLimiter, Subject, gcra_decide};
 use crate::log_limit::LogLimit;
 use crate::store::StoreError;
 
@@ -145,7 +146,7 @@ fn script_params(policy: &RateLimitPolicy) -> GcraParams {
 /// fit it.
 fn decision_of(step: &Step, params: &GcraParams) -> RateDecision {
     let (decision, _) = gcra_decide(step.tat, step.now, params);
-    if decision.allowed == step.allowed {
+    if decision.is_allowed() == step.allowed {
         return decision;
     }
     // Checked on every rate-limited request: a systematic disagreement
@@ -154,16 +155,23 @@ fn decision_of(step: &Step, params: &GcraParams) -> RateDecision {
     if let Some(suppressed) = DISAGREEMENT.admit() {
         tracing::error!(
             script = step.allowed,
-            local = decision.allowed,
+            local = decision.is_allowed(),
             suppressed,
             "the redis rate-limit script and gcra disagree; following the script"
         );
     }
-    RateDecision {
-        allowed: step.allowed,
+    let state = RateState {
         remaining: 0,
-        retry_after_seconds: (!step.allowed).then(|| decision.retry_after_seconds.unwrap_or(1)),
-        ..decision
+        ..decision.state()
+    };
+    if step.allowed {
+        RateDecision::Allowed { state }
+    } else {
+        // gcra saw room, so it has no wait to offer: the shortest one.
+        RateDecision::Refused {
+            state,
+            retry_after: NonZeroU64::MIN,
+        }
     }
 }
 
@@ -190,6 +198,14 @@ mod tests {
         );
         policy.burst = burst.and_then(NonZeroU32::new);
         policy
+    }
+
+    /// The wait of a refusal; `None` when allowed.
+    fn retry_after(decision: &RateDecision) -> Option<u64> {
+        match decision {
+            RateDecision::Refused { retry_after, .. } => Some(retry_after.get()),
+            RateDecision::Allowed { .. } => None,
+        }
     }
 
     #[test]
@@ -224,8 +240,9 @@ mod tests {
             },
             &params,
         );
+        let state = fresh.state();
         assert_eq!(
-            (fresh.allowed, fresh.remaining, fresh.reset_seconds),
+            (fresh.is_allowed(), state.remaining, state.reset_seconds),
             (true, 9, 6)
         );
         let full = Step {
@@ -234,11 +251,11 @@ mod tests {
             tat: now + 60_000_000,
         };
         let refused = decision_of(&full, &params);
-        assert_eq!(refused.retry_after_seconds, Some(6));
+        assert_eq!(retry_after(&refused), Some(6));
         // The script refused what gcra would allow: refused, with a wait.
         let overruled = decision_of(&Step { tat: 0, ..full }, &params);
-        assert!(!overruled.allowed && overruled.remaining == 0);
-        assert_eq!(overruled.retry_after_seconds, Some(1));
+        assert!(!overruled.is_allowed() && overruled.state().remaining == 0);
+        assert_eq!(retry_after(&overruled), Some(1));
         // The script allowed what gcra would refuse: allowed, nothing left.
         let overruled = decision_of(
             &Step {
@@ -247,7 +264,7 @@ mod tests {
             },
             &params,
         );
-        assert!(overruled.allowed && overruled.retry_after_seconds.is_none());
-        assert_eq!(overruled.remaining, 0);
+        assert!(overruled.is_allowed() && retry_after(&overruled).is_none());
+        assert_eq!(overruled.state().remaining, 0);
     }
 }

@@ -26,7 +26,7 @@ use super::striped::StripedCounter;
 use super::usage::UsageRecorder;
 use crate::limits::{
     ConcurrencyPermit, ConcurrencyState, FailedAttempts, GcraParams, LocalRateLimiter, Plans,
-    RateDecision, SharedRateLimiter, gcra_step,
+    RateDecision, RateState, SharedRateLimiter, gcra_step,
 };
 use crate::log_limit::LogLimit;
 use crate::store::{KeyStore, StoreError, within};
@@ -98,8 +98,9 @@ pub struct VerifyRequest {
 pub struct Verified {
     /// The caller's key.
     pub key: Arc<CachedKey>,
-    /// The rate-limit state after this request, for the headers.
-    pub rate: RateDecision,
+    /// The rate-limit state after this request, for the headers (the
+    /// request was allowed, so there is no wait).
+    pub rate: RateState,
     /// The in-flight slot, held until the request ends; `None` when the key
     /// has no concurrency limit or the route does not apply one.
     pub concurrency: Option<ConcurrencyPermit>,
@@ -110,8 +111,9 @@ pub struct Verified {
 pub struct Refused {
     /// The one error.
     pub error: AuthError,
-    /// Rate-limit state, when the limiter ran (429 and later refusals).
-    pub rate: Option<RateDecision>,
+    /// Rate-limit state, when the limiter ran (429 and later refusals);
+    /// the wait of a 429 is in `error`.
+    pub rate: Option<RateState>,
     /// Concurrency state, for `CONCURRENT_LIMIT_EXCEEDED`.
     pub concurrency: Option<ConcurrencyState>,
 }
@@ -405,17 +407,19 @@ impl Verifier {
             Some(own) => (own, None),
             None => (plan.rate_limit, Some(plan_name)),
         };
-        let rate = self.rate_check(&key, &policy, request.now).await;
-        if !rate.allowed {
-            return Err(Refused {
-                error: AuthError::RateLimitExceeded {
-                    retry_after: rate.retry_after_seconds.unwrap_or(1),
-                    plan: plan_hit,
-                },
-                rate: Some(rate),
-                concurrency: None,
-            });
-        }
+        let rate = match self.rate_check(&key, &policy, request.now).await {
+            RateDecision::Allowed { state } => state,
+            RateDecision::Refused { state, retry_after } => {
+                return Err(Refused {
+                    error: AuthError::RateLimitExceeded {
+                        retry_after: retry_after.get(),
+                        plan: plan_hit,
+                    },
+                    rate: Some(state),
+                    concurrency: None,
+                });
+            }
+        };
 
         let concurrency_limit = record.concurrency_limit.or(plan.concurrency_limit);
         let concurrency = match concurrency_limit {

@@ -400,8 +400,9 @@ async fn limiter_state_lives_under_the_subject_tag_and_expires_when_full() {
         .unwrap()
         .hash();
     let decision = limiter.check(&subject, &policy(10, 60)).await.unwrap();
-    assert_eq!((decision.allowed, decision.remaining), (true, 9));
-    assert_eq!((decision.limit, decision.window_seconds), (10, 60));
+    let state = decision.state();
+    assert_eq!((decision.is_allowed(), state.remaining), (true, 9));
+    assert_eq!((state.limit, state.window_seconds), (10, 60));
 
     let client = redis::Client::open(server.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
