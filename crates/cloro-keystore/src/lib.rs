@@ -6,6 +6,11 @@
 //!   once on top of any store.
 //! - The verifier (hot path): header, format, failed-attempt guard, cache,
 //!   status, scope, rate limit, concurrency.
+//! - Limits: the GCRA step ([`RateDecision`]), local allowances and
+//!   permits, the failed-attempt guard, plans, and [`SharedRateLimiter`]
+//!   for limits exact across nodes.
+//! - Redis: the store, the shared limiter and invalidation, all on one
+//!   [`RedisConnection`].
 //!
 //! - [`mask_url`], [`mask_url_list`]: the one masker for URLs that may hold
 //!   a password; [`LogLimit`]: one line per second for a warning a client

@@ -1,8 +1,8 @@
 //! In-process limiters: GCRA allowances (rate limits and the failed-attempt
 //! guard) and in-flight permits (concurrency limits).
 //!
-//! A per-key allowance and a key's in-flight count live in the key's cache
-//! slot (`crate::verify`'s cache), found by the lookup the request makes anyway.
+//! A per-key allowance and a key's in-flight count live in the key's slot
+//! of the verify cache, found by the lookup the request makes anyway.
 //! Account allowances and client addresses live in a sharded map
 //! (`DashMap`): a request takes one shard's read lock to find its cell and
 //! then updates the cell with atomics, so there is no global lock on the
