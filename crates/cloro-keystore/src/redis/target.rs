@@ -11,9 +11,8 @@ use redis::{Client, ErrorKind, RedisError};
 use crate::store::StoreError;
 use crate::url_mask::{mask_url, mask_url_list, split_url_list, url_secrets};
 
-/// Where a store talks to, for messages: the URL masked by the crate's one
-/// masker (`url_mask`), and the secrets it hid, to strip from any error text
-/// a Redis client library writes.
+/// Where a connection points: the masked URL to show, and the secrets to
+/// scrub from error texts.
 pub(crate) struct RedisTarget {
     pub(crate) masked: String,
     secrets: Vec<String>,
@@ -29,7 +28,7 @@ impl RedisTarget {
 
     /// The target of a cluster: the seed list masked as a list, so a
     /// password a comma cut in two is not shown seed by seed.
-    pub(crate) fn of_seeds(seeds: &[String]) -> Self {
+    fn of_seeds(seeds: &[String]) -> Self {
         RedisTarget {
             masked: mask_url_list(&seeds.join(",")),
             secrets: {
@@ -42,6 +41,8 @@ impl RedisTarget {
         }
     }
 
+    /// A client for `url` (the URL this target was made from, or one seed of
+    /// it), for connections of its own such as pub/sub.
     pub(crate) fn client(&self, url: &str) -> Result<Client, StoreError> {
         Client::open(url).map_err(|error| {
             StoreError::unavailable(format!("cannot use the redis url {}", self.masked))
@@ -62,10 +63,13 @@ impl RedisTarget {
         }
     }
 
+    /// `error` as `Unavailable`, whatever its kind: for failures to set up
+    /// a connection.
     pub(crate) fn unavailable(&self, error: &RedisError) -> StoreError {
         StoreError::unavailable(format!("redis at {}", self.masked)).caused_by(self.scrubbed(error))
     }
 
+    /// `error` for a log line, scrubbed like a store error.
     pub(crate) fn describe(&self, error: &RedisError) -> String {
         format!("redis at {}: {}", self.masked, self.scrubbed(error))
     }
@@ -102,7 +106,7 @@ impl std::error::Error for ScrubbedRedisError {}
 
 /// The seed URLs in a comma-separated list, blanks dropped (split as the
 /// masker splits them, so each seed's masked form is the seed used).
-pub(crate) fn split_seeds(seeds: &str) -> Vec<String> {
+fn split_seeds(seeds: &str) -> Vec<String> {
     split_url_list(seeds)
         .into_iter()
         .map(str::to_owned)
