@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use cloro_auth_core::wire::{ErrorBody, ErrorDetails, ErrorObject};
 use cloro_auth_core::{AuthError, Challenge, ErrorCode};
-use cloro_keystore::{ConcurrencyState, RateDecision};
+use cloro_keystore::{ConcurrencyState, RateState};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -151,7 +151,7 @@ impl ApiError {
 }
 
 /// Adds `X-RateLimit-*` and the IETF `RateLimit-Policy`/`RateLimit` fields.
-pub fn add_rate_headers(headers: &mut HeaderMap, rate: &RateDecision) {
+pub fn add_rate_headers(headers: &mut HeaderMap, rate: &RateState) {
     headers.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
     headers.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
     headers.insert("x-ratelimit-reset", HeaderValue::from(rate.reset_seconds));

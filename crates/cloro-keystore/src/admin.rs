@@ -12,9 +12,11 @@ use cloro_auth_core::{AccountId, ApiKey, ErrorCode, KeyId, PlanName, Scope};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::invalidation::{ChangeNotifier, Invalidation};
-use crate::plans::Plans;
-use crate::record::{AccountRecord, KeyRecord};
-use crate::store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError};
+use crate::limits::Plans;
+use crate::store::{
+    AccountRecord, Cursor, KeyBatch, KeyRecord, KeyStore, Page, PageRequest, RecordWrite,
+    StoreError,
+};
 
 /// How often a change is retried after losing a compare-and-set race.
 const COMMIT_ATTEMPTS: usize = 8;
@@ -50,8 +52,9 @@ pub enum AdminError {
         /// What is wrong and how to fix it.
         message: String,
     },
-    /// The store failed.
-    #[error(transparent)]
+    /// The store failed; the store's error is the `source()`, and its
+    /// message this error's message.
+    #[error("{0}")]
     Store(#[from] StoreError),
     /// The OS random generator failed.
     #[error("the system random generator failed")]
@@ -388,9 +391,7 @@ impl KeyAdmin {
             })
             .await?;
         let (Some(key), Some(record)) = (issued_key, new_records.into_iter().next()) else {
-            return Err(AdminError::Store(StoreError::Corrupt(
-                "rotation produced no new key".into(),
-            )));
+            return Err(StoreError::corrupt("rotation produced no new key").into());
         };
         self.notifier.publish(Invalidation::Key(record.hash)).await;
         Ok(Rotation {

@@ -6,6 +6,11 @@
 //!   once on top of any store.
 //! - The verifier (hot path): header, format, failed-attempt guard, cache,
 //!   status, scope, rate limit, concurrency.
+//! - Limits: the GCRA step ([`RateDecision`]), local allowances and
+//!   permits, the failed-attempt guard, plans, and [`SharedRateLimiter`]
+//!   for limits exact across nodes.
+//! - Redis: the store, the shared limiter and invalidation, all on one
+//!   [`RedisConnection`].
 //!
 //! - [`mask_url`], [`mask_url_list`]: the one masker for URLs that may hold
 //!   a password; [`LogLimit`]: one line per second for a warning a client
@@ -17,58 +22,36 @@
 #![forbid(unsafe_code)]
 
 mod admin;
-mod bounded;
-mod cache;
-mod embedded;
-mod failed_attempts;
-mod gcra;
-mod health;
 mod invalidation;
-mod local_limit;
+mod limits;
 mod log_limit;
-mod memory;
-mod plans;
-mod record;
-mod redis_connection;
-mod redis_invalidation;
-mod redis_limit;
-mod redis_store;
+mod redis;
 mod store;
-mod striped;
-mod subject;
+mod table;
 mod url_mask;
-mod usage;
-mod verifier;
+mod verify;
 
 pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
-pub use bounded::BoundedTable;
-pub use cache::{
-    CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache, PENDING_LOOKUP_BYTES,
-};
-pub use embedded::EmbeddedStore;
-pub use failed_attempts::{Charge, FailedAttempts};
-pub use gcra::{GcraParams, RateDecision, decide as gcra_decide};
-pub use health::{Readiness, StoreHealth};
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
-pub use local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
+pub use limits::{
+    Charge, ConcurrencyPermit, ConcurrencyState, FailedAttempts, GcraParams, LocalRateLimiter,
+    Plan, Plans, PlansError, RateDecision, RateState, SharedRateLimiter, Subject, account_subject,
+    gcra_decide, gcra_step,
+};
 pub use log_limit::LogLimit;
-pub use memory::MemoryStore;
-pub use plans::{Plan, Plans, PlansError};
-pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
-pub use redis_invalidation::{
-    INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, spawn_cluster_invalidation_listener,
-    spawn_invalidation_listener,
+pub use redis::{
+    INVALIDATION_CHANNEL, InvalidationListener, RedisConnection, RedisNotifier, RedisOptions,
+    RedisRateLimiter, RedisStore, spawn_cluster_invalidation_listener, spawn_invalidation_listener,
 };
-pub use redis_limit::RedisRateLimiter;
-pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{
-    Cursor, KeyBatch, KeyStore, Page, PageRequest, RecordWrite, StoreError, USAGE_DEDUP_WINDOW,
+    AccountRecord, Cursor, EmbeddedStore, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage,
+    MemoryStore, Page, PageRequest, RecordWrite, StoreError, StoreFailure, USAGE_DEDUP_WINDOW,
+    UsageBatch, UsageDelta,
 };
-pub use striped::StripedCounter;
-pub use subject::{KeyedHasher, Subject, account_subject};
+pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};
-pub use usage::UsageRecorder;
-pub use verifier::{
-    MAINTENANCE_INTERVAL, Refused, SharedRateLimiter, Verified, Verifier, VerifierConfig,
-    VerifierStats, VerifyRequest,
+pub use verify::{
+    CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache, MAINTENANCE_INTERVAL,
+    PENDING_LOOKUP_BYTES, Readiness, Refused, StoreHealth, StripedCounter, UsageRecorder, Verified,
+    Verifier, VerifierConfig, VerifierStats, VerifyRequest,
 };

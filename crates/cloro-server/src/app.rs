@@ -90,7 +90,7 @@ impl Backend {
                 };
                 Ok(Backend {
                     store: store.clone(),
-                    shared_limiter: Some(Arc::new(RedisRateLimiter::new(&store))),
+                    shared_limiter: Some(Arc::new(RedisRateLimiter::new(store.connection()))),
                     redis: Some(RedisBackend {
                         store,
                         url: url.clone(),
@@ -167,7 +167,7 @@ impl App {
                     spawn_invalidation_listener(&redis.url, redis.options, heard)?
                 };
                 (
-                    Arc::new(RedisNotifier::new(&redis.store, vec![cache])),
+                    Arc::new(RedisNotifier::new(redis.store.connection(), vec![cache])),
                     Some(listener),
                 )
             }

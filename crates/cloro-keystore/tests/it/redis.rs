@@ -454,7 +454,7 @@ async fn invalidations_reach_other_nodes_and_survive_a_restart() {
 
     let store = connect(&server, RedisOptions::default());
     let (local_tx, mut local) = mpsc::unbounded_channel();
-    let notifier = RedisNotifier::new(&store, vec![Arc::new(ChannelSink(local_tx))]);
+    let notifier = RedisNotifier::new(store.connection(), vec![Arc::new(ChannelSink(local_tx))]);
     let hash = ApiKey::generate(Environment::Test).unwrap().hash();
 
     let started = Instant::now();

@@ -54,7 +54,7 @@ async fn redis_cluster_keeps_the_contract_and_carries_invalidations() {
         .unwrap()
         .unwrap();
     let store = RedisStore::connect_cluster(&seeds, patient()).unwrap();
-    let notifier = RedisNotifier::new(&store, Vec::new());
+    let notifier = RedisNotifier::new(store.connection(), Vec::new());
     for _ in 0..5 {
         let hash = ApiKey::generate(Environment::Test).unwrap().hash();
         let started = Instant::now();

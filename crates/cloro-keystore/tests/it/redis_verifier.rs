@@ -65,11 +65,11 @@ fn config() -> VerifierConfig {
 async fn node(server: &RedisServer) -> Node {
     let options = RedisOptions::default();
     let store = Arc::new(RedisStore::connect(&server.url(), options.clone()).unwrap());
-    let limiter: Arc<dyn SharedRateLimiter> = Arc::new(RedisRateLimiter::new(&store));
+    let limiter: Arc<dyn SharedRateLimiter> = Arc::new(RedisRateLimiter::new(store.connection()));
     let plans = Arc::new(Plans::builtin());
     let verifier = Verifier::new(store.clone(), plans.clone(), Some(limiter), &config());
     let sink: Arc<dyn InvalidationSink> = verifier.cache().clone();
-    let notifier = RedisNotifier::new(&store, vec![sink.clone()]);
+    let notifier = RedisNotifier::new(store.connection(), vec![sink.clone()]);
     let admin = KeyAdmin::new(store.clone(), plans, Arc::new(notifier));
     let (heard_tx, heard) = mpsc::unbounded_channel();
     let tap = Arc::new(Tap {
@@ -395,13 +395,14 @@ async fn a_restarted_redis_is_used_again_without_intervention() {
 async fn limiter_state_lives_under_the_subject_tag_and_expires_when_full() {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url(), RedisOptions::default()).unwrap();
-    let limiter = RedisRateLimiter::new(&store);
+    let limiter = RedisRateLimiter::new(store.connection());
     let subject = ApiKey::generate(cloro_auth_core::Environment::Test)
         .unwrap()
         .hash();
     let decision = limiter.check(&subject, &policy(10, 60)).await.unwrap();
-    assert_eq!((decision.allowed, decision.remaining), (true, 9));
-    assert_eq!((decision.limit, decision.window_seconds), (10, 60));
+    let state = decision.state();
+    assert_eq!((decision.is_allowed(), state.remaining), (true, 9));
+    assert_eq!((state.limit, state.window_seconds), (10, 60));
 
     let client = redis::Client::open(server.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();

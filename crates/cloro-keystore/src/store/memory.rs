@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use cloro_auth_core::wire::AuditEvent;
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
-use crate::store::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
+use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
+use super::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
 
 /// A `KeyStore` in a mutex: simple and obviously correct, not fast.
 #[derive(Debug, Default)]
@@ -53,13 +53,13 @@ impl MemoryStore {
 
     fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable(
-                "the in-memory store is switched off".into(),
+            return Err(StoreError::unavailable(
+                "the in-memory store is switched off",
             ));
         }
         self.state
             .lock()
-            .map_err(|_| StoreError::Corrupt("a writer panicked".into()))
+            .map_err(|_| StoreError::corrupt("a writer panicked"))
     }
 }
 
@@ -125,9 +125,7 @@ impl KeyStore for MemoryStore {
         for write in &batch.writes {
             let record = &write.record;
             if record.account_id != batch.account_id {
-                return Err(StoreError::Corrupt(
-                    "a batch may only touch one account".into(),
-                ));
+                return Err(StoreError::corrupt("a batch may only touch one account"));
             }
             let stored = state.keys.get(&record.id);
             match (write.expected_version, stored) {

@@ -9,6 +9,8 @@
 //! `max(tat, now) + T`. Requests are therefore spread evenly instead of all
 //! being allowed at the start of a window.
 
+use core::num::NonZeroU64;
+
 use cloro_auth_core::wire::RateLimitPolicy;
 
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
@@ -63,55 +65,84 @@ fn saturate(value: i128) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The outcome of one GCRA step, with everything the response headers need.
+/// The values of the rate-limit headers after a step: the policy and what
+/// is left of the allowance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateDecision {
-    /// Whether the request may proceed.
-    pub allowed: bool,
+pub struct RateState {
     /// `X-RateLimit-Limit`.
     pub limit: u32,
     /// The policy's window in seconds (`RateLimit-Policy: w=`).
     pub window_seconds: u32,
-    /// Requests allowed right now, after this one.
+    /// Requests allowed right now, after this one (0 when refused).
     pub remaining: u32,
     /// Whole seconds until the allowance is full again, rounded up.
     pub reset_seconds: u64,
-    /// For a refused request: whole seconds until one more is allowed,
-    /// rounded up, at least 1.
-    pub retry_after_seconds: Option<u64>,
 }
 
-/// One GCRA step: the decision, and the new `tat` to store if allowed.
-/// `tat` and `now` are in the params' units; `tat` is 0 (or anything ≤
-/// `now`) for a subject with no state.
-pub fn decide(tat: i64, now: i64, params: &GcraParams) -> (RateDecision, Option<i64>) {
+/// The outcome of one GCRA step. A refusal always carries its wait, so no
+/// caller has to make one up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateDecision {
+    /// The request may proceed; it took one unit of the allowance.
+    Allowed {
+        /// The header values after this request.
+        state: RateState,
+    },
+    /// The request is refused; nothing was taken.
+    Refused {
+        /// The header values (`remaining` is 0).
+        state: RateState,
+        /// `Retry-After`: whole seconds until one more request is allowed,
+        /// rounded up.
+        retry_after: NonZeroU64,
+    },
+}
+
+impl RateDecision {
+    /// The header values, allowed or refused.
+    pub fn state(&self) -> RateState {
+        match self {
+            RateDecision::Allowed { state } | RateDecision::Refused { state, .. } => *state,
+        }
+    }
+
+    /// Whether the request may proceed.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, RateDecision::Allowed { .. })
+    }
+}
+
+/// One GCRA step: the decision, and the `tat` to store after it (the one
+/// given, when refused). `tat` and `now` are in the params' units; `tat`
+/// is 0 (or anything ≤ `now`) for a subject with no state.
+pub fn decide(tat: i64, now: i64, params: &GcraParams) -> (RateDecision, i64) {
     let base = tat.max(now);
     let ahead = i128::from(base) - i128::from(now);
     let interval = i128::from(params.emission_interval);
     let tolerance = i128::from(params.tolerance);
     if ahead > tolerance {
-        let decision = RateDecision {
-            allowed: false,
+        let state = RateState {
             limit: params.limit,
             window_seconds: params.window_seconds,
             remaining: 0,
             reset_seconds: ceil_seconds(ahead, params),
-            retry_after_seconds: Some(ceil_seconds(ahead - tolerance, params).max(1)),
         };
-        return (decision, None);
+        // At least one unit ahead of the tolerance, which rounds up to at
+        // least a second; `MIN` only spells that out for the type.
+        let retry_after =
+            NonZeroU64::new(ceil_seconds(ahead - tolerance, params)).unwrap_or(NonZeroU64::MIN);
+        return (RateDecision::Refused { state, retry_after }, tat);
     }
     let new_tat = base.saturating_add(params.emission_interval);
     let used = ahead + interval;
     let remaining = (tolerance + interval - used) / interval;
-    let decision = RateDecision {
-        allowed: true,
+    let state = RateState {
         limit: params.limit,
         window_seconds: params.window_seconds,
         remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
         reset_seconds: ceil_seconds(used, params),
-        retry_after_seconds: None,
     };
-    (decision, Some(new_tat))
+    (RateDecision::Allowed { state }, new_tat)
 }
 
 fn ceil_seconds(units: i128, params: &GcraParams) -> u64 {
@@ -135,14 +166,20 @@ mod tests {
         GcraParams::of(&policy)
     }
 
+    /// The wait of a refusal; `None` when allowed.
+    fn retry_after(decision: &RateDecision) -> Option<u64> {
+        match decision {
+            RateDecision::Refused { retry_after, .. } => Some(retry_after.get()),
+            RateDecision::Allowed { .. } => None,
+        }
+    }
+
     /// Runs `count` requests at `now`, threading `tat` through.
     fn burst_at(tat: &mut i64, now: i64, count: usize, params: &GcraParams) -> Vec<RateDecision> {
         (0..count)
             .map(|_| {
                 let (decision, next) = decide(*tat, now, params);
-                if let Some(next) = next {
-                    *tat = next;
-                }
+                *tat = next;
                 decision
             })
             .collect()
@@ -154,15 +191,15 @@ mod tests {
         let mut tat = 0;
         let now = 1_000 * 1_000_000_000;
         let decisions = burst_at(&mut tat, now, 11, &params);
-        let remaining: Vec<u32> = decisions.iter().map(|d| d.remaining).collect();
+        let remaining: Vec<u32> = decisions.iter().map(|d| d.state().remaining).collect();
         assert_eq!(remaining, vec![9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0]);
-        assert!(decisions[..10].iter().all(|d| d.allowed));
+        assert!(decisions[..10].iter().all(RateDecision::is_allowed));
         let refused = decisions[10];
-        assert!(!refused.allowed);
+        assert!(!refused.is_allowed());
         // One request every 6 s: the next is allowed 6 s later; full after 60 s.
-        assert_eq!(refused.retry_after_seconds, Some(6));
-        assert_eq!(refused.reset_seconds, 60);
-        assert_eq!(decisions[0].reset_seconds, 6);
+        assert_eq!(retry_after(&refused), Some(6));
+        assert_eq!(refused.state().reset_seconds, 60);
+        assert_eq!(decisions[0].state().reset_seconds, 6);
     }
 
     #[test]
@@ -172,9 +209,12 @@ mod tests {
         let start = 5_000 * 1_000_000_000i64;
         burst_at(&mut tat, start, 10, &params);
         // 5.9 s later: still nothing; 6 s later: exactly one.
-        assert!(!decide(tat, start + 5_900_000_000, &params).0.allowed);
+        assert!(!decide(tat, start + 5_900_000_000, &params).0.is_allowed());
         let at_six = burst_at(&mut tat, start + 6_000_000_000, 2, &params);
-        assert_eq!((at_six[0].allowed, at_six[1].allowed), (true, false));
+        assert_eq!(
+            (at_six[0].is_allowed(), at_six[1].is_allowed()),
+            (true, false)
+        );
     }
 
     #[test]
@@ -182,12 +222,8 @@ mod tests {
         let params = policy(100, 1, Some(5));
         let mut tat = 0;
         let decisions = burst_at(&mut tat, 1_000_000_000, 6, &params);
-        assert_eq!(decisions.iter().filter(|d| d.allowed).count(), 5);
-        assert_eq!(
-            decisions[5].retry_after_seconds,
-            Some(1),
-            "at least one second"
-        );
+        assert_eq!(decisions.iter().filter(|d| d.is_allowed()).count(), 5);
+        assert_eq!(retry_after(&decisions[5]), Some(1), "at least one second");
     }
 
     #[test]
@@ -196,7 +232,7 @@ mod tests {
         let mut tat = 0;
         burst_at(&mut tat, 10_000_000_000, 3, &params);
         let later = decide(tat, 13_000_000_000, &params).0;
-        assert_eq!((later.allowed, later.remaining), (true, 2));
+        assert_eq!((later.is_allowed(), later.state().remaining), (true, 2));
     }
 
     #[test]
@@ -224,11 +260,9 @@ mod tests {
         for step in 0..100 {
             let now = 1_000_000_000 + step * 10_000_000;
             let (decision, next) = decide(tat, now, &params);
-            if let Some(next) = next {
-                tat = next;
-                allowed += 1;
-            }
-            assert!(decision.remaining <= 3);
+            tat = next;
+            allowed += usize::from(decision.is_allowed());
+            assert!(decision.state().remaining <= 3);
         }
         assert!(allowed <= 3, "{allowed} in 0.99 s");
     }

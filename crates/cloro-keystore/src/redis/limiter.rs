@@ -6,29 +6,25 @@
 //! one Redis Cluster slot, so the script that reads and writes it runs on
 //! one server. The script takes the time from that server (`TIME`), so
 //! nodes whose clocks disagree still share one clock per subject, and it
-//! applies the allow rule of [`gcra::decide`]; the header values are then
+//! applies the allow rule of [`gcra_decide`]; the header values are then
 //! computed in Rust by `decide` itself from what the script saw, so they are
 //! the same as in local mode. The key expires once the allowance is full
 //! again, so idle subjects cost no memory.
 //!
-//! Every call answers within the store's command timeout, also when Redis
-//! hangs; the verifier then limits on its own node (SPEC §8). The store's
-//! connection manager reconnects in the background.
+//! Every call answers within the connection's command timeout, also when
+//! Redis hangs; the verifier then limits on its own node (SPEC §8). The
+//! connection, shared with the store, reconnects in the background.
 
 use core::fmt;
-use core::time::Duration;
+use core::num::NonZeroU64;
 
 use async_trait::async_trait;
 use cloro_auth_core::wire::RateLimitPolicy;
-use redis::{ErrorKind, RedisError};
 
-use crate::gcra::{self, GcraParams, RateDecision};
+use super::connection::{LuaScript, RedisConnection};
+use crate::limits::{GcraParams, RateDecision, RateState, SharedRateLimiter, Subject, gcra_decide};
 use crate::log_limit::LogLimit;
-use crate::redis_connection::{LuaScript, RedisConnection};
-use crate::redis_store::RedisStore;
 use crate::store::StoreError;
-use crate::subject::Subject;
-use crate::verifier::SharedRateLimiter;
 
 /// One GCRA step in Redis. `KEYS[1]` the subject's key; `ARGV[1]` the
 /// emission interval and `ARGV[2]` the tolerance, both in microseconds.
@@ -67,72 +63,52 @@ return {1, now, tat}
 /// it: only absurd policies are affected, and only ever made stricter.
 const MAX_EXACT_TOLERANCE_US: i64 = 1 << 50;
 
-/// A [`SharedRateLimiter`] in Redis, sharing a [`RedisStore`]'s connection.
+/// A [`SharedRateLimiter`] in Redis, on a [`RedisConnection`] shared with
+/// the store.
 pub struct RedisRateLimiter {
     connection: RedisConnection,
-    timeout: Duration,
-    target: String,
     script: LuaScript,
 }
 
 impl fmt::Debug for RedisRateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisRateLimiter")
-            .field("url", &self.target)
-            .field("timeout", &self.timeout)
+            .field("url", &self.connection.masked_url())
+            .field("timeout", &self.connection.options().command_timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisRateLimiter {
-    /// A limiter on `store`'s Redis, with its connection and command timeout.
-    pub fn new(store: &RedisStore) -> Self {
+    /// A limiter on `connection`, usually the store's
+    /// ([`RedisStore::connection`](crate::RedisStore::connection)), each
+    /// call bounded by its command timeout.
+    pub fn new(connection: &RedisConnection) -> Self {
         RedisRateLimiter {
-            connection: store.connection(),
-            timeout: store.options().command_timeout,
-            target: store.masked_url().to_owned(),
+            connection: connection.clone(),
             script: LuaScript::new(GCRA_LUA),
         }
     }
 
-    /// Runs the script once more if the first attempt found the connection
-    /// dropped (Redis restarted since the last call): the manager has opened
-    /// a new one by then. Should the first attempt have run after all, the
-    /// retry only spends one more unit of allowance: stricter, never looser.
+    /// One run of the script. It is retried if the first attempt found the
+    /// connection dropped (Redis restarted since the last call): should
+    /// that attempt have run after all, the retry only spends one more unit
+    /// of allowance: stricter, never looser.
     async fn step(&self, subject: &Subject, params: &GcraParams) -> Result<Step, StoreError> {
         let keys = [limit_key(subject)];
         let args = [
             params.emission_interval.to_string(),
             params.tolerance.to_string(),
         ];
-        let mut connection = self.connection.clone();
-        let result = match self.script.run(&mut connection, &keys, &args).await {
-            Err(error) if error.is_connection_dropped() => {
-                self.script.run(&mut connection, &keys, &args).await
-            }
-            result => result,
-        };
-        let (allowed, now, tat): (i64, i64, i64) = result.map_err(|error| self.failure(&error))?;
+        let (allowed, now, tat): (i64, i64, i64) = self
+            .connection
+            .query(self.script.with(&keys, &args))
+            .await?;
         Ok(Step {
             allowed: allowed == 1,
             now,
             tat,
         })
-    }
-
-    /// A Redis error as a store error. Only the error's kind and the server's
-    /// own words are shown: this type never sees the URL's password, and
-    /// client-side error texts may contain connection details.
-    fn failure(&self, error: &RedisError) -> StoreError {
-        let what = match (error.code(), error.detail()) {
-            (Some(code), Some(detail)) => format!("{code} {detail}"),
-            _ => format!("{:?}", error.kind()),
-        };
-        let message = format!("redis at {} failed a rate-limit step: {what}", self.target);
-        match error.kind() {
-            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => StoreError::Corrupt(message),
-            _ => StoreError::Unavailable(message),
-        }
     }
 }
 
@@ -144,15 +120,7 @@ impl SharedRateLimiter for RedisRateLimiter {
         policy: &RateLimitPolicy,
     ) -> Result<RateDecision, StoreError> {
         let params = script_params(policy);
-        let step = match tokio::time::timeout(self.timeout, self.step(subject, &params)).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "redis at {} did not answer a rate-limit step within {:?}",
-                    self.target, self.timeout
-                )));
-            }
-        };
+        let step = self.connection.bounded(self.step(subject, &params)).await?;
         Ok(decision_of(&step, &params))
     }
 }
@@ -177,8 +145,8 @@ fn script_params(policy: &RateLimitPolicy) -> GcraParams {
 /// the new state), so on a disagreement it wins and the values are made to
 /// fit it.
 fn decision_of(step: &Step, params: &GcraParams) -> RateDecision {
-    let (decision, _) = gcra::decide(step.tat, step.now, params);
-    if decision.allowed == step.allowed {
+    let (decision, _) = gcra_decide(step.tat, step.now, params);
+    if decision.is_allowed() == step.allowed {
         return decision;
     }
     // Checked on every rate-limited request: a systematic disagreement
@@ -187,16 +155,23 @@ fn decision_of(step: &Step, params: &GcraParams) -> RateDecision {
     if let Some(suppressed) = DISAGREEMENT.admit() {
         tracing::error!(
             script = step.allowed,
-            local = decision.allowed,
+            local = decision.is_allowed(),
             suppressed,
             "the redis rate-limit script and gcra disagree; following the script"
         );
     }
-    RateDecision {
-        allowed: step.allowed,
+    let state = RateState {
         remaining: 0,
-        retry_after_seconds: (!step.allowed).then(|| decision.retry_after_seconds.unwrap_or(1)),
-        ..decision
+        ..decision.state()
+    };
+    if step.allowed {
+        RateDecision::Allowed { state }
+    } else {
+        // gcra saw room, so it has no wait to offer: the shortest one.
+        RateDecision::Refused {
+            state,
+            retry_after: NonZeroU64::MIN,
+        }
     }
 }
 
@@ -223,6 +198,14 @@ mod tests {
         );
         policy.burst = burst.and_then(NonZeroU32::new);
         policy
+    }
+
+    /// The wait of a refusal; `None` when allowed.
+    fn retry_after(decision: &RateDecision) -> Option<u64> {
+        match decision {
+            RateDecision::Refused { retry_after, .. } => Some(retry_after.get()),
+            RateDecision::Allowed { .. } => None,
+        }
     }
 
     #[test]
@@ -257,8 +240,9 @@ mod tests {
             },
             &params,
         );
+        let state = fresh.state();
         assert_eq!(
-            (fresh.allowed, fresh.remaining, fresh.reset_seconds),
+            (fresh.is_allowed(), state.remaining, state.reset_seconds),
             (true, 9, 6)
         );
         let full = Step {
@@ -267,11 +251,11 @@ mod tests {
             tat: now + 60_000_000,
         };
         let refused = decision_of(&full, &params);
-        assert_eq!(refused.retry_after_seconds, Some(6));
+        assert_eq!(retry_after(&refused), Some(6));
         // The script refused what gcra would allow: refused, with a wait.
         let overruled = decision_of(&Step { tat: 0, ..full }, &params);
-        assert!(!overruled.allowed && overruled.remaining == 0);
-        assert_eq!(overruled.retry_after_seconds, Some(1));
+        assert!(!overruled.is_allowed() && overruled.state().remaining == 0);
+        assert_eq!(retry_after(&overruled), Some(1));
         // The script allowed what gcra would refuse: allowed, nothing left.
         let overruled = decision_of(
             &Step {
@@ -280,7 +264,7 @@ mod tests {
             },
             &params,
         );
-        assert!(overruled.allowed && overruled.retry_after_seconds.is_none());
-        assert_eq!(overruled.remaining, 0);
+        assert!(overruled.is_allowed() && retry_after(&overruled).is_none());
+        assert_eq!(overruled.state().remaining, 0);
     }
 }

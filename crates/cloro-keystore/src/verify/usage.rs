@@ -38,9 +38,8 @@ use std::time::{Duration, Instant};
 use cloro_auth_core::AccountId;
 use jiff::Timestamp;
 
-use crate::cache::CachedKey;
-use crate::record::{UsageBatch, UsageDelta};
-use crate::store::{KeyStore, StoreError, USAGE_DEDUP_WINDOW};
+use super::cache::CachedKey;
+use crate::store::{KeyStore, StoreError, USAGE_DEDUP_WINDOW, UsageBatch, UsageDelta};
 
 /// How long an unconfirmed batch is retried: half the store's
 /// [`USAGE_DEDUP_WINDOW`], which leaves the other half as margin for clocks
@@ -115,8 +114,8 @@ impl Unconfirmed {
         let mut first_error = None;
         for (batch, sent) in batches.into_iter().zip(first_sent) {
             let outcome = outcomes.next().unwrap_or_else(|| {
-                Err(StoreError::Corrupt(
-                    "the store answered fewer usage results than batches".into(),
+                Err(StoreError::corrupt(
+                    "the store answered fewer usage results than batches",
                 ))
             });
             match outcome {

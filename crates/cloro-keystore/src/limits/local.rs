@@ -1,8 +1,8 @@
 //! In-process limiters: GCRA allowances (rate limits and the failed-attempt
 //! guard) and in-flight permits (concurrency limits).
 //!
-//! A per-key allowance and a key's in-flight count live in the key's cache
-//! slot (`crate::cache`), found by the lookup the request makes anyway.
+//! A per-key allowance and a key's in-flight count live in the key's slot
+//! of the verify cache, found by the lookup the request makes anyway.
 //! Account allowances and client addresses live in a sharded map
 //! (`DashMap`): a request takes one shard's read lock to find its cell and
 //! then updates the cell with atomics, so there is no global lock on the
@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use dashmap::DashMap;
 
-use crate::gcra::{self, GcraParams, RateDecision};
-use crate::subject::{KeyedHasher, Subject};
+use super::gcra::{self, GcraParams, RateDecision};
+use super::subject::Subject;
+use crate::table::KeyedHasher;
 
 /// One GCRA step on a cell holding `tat`, as a compare-and-swap loop:
 /// concurrent requests each get a distinct slot, exactly as if serialised.
@@ -22,7 +23,9 @@ pub fn gcra_step(cell: &AtomicI64, params: &GcraParams, now: i64) -> RateDecisio
     let mut tat = cell.load(Ordering::Acquire);
     loop {
         let (decision, next) = gcra::decide(tat, now, params);
-        let Some(next) = next else { return decision };
+        if !decision.is_allowed() {
+            return decision;
+        }
         match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return decision,
             Err(current) => tat = current,
@@ -66,7 +69,7 @@ impl LocalRateLimiter {
     ) -> Option<RateDecision> {
         let tat = self.tats.get(subject)?.load(Ordering::Acquire);
         let (decision, _) = gcra::decide(tat, now, params);
-        (!decision.allowed).then_some(decision)
+        (!decision.is_allowed()).then_some(decision)
     }
 
     /// Drops subjects whose allowance is full again at `now`: for GCRA a
@@ -164,10 +167,10 @@ mod tests {
         let (a, b) = (KeyHash::of(b"a"), KeyHash::of(b"b"));
         let p = params(2, 60);
         let now = 100 * SECOND;
-        assert!(limiter.check(&a, &p, now).allowed);
-        assert!(limiter.check(&a, &p, now).allowed);
-        assert!(!limiter.check(&a, &p, now).allowed);
-        assert!(limiter.check(&b, &p, now).allowed);
+        assert!(limiter.check(&a, &p, now).is_allowed());
+        assert!(limiter.check(&a, &p, now).is_allowed());
+        assert!(!limiter.check(&a, &p, now).is_allowed());
+        assert!(limiter.check(&b, &p, now).is_allowed());
         assert!(limiter.would_refuse(&a, &p, now).is_some());
         assert!(limiter.would_refuse(&b, &p, now).is_none());
     }
@@ -183,7 +186,7 @@ mod tests {
                     let limiter = Arc::clone(&limiter);
                     scope.spawn(move || {
                         (0..500)
-                            .filter(|_| limiter.check(&subject, &p, 10 * SECOND).allowed)
+                            .filter(|_| limiter.check(&subject, &p, 10 * SECOND).is_allowed())
                             .count()
                     })
                 })

@@ -11,28 +11,25 @@
 //! starts a task (holding only a weak reference) that flushes usage and
 //! sweeps idle state every few seconds, and ends with the verifier.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use cloro_auth_core::wire::{AppliesTo, RateLimitPolicy};
 use cloro_auth_core::{ApiKey, AuthError, KeyHash, Scope, bearer_token};
 use jiff::Timestamp;
 
-use crate::cache::{CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache};
-use crate::failed_attempts::FailedAttempts;
-use crate::gcra::{GcraParams, RateDecision};
-use crate::health::StoreHealth;
-use crate::local_limit::{ConcurrencyPermit, ConcurrencyState, LocalRateLimiter, gcra_step};
+use super::cache::{CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache};
+use super::health::StoreHealth;
+use super::striped::StripedCounter;
+use super::usage::UsageRecorder;
+use crate::limits::{
+    ConcurrencyPermit, ConcurrencyState, FailedAttempts, GcraParams, LocalRateLimiter, Plans,
+    RateDecision, RateState, SharedRateLimiter, gcra_step,
+};
 use crate::log_limit::LogLimit;
-use crate::plans::Plans;
-use crate::store::{KeyStore, StoreError};
-use crate::striped::StripedCounter;
-use crate::subject::Subject;
-use crate::usage::UsageRecorder;
+use crate::store::{KeyStore, StoreError, within};
 
 /// `Retry-After` for `AUTH_UNAVAILABLE`: the store is retried on the next
 /// request anyway, so a short wait is right.
@@ -40,19 +37,6 @@ const UNAVAILABLE_RETRY_SECONDS: u64 = 1;
 
 /// How often usage is flushed and idle state forgotten.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// A rate limiter shared by every node (the Redis one). It keeps its own
-/// clock (the Redis server's), so nodes with skewed clocks still agree, and
-/// picks its own time unit, so it takes the policy rather than parameters.
-#[async_trait]
-pub trait SharedRateLimiter: Send + Sync + fmt::Debug + 'static {
-    /// Takes one request from `subject`'s allowance under `policy` if it has one.
-    async fn check(
-        &self,
-        subject: &Subject,
-        policy: &RateLimitPolicy,
-    ) -> Result<RateDecision, StoreError>;
-}
 
 /// How the verifier behaves; the server fills this from its flags.
 #[derive(Clone, Debug)]
@@ -114,8 +98,9 @@ pub struct VerifyRequest {
 pub struct Verified {
     /// The caller's key.
     pub key: Arc<CachedKey>,
-    /// The rate-limit state after this request, for the headers.
-    pub rate: RateDecision,
+    /// The rate-limit state after this request, for the headers (the
+    /// request was allowed, so there is no wait).
+    pub rate: RateState,
     /// The in-flight slot, held until the request ends; `None` when the key
     /// has no concurrency limit or the route does not apply one.
     pub concurrency: Option<ConcurrencyPermit>,
@@ -126,8 +111,9 @@ pub struct Verified {
 pub struct Refused {
     /// The one error.
     pub error: AuthError,
-    /// Rate-limit state, when the limiter ran (429 and later refusals).
-    pub rate: Option<RateDecision>,
+    /// Rate-limit state, when the limiter ran (429 and later refusals);
+    /// the wait of a 429 is in `error`.
+    pub rate: Option<RateState>,
     /// Concurrency state, for `CONCURRENT_LIMIT_EXCEEDED`.
     pub concurrency: Option<ConcurrencyState>,
 }
@@ -340,13 +326,7 @@ impl Verifier {
                 || self.failed_attempts.charge(&subject, now),
                 || async move {
                     lookups.increment();
-                    match tokio::time::timeout(timeout, store.lookup(hash)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(StoreError::Unavailable(format!(
-                            "no answer within {} ms",
-                            timeout.as_millis()
-                        ))),
-                    }
+                    within(timeout, store.lookup(hash), || no_answer_within(timeout)).await
                 },
             )
             .await;
@@ -427,17 +407,19 @@ impl Verifier {
             Some(own) => (own, None),
             None => (plan.rate_limit, Some(plan_name)),
         };
-        let rate = self.rate_check(&key, &policy, request.now).await;
-        if !rate.allowed {
-            return Err(Refused {
-                error: AuthError::RateLimitExceeded {
-                    retry_after: rate.retry_after_seconds.unwrap_or(1),
-                    plan: plan_hit,
-                },
-                rate: Some(rate),
-                concurrency: None,
-            });
-        }
+        let rate = match self.rate_check(&key, &policy, request.now).await {
+            RateDecision::Allowed { state } => state,
+            RateDecision::Refused { state, retry_after } => {
+                return Err(Refused {
+                    error: AuthError::RateLimitExceeded {
+                        retry_after: retry_after.get(),
+                        plan: plan_hit,
+                    },
+                    rate: Some(state),
+                    concurrency: None,
+                });
+            }
+        };
 
         let concurrency_limit = record.concurrency_limit.or(plan.concurrency_limit);
         let concurrency = match concurrency_limit {
@@ -480,21 +462,18 @@ impl Verifier {
         };
         let params = GcraParams::of(policy);
         if let Some(shared) = &self.shared_limiter {
-            // Every rate-limited request lands here while Redis fails.
-            static SHARED_LIMITER_FAILED: LogLimit = LogLimit::per_second();
-            match tokio::time::timeout(self.store_timeout, shared.check(subject, policy)).await {
-                Ok(Ok(decision)) => return decision,
-                Ok(Err(error)) => {
+            let timeout = self.store_timeout;
+            let checked = within(timeout, shared.check(subject, policy), || {
+                no_answer_within(timeout)
+            })
+            .await;
+            match checked {
+                Ok(decision) => return decision,
+                Err(error) => {
+                    // Every rate-limited request lands here while Redis fails.
+                    static SHARED_LIMITER_FAILED: LogLimit = LogLimit::per_second();
                     if let Some(suppressed) = SHARED_LIMITER_FAILED.admit() {
                         tracing::warn!(%error, suppressed, "shared rate limiter failed; limiting on this node");
-                    }
-                }
-                Err(_) => {
-                    if let Some(suppressed) = SHARED_LIMITER_FAILED.admit() {
-                        tracing::warn!(
-                            suppressed,
-                            "shared rate limiter timed out; limiting on this node"
-                        );
                     }
                 }
             }
@@ -527,6 +506,12 @@ impl Verifier {
     pub async fn flush_usage(&self) -> Result<(), StoreError> {
         self.usage.flush(self.store.as_ref()).await.map(drop)
     }
+}
+
+/// What a store or shared-limiter call that took longer than `timeout`
+/// gives instead.
+fn no_answer_within(timeout: Duration) -> StoreError {
+    StoreError::unavailable(format!("no answer within {} ms", timeout.as_millis()))
 }
 
 fn nanos(at: Timestamp) -> i64 {

@@ -38,11 +38,10 @@ use dashmap::mapref::entry::Entry;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::OnceCell;
 
-use crate::bounded::BoundedTable;
 use crate::invalidation::{Invalidation, InvalidationSink};
-use crate::record::{KeyLookup, KeyRecord};
-use crate::store::StoreError;
-use crate::subject::{KeyedHasher, Subject, account_subject};
+use crate::limits::{Subject, account_subject};
+use crate::store::{KeyLookup, KeyRecord, StoreError};
+use crate::table::{BoundedTable, KeyedHasher};
 
 /// A key as the verifier sees it: the record, the account's plan at read
 /// time, and the precomputed bits the hot path needs.
@@ -327,8 +326,8 @@ impl KeyCache {
             }
         }
         Ok(Filled {
-            result: Err(StoreError::Unavailable(
-                "the key changed during every lookup; try again".into(),
+            result: Err(StoreError::unavailable(
+                "the key changed during every lookup; try again",
             )),
             paid: None,
         })

@@ -49,8 +49,10 @@
 //!
 //! Every call answers within [`RedisOptions::command_timeout`], also when
 //! Redis hangs instead of refusing: the whole call, however many round
-//! trips, runs under one `tokio::time::timeout`, and a miss is
-//! [`StoreError::Unavailable`]. `record_usage` is the exception, since one
+//! trips, runs under one timeout ([`RedisConnection::bounded`]), and a
+//! miss is [`StoreError::Unavailable`]. Reads are retried once when the
+//! connection was found dropped; commits and usage writes are sent once.
+//! `record_usage` is the exception, since one
 //! flush may carry tens of thousands of accounts: each account's write has
 //! the timeout to itself, a few hundred of them in flight on the connection
 //! at once, and an account that fails or times out fails alone.
@@ -64,23 +66,19 @@
 //! masked.
 
 use core::fmt;
-use core::future::Future;
 use std::collections::HashMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use cloro_auth_core::wire::AuditEvent;
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 use futures_util::{StreamExt, stream};
 use jiff::Timestamp;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ErrorKind, RedisError};
 
-use crate::redis_connection::{LuaScript, RedisConnection};
-use crate::url_mask::{mask_url, mask_url_list, split_url_list, url_secrets};
-
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
-use crate::store::{Cursor, KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW};
+use super::connection::{LuaScript, RedisConnection, RedisOptions};
+use crate::store::{
+    AccountRecord, Cursor, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage, Page, PageRequest,
+    StoreError, USAGE_DEDUP_WINDOW, UsageBatch,
+};
 
 /// Added to Unix nanoseconds so that every `Timestamp` (the earliest is
 /// about -3.8 × 10²⁰ ns) is positive and fits 22 digits.
@@ -90,9 +88,6 @@ const TIME_DIGITS: usize = 22;
 /// revoked keys are filtered after reading, so a page may need several.
 const MIN_LIST_BATCH: usize = 16;
 const MAX_LIST_BATCH: usize = 256;
-/// Reconnect attempts in one background round before the manager gives up
-/// until the next command; with a capped delay this covers a few minutes.
-const RECONNECT_ATTEMPTS: usize = 300;
 
 /// Checks every version and writes all or nothing, in the account slot.
 ///
@@ -164,50 +159,10 @@ return 1
 /// hold up for long the verifier's lookups that share the connection.
 const USAGE_WRITES_IN_FLIGHT: usize = 256;
 
-/// How the Redis store talks to Redis.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RedisOptions {
-    /// The most any store call may take, round trips included; past it the
-    /// call is [`StoreError::Unavailable`] (SPEC §8: 250 ms by default).
-    pub command_timeout: Duration,
-    /// The most one connection attempt may take.
-    pub connect_timeout: Duration,
-    /// The longest pause between reconnection attempts (jitter may add as
-    /// much again), so service resumes soon after Redis does.
-    pub reconnect_max_delay: Duration,
-    /// How often the invalidation listener pings its connection, to notice a
-    /// connection that silently died.
-    pub heartbeat_interval: Duration,
-    /// This node's id in invalidation messages. A node's notifier and
-    /// listener share it (give both the same options), so the listener can
-    /// skip the node's own messages: the notifier already applied them, and
-    /// applying an echo again would only drop a freshly filled cache entry.
-    /// Random by default.
-    pub node_id: u64,
-}
-
-impl Default for RedisOptions {
-    fn default() -> Self {
-        let mut random = [0u8; 8];
-        // Without randomness, 0: a node then only re-applies its own echoes.
-        let _ = getrandom::fill(&mut random);
-        RedisOptions {
-            command_timeout: Duration::from_millis(250),
-            connect_timeout: Duration::from_secs(1),
-            reconnect_max_delay: Duration::from_millis(500),
-            heartbeat_interval: Duration::from_secs(1),
-            node_id: u64::from_le_bytes(random),
-        }
-    }
-}
-
 /// A [`KeyStore`] in a single Redis or a Redis Cluster (the same key
 /// layout and Lua serve both, see the module docs).
 pub struct RedisStore {
     connection: RedisConnection,
-    options: RedisOptions,
-    target: RedisTarget,
     commit_script: LuaScript,
     usage_script: LuaScript,
 }
@@ -215,8 +170,8 @@ pub struct RedisStore {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &self.target.masked)
-            .field("options", &self.options)
+            .field("url", &self.connection.masked_url())
+            .field("options", self.connection.options())
             .finish_non_exhaustive()
     }
 }
@@ -235,23 +190,7 @@ impl RedisStore {
     /// # Panics
     /// Outside a tokio runtime: the connection manager spawns its task here.
     pub fn connect(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
-        let target = RedisTarget::new(url);
-        let client = target.client(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.command_timeout))
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(options.reconnect_max_delay)
-            .set_number_of_retries(RECONNECT_ATTEMPTS);
-        // Lazy, so a node can start while Redis is down and serve its cache
-        // (SPEC §8); `new_with_config` would fail the start instead.
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|error| target.unavailable(&error))?;
-        Ok(RedisStore::with_connection(
-            RedisConnection::Single(connection),
-            options,
-            target,
-        ))
+        RedisConnection::single(url, options).map(RedisStore::on)
     }
 
     /// A store on the Redis Cluster reached through `seeds`, a comma-separated
@@ -266,28 +205,12 @@ impl RedisStore {
     /// `Unavailable` when the list is empty or a URL cannot be used (the
     /// message masks any password).
     pub fn connect_cluster(seeds: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
-        let urls = split_seeds(seeds);
-        let target = RedisTarget::of_seeds(&urls);
-        if urls.is_empty() {
-            return Err(StoreError::Unavailable(
-                "a redis cluster needs at least one seed url".into(),
-            ));
-        }
-        let connection =
-            RedisConnection::cluster(&urls, options.command_timeout, options.connect_timeout)
-                .map_err(|error| target.unavailable(&error))?;
-        Ok(RedisStore::with_connection(connection, options, target))
+        RedisConnection::cluster(seeds, options).map(RedisStore::on)
     }
 
-    fn with_connection(
-        connection: RedisConnection,
-        options: RedisOptions,
-        target: RedisTarget,
-    ) -> RedisStore {
+    fn on(connection: RedisConnection) -> RedisStore {
         RedisStore {
             connection,
-            options,
-            target,
             commit_script: LuaScript::new(COMMIT_LUA),
             usage_script: LuaScript::new(USAGE_LUA),
         }
@@ -295,60 +218,19 @@ impl RedisStore {
 
     /// The options in force.
     pub fn options(&self) -> &RedisOptions {
-        &self.options
+        self.connection.options()
     }
 
     /// The URL with any password masked: safe for logs.
     pub fn masked_url(&self) -> &str {
-        &self.target.masked
+        self.connection.masked_url()
     }
 
-    /// A handle on the shared connection, for the limiter and the
-    /// notifier's `PUBLISH`.
-    pub(crate) fn connection(&self) -> RedisConnection {
-        self.connection.clone()
-    }
-
-    /// Runs one store call under the command timeout.
-    async fn bounded<T>(
-        &self,
-        work: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.options.command_timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "redis at {} did not answer within {:?}",
-                self.target.masked, self.options.command_timeout
-            ))),
-        }
-    }
-
-    /// Sends an idempotent command. A connection found dropped (Redis
-    /// restarted since the last call) is retried once on the connection the
-    /// manager opens in its place, so the first call after a restart does
-    /// not fail for nothing.
-    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
-        let mut connection = self.connection.clone();
-        let result = match command.query_async(&mut connection).await {
-            Err(error) if error.is_connection_dropped() => {
-                command.query_async(&mut connection).await
-            }
-            result => result,
-        };
-        result.map_err(|error| self.target.failure(&error))
-    }
-
-    /// [`Self::query`] for an idempotent pipeline.
-    async fn query_pipe<T: redis::FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, StoreError> {
-        let mut connection = self.connection.clone();
-        let result = match pipe.query_async(&mut connection).await {
-            Err(error) if error.is_connection_dropped() => pipe.query_async(&mut connection).await,
-            result => result,
-        };
-        result.map_err(|error| self.target.failure(&error))
+    /// The store's connection, to share with the
+    /// [`RedisRateLimiter`](crate::RedisRateLimiter) and the
+    /// [`RedisNotifier`](crate::RedisNotifier) on the same Redis.
+    pub fn connection(&self) -> &RedisConnection {
+        &self.connection
     }
 
     /// Reads records of one account by id, usage included; `None` where a
@@ -371,10 +253,10 @@ impl RedisStore {
             pipe.arg(usage_count_field(id)).arg(usage_last_field(id));
         }
         let (records, usage): (Vec<Option<String>>, Vec<Option<String>>) =
-            self.query_pipe(&pipe).await?;
+            self.connection.query(&pipe).await?;
         if records.len() != ids.len() || usage.len() != 2 * ids.len() {
-            return Err(StoreError::Corrupt(
-                "redis answered a read with the wrong number of values".into(),
+            return Err(StoreError::corrupt(
+                "redis answered a read with the wrong number of values",
             ));
         }
         records
@@ -395,56 +277,62 @@ impl RedisStore {
 #[async_trait]
 impl KeyStore for RedisStore {
     async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyLookup>, StoreError> {
-        self.bounded(async {
-            let entry: Option<String> = self
-                .query(redis::cmd("GET").arg(hash_index_key(hash)))
-                .await?;
-            let Some(entry) = entry else {
-                return Ok(None);
-            };
-            let (account, id) = decode_hash_entry(&entry)?;
-            let slot = AccountSlot::new(&account);
-            let (record, plan): (Option<String>, Option<String>) = self
-                .query(
-                    redis::cmd("MGET")
-                        .arg(slot.record(id.as_str()))
-                        .arg(slot.plan()),
-                )
-                .await?;
-            let Some(record) = record else {
-                // A dangling index entry: its commit never happened.
-                return Ok(None);
-            };
-            let record = decode_record(&record)?;
-            if record.hash != *hash || record.id != id || record.account_id != account {
-                return Ok(None);
-            }
-            Ok(Some(KeyLookup {
-                record,
-                account_plan: plan.as_deref().map(decode_plan).transpose()?,
-            }))
-        })
-        .await
+        self.connection
+            .bounded(async {
+                let entry: Option<String> = self
+                    .connection
+                    .query(redis::cmd("GET").arg(hash_index_key(hash)))
+                    .await?;
+                let Some(entry) = entry else {
+                    return Ok(None);
+                };
+                let (account, id) = decode_hash_entry(&entry)?;
+                let slot = AccountSlot::new(&account);
+                let (record, plan): (Option<String>, Option<String>) = self
+                    .connection
+                    .query(
+                        redis::cmd("MGET")
+                            .arg(slot.record(id.as_str()))
+                            .arg(slot.plan()),
+                    )
+                    .await?;
+                let Some(record) = record else {
+                    // A dangling index entry: its commit never happened.
+                    return Ok(None);
+                };
+                let record = decode_record(&record)?;
+                if record.hash != *hash || record.id != id || record.account_id != account {
+                    return Ok(None);
+                }
+                Ok(Some(KeyLookup {
+                    record,
+                    account_plan: plan.as_deref().map(decode_plan).transpose()?,
+                }))
+            })
+            .await
     }
 
     async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.bounded(async {
-            let account: Option<String> =
-                self.query(redis::cmd("GET").arg(id_index_key(id))).await?;
-            let Some(account) = account else {
-                return Ok(None);
-            };
-            let account = decode_account(&account)?;
-            let slot = AccountSlot::new(&account);
-            let record = self
-                .records_with_usage(&slot, &[id.as_str()])
-                .await?
-                .into_iter()
-                .next()
-                .flatten();
-            Ok(record.filter(|r| r.id == *id && r.account_id == account))
-        })
-        .await
+        self.connection
+            .bounded(async {
+                let account: Option<String> = self
+                    .connection
+                    .query(redis::cmd("GET").arg(id_index_key(id)))
+                    .await?;
+                let Some(account) = account else {
+                    return Ok(None);
+                };
+                let account = decode_account(&account)?;
+                let slot = AccountSlot::new(&account);
+                let record = self
+                    .records_with_usage(&slot, &[id.as_str()])
+                    .await?
+                    .into_iter()
+                    .next()
+                    .flatten();
+                Ok(record.filter(|r| r.id == *id && r.account_id == account))
+            })
+            .await
     }
 
     async fn keys_of_account(
@@ -453,54 +341,58 @@ impl KeyStore for RedisStore {
         page: &PageRequest,
         include_revoked: bool,
     ) -> Result<Page<KeyRecord>, StoreError> {
-        self.bounded(async {
-            let slot = AccountSlot::new(account);
-            // One more than the page, to know whether a next page exists.
-            let wanted = page.limit.saturating_add(1);
-            let mut bound = match &page.after {
-                Some(cursor) => format!("({}", position(cursor.at, &cursor.id)),
-                None => "+".to_owned(),
-            };
-            let mut kept: Vec<KeyRecord> = Vec::new();
-            while kept.len() < wanted {
-                let batch = (wanted - kept.len()).clamp(MIN_LIST_BATCH, MAX_LIST_BATCH);
-                let members: Vec<String> = self
-                    .query(
-                        redis::cmd("ZREVRANGEBYLEX")
-                            .arg(slot.keys())
-                            .arg(&bound)
-                            .arg("-")
-                            .arg("LIMIT")
-                            .arg(0)
-                            .arg(batch),
-                    )
-                    .await?;
-                let Some(last) = members.last() else {
-                    break;
+        self.connection
+            .bounded(async {
+                let slot = AccountSlot::new(account);
+                // One more than the page, to know whether a next page exists.
+                let wanted = page.limit.saturating_add(1);
+                let mut bound = match &page.after {
+                    Some(cursor) => format!("({}", position(cursor.at, &cursor.id)),
+                    None => "+".to_owned(),
                 };
-                bound = format!("({last}");
-                let ids = members
-                    .iter()
-                    .map(|member| member_id(member))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let records = self.records_with_usage(&slot, &ids).await?;
-                for (id, record) in ids.iter().zip(records) {
-                    let record = record.ok_or_else(|| {
-                        StoreError::Corrupt(format!("the key index lists {id} without a record"))
-                    })?;
-                    if (include_revoked || record.revoked_at.is_none()) && kept.len() < wanted {
-                        kept.push(record);
+                let mut kept: Vec<KeyRecord> = Vec::new();
+                while kept.len() < wanted {
+                    let batch = (wanted - kept.len()).clamp(MIN_LIST_BATCH, MAX_LIST_BATCH);
+                    let members: Vec<String> = self
+                        .connection
+                        .query(
+                            redis::cmd("ZREVRANGEBYLEX")
+                                .arg(slot.keys())
+                                .arg(&bound)
+                                .arg("-")
+                                .arg("LIMIT")
+                                .arg(0)
+                                .arg(batch),
+                        )
+                        .await?;
+                    let Some(last) = members.last() else {
+                        break;
+                    };
+                    bound = format!("({last}");
+                    let ids = members
+                        .iter()
+                        .map(|member| member_id(member))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let records = self.records_with_usage(&slot, &ids).await?;
+                    for (id, record) in ids.iter().zip(records) {
+                        let record = record.ok_or_else(|| {
+                            StoreError::corrupt(format!(
+                                "the key index lists {id} without a record"
+                            ))
+                        })?;
+                        if (include_revoked || record.revoked_at.is_none()) && kept.len() < wanted {
+                            kept.push(record);
+                        }
+                    }
+                    if members.len() < batch {
+                        break;
                     }
                 }
-                if members.len() < batch {
-                    break;
-                }
-            }
-            Ok(into_page(kept, page.limit, |r| {
-                (r.created_at, r.id.to_string())
-            }))
-        })
-        .await
+                Ok(into_page(kept, page.limit, |r| {
+                    (r.created_at, r.id.to_string())
+                }))
+            })
+            .await
     }
 
     async fn commit(&self, batch: KeyBatch) -> Result<(), StoreError> {
@@ -509,55 +401,54 @@ impl KeyStore for RedisStore {
         let mut records = Vec::with_capacity(batch.writes.len());
         for write in &batch.writes {
             if write.record.account_id != batch.account_id {
-                return Err(StoreError::Corrupt(
-                    "a batch may only touch one account".into(),
-                ));
+                return Err(StoreError::corrupt("a batch may only touch one account"));
             }
             let json = serde_json::to_string(&write.record)
-                .map_err(|error| StoreError::Corrupt(format!("cannot encode a record: {error}")))?;
+                .map_err(|error| StoreError::corrupt("cannot encode a record").caused_by(error))?;
             records.push(json);
         }
         let mut audit = Vec::with_capacity(batch.audit.len());
         for event in &batch.audit {
             audit.push(audit_member(event, &batch.account_id)?);
         }
-        self.bounded(async {
-            let new_records: Vec<&KeyRecord> = batch
-                .writes
-                .iter()
-                .filter(|w| w.expected_version.is_none())
-                .map(|w| &w.record)
-                .collect();
-            self.claim_indexes(&batch.account_id, &new_records).await?;
+        self.connection
+            .bounded(async {
+                let new_records: Vec<&KeyRecord> = batch
+                    .writes
+                    .iter()
+                    .filter(|w| w.expected_version.is_none())
+                    .map(|w| &w.record)
+                    .collect();
+                self.claim_indexes(&batch.account_id, &new_records).await?;
 
-            let mut keys = vec![slot.keys(), slot.audit()];
-            let mut args = vec![batch.writes.len().to_string()];
-            for (write, json) in batch.writes.iter().zip(&records) {
-                keys.push(slot.record(write.record.id.as_str()));
-                args.push(
-                    write
-                        .expected_version
-                        .map_or_else(String::new, |v| v.to_string()),
-                );
-                args.push(json.clone());
-                args.push(position(write.record.created_at, write.record.id.as_str()));
-            }
-            args.extend(audit.iter().cloned());
-            let mut connection = self.connection.clone();
-            let outcome: i64 = self
-                .commit_script
-                .run(&mut connection, &keys, &args)
-                .await
-                .map_err(|error| self.target.failure(&error))?;
-            match outcome {
-                1 => Ok(()),
-                0 => Err(StoreError::Conflict),
-                _ => Err(StoreError::Corrupt(
-                    "a record's creation time cannot change".into(),
-                )),
-            }
-        })
-        .await
+                let mut keys = vec![slot.keys(), slot.audit()];
+                let mut args = vec![batch.writes.len().to_string()];
+                for (write, json) in batch.writes.iter().zip(&records) {
+                    keys.push(slot.record(write.record.id.as_str()));
+                    args.push(
+                        write
+                            .expected_version
+                            .map_or_else(String::new, |v| v.to_string()),
+                    );
+                    args.push(json.clone());
+                    args.push(position(write.record.created_at, write.record.id.as_str()));
+                }
+                args.extend(audit.iter().cloned());
+                // Sent once: run twice, the second run would find its own
+                // versions and answer a conflict.
+                let outcome: i64 = self
+                    .connection
+                    .query_once(self.commit_script.with(&keys, &args))
+                    .await?;
+                match outcome {
+                    1 => Ok(()),
+                    0 => Err(StoreError::Conflict),
+                    _ => Err(StoreError::corrupt(
+                        "a record's creation time cannot change",
+                    )),
+                }
+            })
+            .await
     }
 
     async fn audit_events(
@@ -565,45 +456,48 @@ impl KeyStore for RedisStore {
         account: &AccountId,
         page: &PageRequest,
     ) -> Result<Page<AuditEvent>, StoreError> {
-        self.bounded(async {
-            let slot = AccountSlot::new(account);
-            let bound = match &page.after {
-                // Ends the position with the separator, so the cursor's own
-                // event (position, space, JSON) sorts after the bound.
-                Some(cursor) => format!("({} ", position(cursor.at, &cursor.id)),
-                None => "+".to_owned(),
-            };
-            let members: Vec<String> = self
-                .query(
-                    redis::cmd("ZREVRANGEBYLEX")
-                        .arg(slot.audit())
-                        .arg(bound)
-                        .arg("-")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(page.limit.saturating_add(1)),
-                )
-                .await?;
-            let events = members
-                .iter()
-                .map(|member| decode_audit_member(member))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(into_page(events, page.limit, |e| (e.at, e.id.clone())))
-        })
-        .await
+        self.connection
+            .bounded(async {
+                let slot = AccountSlot::new(account);
+                let bound = match &page.after {
+                    // Ends the position with the separator, so the cursor's own
+                    // event (position, space, JSON) sorts after the bound.
+                    Some(cursor) => format!("({} ", position(cursor.at, &cursor.id)),
+                    None => "+".to_owned(),
+                };
+                let members: Vec<String> = self
+                    .connection
+                    .query(
+                        redis::cmd("ZREVRANGEBYLEX")
+                            .arg(slot.audit())
+                            .arg(bound)
+                            .arg("-")
+                            .arg("LIMIT")
+                            .arg(0)
+                            .arg(page.limit.saturating_add(1)),
+                    )
+                    .await?;
+                let events = members
+                    .iter()
+                    .map(|member| decode_audit_member(member))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(into_page(events, page.limit, |e| (e.at, e.id.clone())))
+            })
+            .await
     }
 
     async fn account(&self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
-        self.bounded(async {
-            let slot = AccountSlot::new(account);
-            let mut pipe = redis::pipe();
-            pipe.cmd("ZCARD").arg(slot.keys());
-            pipe.cmd("GET").arg(slot.plan());
-            let (key_count, plan): (u64, Option<String>) = self.query_pipe(&pipe).await?;
-            let plan = plan.as_deref().map(decode_plan).transpose()?;
-            Ok(AccountRecord::if_exists(*account, plan, key_count))
-        })
-        .await
+        self.connection
+            .bounded(async {
+                let slot = AccountSlot::new(account);
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZCARD").arg(slot.keys());
+                pipe.cmd("GET").arg(slot.plan());
+                let (key_count, plan): (u64, Option<String>) = self.connection.query(&pipe).await?;
+                let plan = plan.as_deref().map(decode_plan).transpose()?;
+                Ok(AccountRecord::if_exists(*account, plan, key_count))
+            })
+            .await
     }
 
     async fn set_account_plan(
@@ -613,20 +507,21 @@ impl KeyStore for RedisStore {
         event: AuditEvent,
     ) -> Result<(), StoreError> {
         let member = audit_member(&event, account)?;
-        self.bounded(async {
-            let slot = AccountSlot::new(account);
-            // MULTI/EXEC: the plan and its audit event land together.
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            pipe.cmd("SET").arg(slot.plan()).arg(plan.as_str()).ignore();
-            pipe.cmd("ZADD")
-                .arg(slot.audit())
-                .arg(0)
-                .arg(member)
-                .ignore();
-            self.query_pipe::<()>(&pipe).await
-        })
-        .await
+        self.connection
+            .bounded(async {
+                let slot = AccountSlot::new(account);
+                // MULTI/EXEC: the plan and its audit event land together.
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                pipe.cmd("SET").arg(slot.plan()).arg(plan.as_str()).ignore();
+                pipe.cmd("ZADD")
+                    .arg(slot.audit())
+                    .arg(0)
+                    .arg(member)
+                    .ignore();
+                self.connection.query::<()>(&pipe).await
+            })
+            .await
     }
 
     async fn record_usage(&self, batches: &[UsageBatch]) -> Vec<Result<(), StoreError>> {
@@ -644,7 +539,10 @@ impl KeyStore for RedisStore {
                 // After a failure the account's later batches are not sent:
                 // applied first, they would make the failed one look old.
                 if outcome.is_ok() {
-                    outcome = self.bounded(self.apply_usage(&batches[index])).await;
+                    outcome = self
+                        .connection
+                        .bounded(self.apply_usage(&batches[index]))
+                        .await;
                 }
                 answered.push((index, outcome.clone()));
             }
@@ -661,21 +559,19 @@ impl KeyStore for RedisStore {
             .into_iter()
             .map(|outcome| {
                 // Every index is in exactly one account's list.
-                outcome.unwrap_or_else(|| {
-                    Err(StoreError::Corrupt(
-                        "a usage batch was never written".into(),
-                    ))
-                })
+                outcome
+                    .unwrap_or_else(|| Err(StoreError::corrupt("a usage batch was never written")))
             })
             .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded(async {
-            let _: String = self.query(&redis::cmd("PING")).await?;
-            Ok(())
-        })
-        .await
+        self.connection
+            .bounded(async {
+                let _: String = self.connection.query(&redis::cmd("PING")).await?;
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -692,13 +588,11 @@ impl RedisStore {
             args.push(encode_time(delta.last_used_at));
         }
         let keys = [slot.usage(), slot.usage_applied(batch.node_id)];
-        let mut connection = self.connection.clone();
         // 0 (already applied) is as good as 1: the batch is in the counts.
-        self.usage_script
-            .run::<i64>(&mut connection, &keys, &args)
+        self.connection
+            .query_once::<i64>(self.usage_script.with(&keys, &args))
             .await
             .map(drop)
-            .map_err(|error| self.target.failure(&error))
     }
 
     /// Sets the global `{h:…}` and `{i:…}` entries of new records (`SET NX`,
@@ -729,7 +623,7 @@ impl RedisStore {
                 let mut pipe = redis::pipe();
                 pipe.cmd("SET").arg(key).arg(value).arg("NX").ignore();
                 pipe.cmd("GET").arg(key);
-                async move { self.query_pipe::<(Option<String>,)>(&pipe).await }
+                async move { self.connection.query::<(Option<String>,)>(&pipe).await }
             }))
             .await?;
             answers.into_iter().map(|(stored,)| stored).collect()
@@ -739,11 +633,11 @@ impl RedisStore {
                 pipe.cmd("SET").arg(key).arg(value).arg("NX").ignore();
                 pipe.cmd("GET").arg(key);
             }
-            self.query_pipe(&pipe).await?
+            self.connection.query(&pipe).await?
         };
         if stored.len() != expected.len() {
-            return Err(StoreError::Corrupt(
-                "redis answered the index claims with the wrong number of values".into(),
+            return Err(StoreError::corrupt(
+                "redis answered the index claims with the wrong number of values",
             ));
         }
         if stored
@@ -756,89 +650,6 @@ impl RedisStore {
             Err(StoreError::Conflict)
         }
     }
-}
-
-/// Where a store talks to, for messages: the URL masked by the crate's one
-/// masker (`url_mask`), and the secrets it hid, to strip from any error text
-/// a Redis client library writes.
-pub(crate) struct RedisTarget {
-    pub(crate) masked: String,
-    secrets: Vec<String>,
-}
-
-impl RedisTarget {
-    pub(crate) fn new(url: &str) -> Self {
-        RedisTarget {
-            masked: mask_url(url),
-            secrets: url_secrets(url),
-        }
-    }
-
-    /// The target of a cluster: the seed list masked as a list, so a
-    /// password a comma cut in two is not shown seed by seed.
-    pub(crate) fn of_seeds(seeds: &[String]) -> Self {
-        RedisTarget {
-            masked: mask_url_list(&seeds.join(",")),
-            secrets: {
-                let mut secrets: Vec<String> =
-                    seeds.iter().flat_map(|seed| url_secrets(seed)).collect();
-                // Longest first across seeds too (see `url_secrets`).
-                secrets.sort_by_key(|secret| core::cmp::Reverse(secret.len()));
-                secrets
-            },
-        }
-    }
-
-    pub(crate) fn client(&self, url: &str) -> Result<Client, StoreError> {
-        Client::open(url).map_err(|error| {
-            StoreError::Unavailable(format!(
-                "cannot use the redis url {}: {}",
-                self.masked,
-                self.scrub(&error.to_string())
-            ))
-        })
-    }
-
-    /// A Redis failure as a store error: data Redis returned that cannot be
-    /// read is `Corrupt`; everything else (I/O, timeouts, server errors) is
-    /// `Unavailable`, which callers may retry later.
-    pub(crate) fn failure(&self, error: &RedisError) -> StoreError {
-        match error.kind() {
-            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => StoreError::Corrupt(format!(
-                "redis at {} answered unexpectedly: {}",
-                self.masked,
-                self.scrub(&error.to_string())
-            )),
-            _ => self.unavailable(error),
-        }
-    }
-
-    pub(crate) fn unavailable(&self, error: &RedisError) -> StoreError {
-        StoreError::Unavailable(self.describe(error))
-    }
-
-    pub(crate) fn describe(&self, error: &RedisError) -> String {
-        format!(
-            "redis at {}: {}",
-            self.masked,
-            self.scrub(&error.to_string())
-        )
-    }
-
-    fn scrub(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
-    }
-}
-
-/// The seed URLs in a comma-separated list, blanks dropped (split as the
-/// masker splits them, so each seed's masked form is the seed used).
-pub(crate) fn split_seeds(seeds: &str) -> Vec<String> {
-    split_url_list(seeds)
-        .into_iter()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The keys of one account, all in its hash slot.
@@ -913,7 +724,7 @@ fn decode_time(text: &str) -> Result<Timestamp, StoreError> {
     text.parse::<i128>()
         .ok()
         .and_then(|biased| Timestamp::from_nanosecond(biased - TIME_BIAS).ok())
-        .ok_or_else(|| StoreError::Corrupt("a stored time cannot be read".into()))
+        .ok_or_else(|| StoreError::corrupt("a stored time cannot be read"))
 }
 
 /// An index member: time then id, so text order is `(time, id)` order.
@@ -926,46 +737,46 @@ fn member_id(member: &str) -> Result<&str, StoreError> {
     member
         .get(TIME_DIGITS + 1..)
         .filter(|id| !id.is_empty() && member.as_bytes().get(TIME_DIGITS) == Some(&b'.'))
-        .ok_or_else(|| StoreError::Corrupt("the key index holds a malformed member".into()))
+        .ok_or_else(|| StoreError::corrupt("the key index holds a malformed member"))
 }
 
 /// The audit zset member: position, a space, the event as JSON.
 fn audit_member(event: &AuditEvent, account: &AccountId) -> Result<String, StoreError> {
     if event.account_id != *account {
-        return Err(StoreError::Corrupt(
-            "an audit event belongs to another account".into(),
+        return Err(StoreError::corrupt(
+            "an audit event belongs to another account",
         ));
     }
     // Bytes at or below the space would sort the separator after the id and
     // break the order (see the module docs).
     if event.id.is_empty() || event.id.bytes().any(|b| b <= b' ') {
-        return Err(StoreError::Corrupt(
-            "an audit event id must be non-empty, without spaces or control characters".into(),
+        return Err(StoreError::corrupt(
+            "an audit event id must be non-empty, without spaces or control characters",
         ));
     }
     let json = serde_json::to_string(event)
-        .map_err(|error| StoreError::Corrupt(format!("cannot encode an audit event: {error}")))?;
+        .map_err(|error| StoreError::corrupt("cannot encode an audit event").caused_by(error))?;
     Ok(format!("{} {json}", position(event.at, &event.id)))
 }
 
 fn decode_audit_member(member: &str) -> Result<AuditEvent, StoreError> {
     let (_, json) = member
         .split_once(' ')
-        .ok_or_else(|| StoreError::Corrupt("the audit log holds a malformed member".into()))?;
+        .ok_or_else(|| StoreError::corrupt("the audit log holds a malformed member"))?;
     serde_json::from_str(json)
-        .map_err(|error| StoreError::Corrupt(format!("an audit event cannot be read: {error}")))
+        .map_err(|error| StoreError::corrupt("an audit event cannot be read").caused_by(error))
 }
 
 fn decode_record(json: &str) -> Result<KeyRecord, StoreError> {
     serde_json::from_str(json)
-        .map_err(|error| StoreError::Corrupt(format!("a key record cannot be read: {error}")))
+        .map_err(|error| StoreError::corrupt("a key record cannot be read").caused_by(error))
 }
 
 fn decode_usage(count: Option<&str>, last: Option<&str>) -> Result<KeyUsage, StoreError> {
     let count = match count {
-        Some(text) => text
-            .parse::<u64>()
-            .map_err(|_| StoreError::Corrupt("a usage count cannot be read".into()))?,
+        Some(text) => text.parse::<u64>().map_err(|error| {
+            StoreError::corrupt("a usage count cannot be read").caused_by(error)
+        })?,
         None => 0,
     };
     Ok(KeyUsage {
@@ -978,16 +789,18 @@ fn decode_hash_entry(entry: &str) -> Result<(AccountId, KeyId), StoreError> {
     entry
         .split_once(' ')
         .and_then(|(account, id)| Some((AccountId::new(account).ok()?, KeyId::new(id).ok()?)))
-        .ok_or_else(|| StoreError::Corrupt("the hash index holds a malformed entry".into()))
+        .ok_or_else(|| StoreError::corrupt("the hash index holds a malformed entry"))
 }
 
 fn decode_account(text: &str) -> Result<AccountId, StoreError> {
-    AccountId::new(text)
-        .map_err(|_| StoreError::Corrupt("the id index holds a malformed account".into()))
+    AccountId::new(text).map_err(|error| {
+        StoreError::corrupt("the id index holds a malformed account").caused_by(error)
+    })
 }
 
 fn decode_plan(text: &str) -> Result<PlanName, StoreError> {
-    PlanName::new(text).map_err(|_| StoreError::Corrupt("a stored plan name is malformed".into()))
+    PlanName::new(text)
+        .map_err(|error| StoreError::corrupt("a stored plan name is malformed").caused_by(error))
 }
 
 /// `items` hold up to `limit + 1` entries, newest first: the extra one only
@@ -1076,28 +889,6 @@ mod tests {
     }
 
     #[test]
-    fn targets_mask_urls_and_scrub_error_texts() {
-        let target = RedisTarget::new("redis://user:hunter2@db.example:6380?password=s3cret");
-        assert_eq!(
-            target.masked,
-            "redis://user:***@db.example:6380?password=***"
-        );
-        assert_eq!(
-            target.scrub("auth hunter2 and s3cret failed"),
-            "auth *** and *** failed"
-        );
-        let seeds = split_seeds("redis://:p%40ss@n1:7000, redis://:hunter2@n2:7001");
-        let target = RedisTarget::of_seeds(&seeds);
-        assert_eq!(target.masked, "redis://:***@n1:7000,redis://:***@n2:7001");
-        assert_eq!(
-            target.scrub("n1 said p@ss, n2 said hunter2"),
-            "n1 said ***, n2 said ***"
-        );
-        let target = RedisTarget::of_seeds(&split_seeds("redis://hunter2,@n1:7000"));
-        assert_eq!(target.masked, "redis://***@n1:7000");
-    }
-
-    #[test]
     fn bad_url_errors_do_not_echo_the_password() {
         let error = RedisStore::connect("redis://user:hunter2@[::1", RedisOptions::default())
             .unwrap_err()
@@ -1107,6 +898,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn decode_failures_keep_the_parser_error_as_source() {
+        let error = decode_record("{not json").unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+        let source = std::error::Error::source(&error).expect("a cause");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+        let error = decode_usage(Some("many"), None).unwrap_err();
+        assert!(std::error::Error::source(&error).is_some());
     }
 
     #[test]

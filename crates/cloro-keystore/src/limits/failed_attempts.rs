@@ -14,9 +14,9 @@ use std::net::IpAddr;
 use cloro_auth_core::wire::RateLimitPolicy;
 use cloro_auth_core::{AuthError, KeyHash};
 
-use crate::bounded::BoundedTable;
-use crate::gcra::{self, GcraParams};
-use crate::subject::Subject;
+use super::gcra::{self, GcraParams, RateDecision};
+use super::subject::Subject;
+use crate::table::BoundedTable;
 
 /// One attempt taken from an allowance, to give back if the key was valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl FailedAttempts {
             subject,
             || 0,
             |tat| match gcra::decide(*tat, now, params) {
-                (_, Some(next)) => {
+                (RateDecision::Allowed { .. }, next) => {
                     let charge = Charge {
                         before: *tat,
                         after: next,
@@ -87,9 +87,11 @@ impl FailedAttempts {
                     *tat = next;
                     Ok(charge)
                 }
-                (decision, None) => Err(AuthError::TooManyFailedAttempts {
-                    retry_after: decision.retry_after_seconds.unwrap_or(1),
-                }),
+                (RateDecision::Refused { retry_after, .. }, _) => {
+                    Err(AuthError::TooManyFailedAttempts {
+                        retry_after: retry_after.get(),
+                    })
+                }
             },
         )
     }
@@ -113,9 +115,10 @@ impl FailedAttempts {
     /// `TOO_MANY_FAILED_ATTEMPTS` with the wait.
     pub fn check(&self, subject: &Subject, now: i64) -> Result<(), AuthError> {
         let refused = self.tats.get_mut(subject, |tat| {
-            let (decision, next) = gcra::decide(*tat, now, &self.params);
-            next.is_none()
-                .then(|| decision.retry_after_seconds.unwrap_or(1))
+            match gcra::decide(*tat, now, &self.params).0 {
+                RateDecision::Refused { retry_after, .. } => Some(retry_after.get()),
+                RateDecision::Allowed { .. } => None,
+            }
         });
         match refused.flatten() {
             Some(retry_after) => Err(AuthError::TooManyFailedAttempts { retry_after }),

@@ -33,10 +33,10 @@ use redis::{Client, Msg};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::connection::{RedisConnection, RedisOptions};
+use super::target::{RedisTarget, cluster_seeds};
 use crate::invalidation::{ChangeNotifier, Invalidation, InvalidationSink};
 use crate::log_limit::LogLimit;
-use crate::redis_connection::RedisConnection;
-use crate::redis_store::{RedisOptions, RedisStore, RedisTarget, split_seeds};
 use crate::store::StoreError;
 
 /// The pub/sub channel every node listens on.
@@ -52,30 +52,26 @@ const WARN_EVERY: u32 = 30;
 /// every other node's listener applies them too.
 pub struct RedisNotifier {
     connection: RedisConnection,
-    timeout: Duration,
-    node_id: u64,
-    target: String,
     sinks: Vec<Arc<dyn InvalidationSink>>,
 }
 
 impl fmt::Debug for RedisNotifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisNotifier")
-            .field("url", &self.target)
+            .field("url", &self.connection.masked_url())
             .field("sinks", &self.sinks.len())
             .finish_non_exhaustive()
     }
 }
 
 impl RedisNotifier {
-    /// A notifier that shares `store`'s connection and timeout and applies
-    /// changes locally to `sinks`.
-    pub fn new(store: &RedisStore, sinks: Vec<Arc<dyn InvalidationSink>>) -> Self {
+    /// A notifier that publishes on `connection`, usually the store's
+    /// ([`RedisStore::connection`](crate::RedisStore::connection)), within
+    /// its command timeout and as its node, and applies changes locally to
+    /// `sinks`.
+    pub fn new(connection: &RedisConnection, sinks: Vec<Arc<dyn InvalidationSink>>) -> Self {
         RedisNotifier {
-            connection: store.connection(),
-            timeout: store.options().command_timeout,
-            node_id: store.options().node_id,
-            target: store.masked_url().to_owned(),
+            connection: connection.clone(),
             sinks,
         }
     }
@@ -87,47 +83,29 @@ impl ChangeNotifier for RedisNotifier {
         for sink in &self.sinks {
             sink.invalidate(change);
         }
-        let message = encode(&change, Timestamp::now(), self.node_id);
+        let message = encode(&change, Timestamp::now(), self.connection.options().node_id);
         let mut command = redis::cmd("PUBLISH");
         command.arg(INVALIDATION_CHANNEL).arg(&message);
-        let mut connection = self.connection.clone();
-        let publish = async {
-            match command.query_async::<i64>(&mut connection).await {
-                // Redis restarted since the last publish: the manager opens a
-                // new connection, and a message is worth one more try (a
-                // duplicate only invalidates twice).
-                Err(error) if error.is_connection_dropped() => {
-                    command.query_async::<i64>(&mut connection).await
-                }
-                result => result,
-            }
+        // Retried once if Redis restarted since the last publish: a message
+        // is worth one more try, and a duplicate only invalidates twice.
+        let published = self
+            .connection
+            .bounded(self.connection.query::<i64>(&command))
+            .await;
+        let Err(error) = published else {
+            return;
         };
         // A lost message is bounded by the cache TTL (SPEC §8); the admin
         // action that caused it has already committed and must not fail.
         // Every admin and portal action publishes: while Redis is failing,
         // a busy client would write a warning per action (SPEC §9).
         static PUBLISH_FAILED: LogLimit = LogLimit::per_second();
-        let failure = match tokio::time::timeout(self.timeout, publish).await {
-            Ok(Ok(_)) => return,
-            Ok(Err(error)) => Some(error.kind()),
-            Err(_) => None,
-        };
-        let Some(suppressed) = PUBLISH_FAILED.admit() else {
-            return;
-        };
-        match failure {
-            Some(kind) => tracing::warn!(
-                url = %self.target,
-                ?kind,
+        if let Some(suppressed) = PUBLISH_FAILED.admit() {
+            tracing::warn!(
+                %error,
                 suppressed,
                 "could not publish a cache invalidation; other nodes catch up within the cache ttl"
-            ),
-            None => tracing::warn!(
-                url = %self.target,
-                timeout = ?self.timeout,
-                suppressed,
-                "redis did not take a cache invalidation in time; other nodes catch up within the cache ttl"
-            ),
+            );
         }
     }
 }
@@ -224,7 +202,7 @@ impl InvalidationListener {
             .wait_for(|&subscribed| subscribed >= count)
             .await
             .map(drop)
-            .map_err(|_| StoreError::Unavailable("the invalidation listener has stopped".into()))
+            .map_err(|_| StoreError::unavailable("the invalidation listener has stopped"))
     }
 }
 
@@ -274,13 +252,7 @@ pub fn spawn_cluster_invalidation_listener(
     options: RedisOptions,
     sink: Arc<dyn InvalidationSink>,
 ) -> Result<InvalidationListener, StoreError> {
-    let urls = split_seeds(seeds);
-    let target = RedisTarget::of_seeds(&urls);
-    if urls.is_empty() {
-        return Err(StoreError::Unavailable(
-            "a redis cluster needs at least one seed url".into(),
-        ));
-    }
+    let (urls, target) = cluster_seeds(seeds)?;
     let clients = urls
         .iter()
         .map(|url| RedisTarget::new(url).client(url))

@@ -2,6 +2,22 @@
 //! per-account `commit`. The lifecycle rules (what create, update, revoke
 //! and rotate mean) live once in [`crate::KeyAdmin`], above the backends, so
 //! the embedded store and the Redis store cannot drift apart.
+//!
+//! Beside the contract: why a call fails (`error`), what stores hold
+//! (`record`), and the backends that need nothing else, [`MemoryStore`]
+//! (tests) and [`EmbeddedStore`] (redb, one node). The Redis backend sits
+//! with the rest of the Redis code, in `crate::redis`.
+
+mod embedded;
+mod error;
+mod memory;
+mod record;
+
+pub use embedded::EmbeddedStore;
+pub(crate) use error::within;
+pub use error::{StoreError, StoreFailure};
+pub use memory::MemoryStore;
+pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
 
 use core::fmt;
 use core::time::Duration;
@@ -11,30 +27,10 @@ use cloro_auth_core::wire::AuditEvent;
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 use jiff::Timestamp;
 
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, UsageBatch};
-
 /// The least time a store remembers the last usage batch it applied from a
 /// node for an account (see [`KeyStore::record_usage`]). A node must stop
 /// retrying a batch well within it, or a late retry could count twice.
 pub const USAGE_DEDUP_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Why a store call failed. Messages never contain a key or a token: stores
-/// only ever see hashes.
-#[derive(Clone, Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The store cannot be reached or did not answer in time; retrying later
-    /// may work.
-    #[error("the key store is unavailable: {0}")]
-    Unavailable(String),
-    /// The store answered with data this version cannot read.
-    #[error("the key store holds data that cannot be read: {0}")]
-    Corrupt(String),
-    /// A commit lost a race: a record's version was not the expected one, or
-    /// a new record's id or hash already exists.
-    #[error("a concurrent change was committed first")]
-    Conflict,
-}
 
 /// One record write inside a [`KeyBatch`].
 #[derive(Clone, Debug, PartialEq)]

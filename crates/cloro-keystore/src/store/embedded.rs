@@ -44,6 +44,7 @@
 //! what makes the version checks of `commit` race-free.
 
 use core::fmt;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -56,10 +57,8 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
-use crate::store::{
-    KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW, paginate,
-};
+use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
+use super::{KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW, paginate};
 
 /// The database file inside the data directory.
 const FILE_NAME: &str = "keys.redb";
@@ -109,10 +108,11 @@ impl EmbeddedStore {
     /// `Corrupt` when the file is not a database this version can read.
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|error| {
-            StoreError::Unavailable(format!(
-                "cannot create the data directory {}: {error}",
+            StoreError::unavailable(format!(
+                "cannot create the data directory {}",
                 data_dir.display()
             ))
+            .caused_by(error)
         })?;
         let path = data_dir.join(FILE_NAME);
         let db = Database::builder()
@@ -120,13 +120,14 @@ impl EmbeddedStore {
             .create(&path)
             .map_err(|error| match error {
                 DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-                    StoreError::Unavailable(format!(
+                    StoreError::unavailable(format!(
                         "the database file {} is locked: another process (or another \
                          store in this one) has it open; stop it or use another data directory",
                         path.display()
                     ))
+                    .caused_by(error)
                 }
-                other => redb_error(&format!("cannot open {}", path.display()), other),
+                other => redb_error(format!("cannot open {}", path.display()), other),
             })?;
         // Create every table up front, so that read transactions never meet
         // a missing table on a fresh database.
@@ -166,7 +167,7 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || work(&db))
             .await
             .map_err(|error| {
-                StoreError::Unavailable(format!("an embedded store task did not finish: {error}"))
+                StoreError::unavailable("an embedded store task did not finish").caused_by(error)
             })?
     }
 }
@@ -187,7 +188,7 @@ impl KeyStore for EmbeddedStore {
             let keys = open_read(&txn, KEYS)?;
             let Some(record) = read_record(&keys, &id)? else {
                 // The index and the records are written in one transaction.
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::corrupt(format!(
                     "the hash index names key {id}, which has no record"
                 )));
             };
@@ -239,7 +240,7 @@ impl KeyStore for EmbeddedStore {
                     .and_then(|(index_key, _)| {
                         let (_, _, id) = index_key.value();
                         read_record(&keys, id)?.ok_or_else(|| {
-                            StoreError::Corrupt(format!(
+                            StoreError::corrupt(format!(
                                 "the account index names key {id}, which has no record"
                             ))
                         })
@@ -291,7 +292,7 @@ impl KeyStore for EmbeddedStore {
                     .map_err(|error| redb_error("cannot scan the audit log", error))
                     .and_then(|(_, json)| {
                         serde_json::from_slice::<AuditEvent>(json.value()).map_err(|error| {
-                            StoreError::Corrupt(format!("an audit event cannot be read: {error}"))
+                            StoreError::corrupt("an audit event cannot be read").caused_by(error)
                         })
                     });
                 event.map_err(|error| failure = Some(error)).ok()
@@ -467,9 +468,7 @@ fn commit_batch(db: &Database, batch: &KeyBatch) -> Result<(), StoreError> {
         for write in &batch.writes {
             let record = &write.record;
             if record.account_id != batch.account_id {
-                return Err(StoreError::Corrupt(
-                    "a batch may only touch one account".into(),
-                ));
+                return Err(StoreError::corrupt("a batch may only touch one account"));
             }
             let stored = read_record(&keys, record.id.as_str())?;
             let expected = match (write.expected_version, &stored) {
@@ -492,7 +491,7 @@ fn commit_batch(db: &Database, batch: &KeyBatch) -> Result<(), StoreError> {
         for (write, stored) in batch.writes.iter().zip(previous) {
             let record = &write.record;
             let json = serde_json::to_vec(record).map_err(|error| {
-                StoreError::Corrupt(format!("key {} cannot be encoded: {error}", record.id))
+                StoreError::corrupt(format!("key {} cannot be encoded", record.id)).caused_by(error)
             })?;
             keys.insert(record.id.as_str(), json.as_slice())
                 .map_err(|error| redb_error("cannot write a key record", error))?;
@@ -533,7 +532,7 @@ fn insert_event(
     event: &AuditEvent,
 ) -> Result<(), StoreError> {
     let json = serde_json::to_vec(event).map_err(|error| {
-        StoreError::Corrupt(format!("an audit event cannot be encoded: {error}"))
+        StoreError::corrupt("an audit event cannot be encoded").caused_by(error)
     })?;
     audit
         .insert(
@@ -569,7 +568,7 @@ fn read_record(
     };
     serde_json::from_slice(json.value())
         .map(Some)
-        .map_err(|error| StoreError::Corrupt(format!("key {id} cannot be read: {error}")))
+        .map_err(|error| StoreError::corrupt(format!("key {id} cannot be read")).caused_by(error))
 }
 
 fn read_usage(
@@ -587,7 +586,7 @@ fn read_usage(
         .map(Timestamp::from_nanosecond)
         .transpose()
         .map_err(|error| {
-            StoreError::Corrupt(format!("the last use of key {id} cannot be read: {error}"))
+            StoreError::corrupt(format!("the last use of key {id} cannot be read")).caused_by(error)
         })?;
     Ok(KeyUsage {
         last_used_at,
@@ -607,9 +606,8 @@ fn read_plan(
     };
     let name = stored.value();
     PlanName::new(name).map(Some).map_err(|error| {
-        StoreError::Corrupt(format!(
-            "the plan of account {account} cannot be read: {error}"
-        ))
+        StoreError::corrupt(format!("the plan of account {account} cannot be read"))
+            .caused_by(error)
     })
 }
 
@@ -638,7 +636,7 @@ fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
     table: TableDefinition<K, V>,
 ) -> Result<redb::ReadOnlyTable<K, V>, StoreError> {
     txn.open_table(table)
-        .map_err(|error| redb_error(&format!("cannot open table {table}"), error))
+        .map_err(|error| redb_error(format!("cannot open table {table}"), error))
 }
 
 fn open_write<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -646,24 +644,25 @@ fn open_write<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
     table: TableDefinition<K, V>,
 ) -> Result<redb::Table<'txn, K, V>, StoreError> {
     txn.open_table(table)
-        .map_err(|error| redb_error(&format!("cannot open table {table}"), error))
+        .map_err(|error| redb_error(format!("cannot open table {table}"), error))
 }
 
 /// Sorts redb's errors into the contract's two failures: data this version
 /// cannot read is `Corrupt` (retrying will not help); anything else, mostly
 /// I/O, is `Unavailable`.
-fn redb_error(action: &str, error: impl Into<redb::Error>) -> StoreError {
+fn redb_error(action: impl Into<Cow<'static, str>>, error: impl Into<redb::Error>) -> StoreError {
     let error = error.into();
-    match error {
+    let failure = match &error {
         redb::Error::Corrupted(_)
         | redb::Error::UpgradeRequired(_)
         | redb::Error::TableTypeMismatch { .. }
         | redb::Error::TypeDefinitionChanged { .. }
         | redb::Error::TableIsMultimap(_)
         | redb::Error::TableIsNotMultimap(_)
-        | redb::Error::TableDoesNotExist(_) => StoreError::Corrupt(format!("{action}: {error}")),
-        other => StoreError::Unavailable(format!("{action}: {other}")),
-    }
+        | redb::Error::TableDoesNotExist(_) => StoreError::corrupt(action),
+        _ => StoreError::unavailable(action),
+    };
+    failure.caused_by(error)
 }
 
 /// redb fsyncs the file but not the directory entry that names it: without
@@ -674,10 +673,8 @@ fn sync_directory(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(|error| {
-            StoreError::Unavailable(format!(
-                "cannot sync the data directory {}: {error}",
-                dir.display()
-            ))
+            StoreError::unavailable(format!("cannot sync the data directory {}", dir.display()))
+                .caused_by(error)
         })
 }
 
@@ -693,7 +690,7 @@ mod tests {
     use redb::ReadableTableMetadata;
 
     use super::*;
-    use crate::record::UsageDelta;
+    use crate::store::UsageDelta;
 
     fn batch(account: &str, node_id: u64, sequence: u64, at: Timestamp) -> UsageBatch {
         UsageBatch {
@@ -720,6 +717,21 @@ mod tests {
                 (node, account.to_owned(), sequence.value())
             })
             .collect()
+    }
+
+    #[test]
+    fn redb_failures_keep_redb_error_as_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = EmbeddedStore::open(dir.path()).unwrap();
+        let error = EmbeddedStore::open(dir.path()).unwrap_err();
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+        let source = std::error::Error::source(&error).expect("a cause");
+        assert!(
+            source.downcast_ref::<DatabaseError>().is_some(),
+            "{source:?}"
+        );
+        // The message still names the file, then redb's own words.
+        assert!(error.to_string().contains(&source.to_string()), "{error}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! A map that an attacker may fill, bounded in bytes (SPEC §9): anyone can
-//! mint well-formed keys that do not exist and, behind a trusted proxy, any
-//! number of client addresses, so the tables that remember them (unknown
-//! keys, failed attempts per address) must not grow with the flood.
+//! The maps clients can fill (SPEC §9): [`BoundedTable`], bounded in bytes,
+//! and [`KeyedHasher`], the hasher of every map keyed by key hashes or
+//! client addresses. Anyone can mint well-formed keys that do not exist
+//! and, behind a trusted proxy, any number of client addresses, so the
+//! tables that remember them (unknown keys, failed attempts per address)
+//! must not grow with the flood, and no map may let them choose collisions.
 //!
 //! The table is sharded, each shard a `Mutex` over a hash map (with the
 //! keyed hasher, so entries cannot be chosen to collide) and a queue of the
@@ -14,11 +16,29 @@
 //! attempt); a valid cached key never touches them.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, DefaultHasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
 
 use cloro_auth_core::KeyHash;
 
-use crate::subject::KeyedHasher;
+/// The hasher of every map keyed by key hashes or client addresses:
+/// SipHash-1-3 (std's `RandomState`) with a random key drawn per map.
+///
+/// Key hashes and address subjects are SHA-256 digests, but the tokens and
+/// addresses behind them are chosen by clients, and a client that can grind
+/// tokens can pick digests whose raw bytes land in one bucket of an unkeyed
+/// table, turning its lookups linear (SPEC §9). A keyed hash makes the
+/// bucket unknowable.
+#[derive(Clone, Debug, Default)]
+pub struct KeyedHasher(RandomState);
+
+impl BuildHasher for KeyedHasher {
+    type Hasher = DefaultHasher;
+
+    fn build_hasher(&self) -> DefaultHasher {
+        self.0.build_hasher()
+    }
+}
 
 /// Shards per table: enough that two threads rarely wait on one lock.
 const SHARDS: usize = 16;
@@ -333,5 +353,13 @@ mod tests {
         assert_eq!(table.len(), 4);
         table.clear();
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn keyed_hashers_differ_per_map() {
+        let hash = KeyHash::from_bytes([7; 32]);
+        let (a, b) = (KeyedHasher::default(), KeyedHasher::default());
+        assert_eq!(a.hash_one(hash), a.clone().hash_one(hash));
+        assert_ne!(a.hash_one(hash), b.hash_one(hash));
     }
 }

@@ -1,0 +1,23 @@
+//! Everything that talks to Redis, each backend of a contract the crate
+//! names elsewhere: the [`RedisStore`] ([`KeyStore`](crate::KeyStore),
+//! `store`), the [`RedisRateLimiter`]
+//! ([`SharedRateLimiter`](crate::SharedRateLimiter), `limiter`) and the
+//! [`RedisNotifier`] with its listener
+//! ([`ChangeNotifier`](crate::ChangeNotifier), `invalidation`). They share
+//! one [`RedisConnection`] over a single Redis or a Redis Cluster
+//! (`connection`: the command timeout, the retry on a dropped connection)
+//! and one way to show where it points without its password (`target`).
+
+mod connection;
+mod invalidation;
+mod limiter;
+mod store;
+mod target;
+
+pub use connection::{RedisConnection, RedisOptions};
+pub use invalidation::{
+    INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, spawn_cluster_invalidation_listener,
+    spawn_invalidation_listener,
+};
+pub use limiter::RedisRateLimiter;
+pub use store::RedisStore;
