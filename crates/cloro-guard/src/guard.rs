@@ -127,7 +127,7 @@ impl Guard {
                 .target
                 .and_then(|target| self.route_scopes.required(target.method(), target.path())),
             limit_concurrency: facts.limit_concurrency,
-            now: jiff::Timestamp::now(),
+            now: self.verifier.clock().now(),
         };
         let started = Instant::now();
         let fields = facts

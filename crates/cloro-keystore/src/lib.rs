@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod clock;
 mod invalidation;
 mod limits;
 mod log_limit;
@@ -32,6 +33,7 @@ mod url_mask;
 mod verify;
 
 pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
+pub use clock::Clock;
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
 pub use limits::{
     Charge, ConcurrencyPermit, ConcurrencyState, FailedAttempts, GcraParams, LocalRateLimiter,

@@ -121,7 +121,7 @@ where
         Err(method_not_allowed) => return Ok(method_not_allowed),
     };
     let id = call.id;
-    let now = Timestamp::now();
+    let now = app.clock().now();
     match route {
         AdminRoute::Unknown => {
             let path = parts.uri.path();
@@ -193,7 +193,7 @@ where
 fn authenticate(app: &App, headers: &HeaderMap, client: IpAddr) -> Result<(), Refusal> {
     let attempts = app.guard().verifier().failed_attempts();
     let subject = attempts.subject(client);
-    let now = i64::try_from(Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX);
+    let now = i64::try_from(app.clock().now().as_nanosecond()).unwrap_or(i64::MAX);
     attempts.check(&subject, now).map_err(locked_out)?;
     let fields = headers
         .get_all(AUTHORIZATION)

@@ -31,7 +31,7 @@ pub(crate) async fn whoami(
     };
     match app.guard().check(facts).await {
         Ok(verified) => {
-            let info = verified.key.record.to_info(jiff::Timestamp::now());
+            let info = verified.key.record.to_info(app.clock().now());
             let mut response = json(StatusCode::OK, &info);
             add_limit_headers(response.headers_mut(), &verified);
             response

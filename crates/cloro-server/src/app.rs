@@ -9,8 +9,8 @@ use std::time::Instant;
 use cloro_auth_core::wire::HealthResponse;
 use cloro_auth_core::{ErrorCode, normalise_path};
 use cloro_keystore::{
-    ChangeNotifier, EmbeddedStore, InvalidationListener, InvalidationSink, KeyAdmin, KeyStore,
-    LocalNotifier, Readiness, RedisNotifier, RedisOptions, RedisRateLimiter, RedisStore,
+    ChangeNotifier, Clock, EmbeddedStore, InvalidationListener, InvalidationSink, KeyAdmin,
+    KeyStore, LocalNotifier, Readiness, RedisNotifier, RedisOptions, RedisRateLimiter, RedisStore,
     SharedRateLimiter, StoreError, Verifier, VerifierConfig, spawn_cluster_invalidation_listener,
     spawn_invalidation_listener,
 };
@@ -127,6 +127,19 @@ impl App {
         settings: Settings,
         admin_token: Option<&str>,
     ) -> Result<(Arc<App>, Background), StartError> {
+        Self::build_with_clock(settings, admin_token, Clock::system()).await
+    }
+
+    /// [`App::build`] reading "now" from `clock`: tests move a manual clock
+    /// through expiry and grace instead of sleeping.
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    pub async fn build_with_clock(
+        settings: Settings,
+        admin_token: Option<&str>,
+        clock: Clock,
+    ) -> Result<(Arc<App>, Background), StartError> {
         let admin_token = match (admin_token, &settings.store) {
             (Some(value), _) => AdminToken::from_value(value)?,
             (None, StoreChoice::Embedded(dir)) => {
@@ -147,6 +160,7 @@ impl App {
             unknown_key_cache_bytes: settings.memory.unknown_keys,
             failed_auth_table_bytes: settings.memory.failed_auth_table,
             pending_lookup_bytes: settings.memory.pending_lookups,
+            clock,
         };
 
         let Backend {
@@ -205,6 +219,11 @@ impl App {
     /// The settings in force.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The clock every part of the server reads "now" from.
+    pub fn clock(&self) -> &Clock {
+        self.guard.verifier().clock()
     }
 
     /// The authentication check.

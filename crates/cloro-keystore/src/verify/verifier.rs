@@ -24,6 +24,7 @@ use super::cache::{CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyC
 use super::health::StoreHealth;
 use super::striped::StripedCounter;
 use super::usage::UsageRecorder;
+use crate::clock::Clock;
 use crate::limits::{
     ConcurrencyPermit, ConcurrencyState, FailedAttempts, GcraParams, LocalRateLimiter, Plans,
     RateDecision, RateState, SharedRateLimiter, gcra_step,
@@ -59,6 +60,8 @@ pub struct VerifierConfig {
     pub failed_auth_table_bytes: usize,
     /// Bytes for store lookups in flight (`--pending-lookups-size`, default 4 MiB).
     pub pending_lookup_bytes: usize,
+    /// Where "now" comes from (the system clock; tests move a manual one).
+    pub clock: Clock,
 }
 
 impl Default for VerifierConfig {
@@ -72,6 +75,7 @@ impl Default for VerifierConfig {
             unknown_key_cache_bytes: cache.unknown_keys,
             failed_auth_table_bytes: 8 << 20,
             pending_lookup_bytes: cache.pending_lookups,
+            clock: Clock::system(),
         }
     }
 }
@@ -159,6 +163,7 @@ pub struct Verifier {
     health: StoreHealth,
     stats: VerifierStats,
     store_timeout: Duration,
+    clock: Clock,
     /// Itself, for the maintenance task, which must not keep it alive.
     this: Weak<Verifier>,
     maintenance_started: AtomicBool,
@@ -203,6 +208,7 @@ impl Verifier {
             health: StoreHealth::default(),
             stats: VerifierStats::default(),
             store_timeout: config.store_timeout,
+            clock: config.clock.clone(),
             this: this.clone(),
             maintenance_started: AtomicBool::new(false),
             maintenance: Mutex::new(None),
@@ -234,7 +240,7 @@ impl Verifier {
                 let Some(verifier) = this.upgrade() else {
                     break;
                 };
-                if let Err(error) = verifier.maintain(Timestamp::now()).await {
+                if let Err(error) = verifier.maintain(verifier.clock.now()).await {
                     tracing::warn!(%error, "usage flush failed; counts are kept for the next one");
                 }
             }
@@ -248,6 +254,11 @@ impl Verifier {
     /// charges for wrong admin tokens (SPEC §9).
     pub fn failed_attempts(&self) -> &FailedAttempts {
         &self.failed_attempts
+    }
+
+    /// The clock the verifier, and whoever builds on it, reads "now" from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The cache, to register as an invalidation sink.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cloro_auth_core::AccountId;
 use cloro_auth_core::wire::CreateKeyRequest;
+use cloro_keystore::Clock;
 use cloro_server::App;
 use cloro_server::config::{Flags, Settings};
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -75,11 +76,27 @@ impl TestServer {
 
     /// A server on the Redis at `url`, configured by `toml`.
     pub(crate) async fn redis(url: &str, toml: &str) -> TestServer {
+        Self::redis_with_clock(url, toml, Clock::system()).await
+    }
+
+    /// [`TestServer::embedded`] reading "now" from `clock`.
+    pub(crate) async fn embedded_with_clock(toml: &str, clock: Clock) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Flags {
+            data_dir: Some(dir.path().to_owned()),
+            ..Flags::default()
+        };
+        let settings = Settings::from_toml(flags, toml).unwrap();
+        Self::start_with_clock(settings, Some(dir), clock).await
+    }
+
+    /// [`TestServer::redis`] reading "now" from `clock`.
+    pub(crate) async fn redis_with_clock(url: &str, toml: &str, clock: Clock) -> TestServer {
         let flags = Flags {
             redis_url: Some(url.to_owned()),
             ..Flags::default()
         };
-        Self::start(Settings::from_toml(flags, toml).unwrap(), None).await
+        Self::start_with_clock(Settings::from_toml(flags, toml).unwrap(), None, clock).await
     }
 
     /// A server with these settings.
@@ -87,7 +104,18 @@ impl TestServer {
         settings: Settings,
         data_dir: Option<tempfile::TempDir>,
     ) -> TestServer {
-        let (app, background) = App::build(settings, Some(ADMIN_TOKEN)).await.unwrap();
+        Self::start_with_clock(settings, data_dir, Clock::system()).await
+    }
+
+    /// A server with these settings and clock.
+    pub(crate) async fn start_with_clock(
+        settings: Settings,
+        data_dir: Option<tempfile::TempDir>,
+        clock: Clock,
+    ) -> TestServer {
+        let (app, background) = App::build_with_clock(settings, Some(ADMIN_TOKEN), clock)
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -160,7 +188,7 @@ impl TestServer {
         let issued = self
             .app
             .admin()
-            .create(request, "test", jiff::Timestamp::now())
+            .create(request, "test", self.app.clock().now())
             .await
             .unwrap();
         issued.key.expose_secret().to_owned()
