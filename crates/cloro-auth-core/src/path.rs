@@ -148,6 +148,22 @@ fn walk(raw: &[u8], mut emit: impl FnMut(u8)) -> Result<bool, PathError> {
     Ok(changed)
 }
 
+/// Visible ASCII that needs no second look: not `%`, `;`, `\` or `.`.
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0x21;
+    while c <= 0x7E {
+        table[c] = !matches!(c as u8, b'%' | b';' | b'\\' | b'.');
+        c += 1;
+    }
+    table
+};
+
+/// A path made only of [`PLAIN`] bytes, starting with `/`: already normal.
+fn is_plain(path: &[u8]) -> bool {
+    path.first() == Some(&b'/') && path.iter().all(|&c| PLAIN[usize::from(c)])
+}
+
 /// Whether a normalised path has a `.` or `..` segment. Encoded dots were
 /// refused already, so only literal ones remain to find.
 fn has_dot_segment(path: &[u8]) -> bool {
@@ -181,6 +197,10 @@ pub fn check_path(raw: &str) -> Result<(), PathError> {
 /// path that does not start with `/`.
 #[cfg(feature = "alloc")]
 pub fn normalise_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    // Nearly every path is plain: one table lookup a byte settles it.
+    if is_plain(raw.as_bytes()) {
+        return Ok(Cow::Borrowed(raw));
+    }
     let changed = walk(raw.as_bytes(), |_| {})?;
     if has_dot_segment(raw.as_bytes()) {
         return Err(PathError::DotSegment);

@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -27,7 +28,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::body_timeout::TimeoutBody;
-use crate::connection::{Activity, InFlight, InFlightBody, Timeouts, TrackedIo};
+use crate::connection::{
+    AT_ONCE, Activity, Closing, GRACEFULLY, InFlight, InFlightBody, Seen, Timeouts, TrackedIo,
+};
 use cloro_guard::Body;
 
 /// How long shutdown waits for requests in flight before giving up on them.
@@ -233,13 +236,13 @@ struct Connection {
 impl Connection {
     async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
         let Some(acceptor) = tls else {
-            return self.serve(stream, Activity::new(false)).await;
+            return self.serve(stream, false).await;
         };
         let peer = self.peer;
         match tokio::time::timeout(self.timeouts.header, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
                 let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                self.serve(stream, Activity::new(http2)).await;
+                self.serve(stream, http2).await;
             }
             Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -247,8 +250,10 @@ impl Connection {
     }
 
     /// Serves requests on `io` until the client leaves, a deadline of
-    /// [`Activity`] passes, or the server stops.
-    async fn serve<I>(self, io: I, activity: Arc<Activity>)
+    /// [`Activity`] passes, or the server stops. The deadlines are kept by
+    /// a watchdog task of the connection's own, so the task that polls the
+    /// connection does one atomic load per wake-up and nothing else.
+    async fn serve<I>(self, io: I, http2: bool)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -258,47 +263,87 @@ impl Connection {
             timeouts,
             body_timeout,
             peer,
-            mut stop,
+            stop,
         } = self;
+        let activity = Activity::new(http2, timeouts);
+        let closing = Arc::new(Closing::default());
+        let watchdog = tokio::spawn(watch(
+            Arc::clone(&activity),
+            Arc::clone(&closing),
+            stop,
+            peer,
+        ));
         let requests = Arc::clone(&activity);
         let service = service_fn(move |request: Request<Incoming>| {
             let in_flight = requests.request_started();
             answer(Arc::clone(&app), request, peer, body_timeout, in_flight)
         });
-        let io = TokioIo::new(TrackedIo::new(io, Arc::clone(&activity)));
+        let io = TokioIo::new(TrackedIo::new(io, activity));
         let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
-        let mut closing_since: Option<Instant> = None;
-        let mut stopping = false;
-        loop {
-            let deadline = match closing_since {
-                Some(since) => since + CLOSE_GRACE,
-                None => activity.deadline(&timeouts),
-            };
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, %peer, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    if closing_since.is_some() {
-                        // It had its chance to finish politely.
-                        tracing::debug!(%peer, "connection closed: it did not finish closing");
-                        return;
-                    }
-                    if Instant::now() >= activity.deadline(&timeouts) {
-                        tracing::debug!(%peer, "connection closed: timed out");
-                        connection.as_mut().graceful_shutdown();
-                        closing_since = Some(Instant::now());
-                    }
-                }
-                () = activity.deadline_moved() => {}
-                _ = stop.changed(), if !stopping => {
-                    stopping = true;
+        let mut shutting_down = false;
+        let result = std::future::poll_fn(|cx| {
+            match closing.poll(cx) {
+                AT_ONCE => return Poll::Ready(None),
+                GRACEFULLY if !shutting_down => {
+                    shutting_down = true;
                     connection.as_mut().graceful_shutdown();
                 }
+                _ => {}
+            }
+            connection.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        watchdog.abort();
+        if let Some(Err(error)) = result {
+            tracing::debug!(%error, %peer, "connection ended with an error");
+        }
+    }
+}
+
+/// A connection's watchdog: sleeps towards its deadline, re-arms when the
+/// connection says a deadline moved earlier, and asks the connection to
+/// close when one passes (gracefully, then at once after [`CLOSE_GRACE`]),
+/// or gracefully when the server stops.
+async fn watch(
+    activity: Arc<Activity>,
+    closing: Arc<Closing>,
+    mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+) {
+    let mut seen = Seen::default();
+    let recheck = activity.recheck();
+    let mut closing_since: Option<Instant> = None;
+    let mut stopping = false;
+    loop {
+        let deadline = match closing_since {
+            Some(since) => since + CLOSE_GRACE,
+            // Never sleep past the shorter of the head and idle timeouts:
+            // then no request's start, end or next head can move a
+            // deadline earlier than the armed one, and the hot path never
+            // wakes this task (it wakes by itself, every 10 s by default).
+            None => activity.deadline(&mut seen).min(Instant::now() + recheck),
+        };
+        activity.arm(deadline);
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                if closing_since.is_some() {
+                    // It had its chance to finish politely.
+                    tracing::debug!(%peer, "connection closed: it did not finish closing");
+                    closing.close(AT_ONCE);
+                    return;
+                }
+                if Instant::now() >= activity.deadline(&mut seen) {
+                    tracing::debug!(%peer, "connection closed: timed out");
+                    closing.close(GRACEFULLY);
+                    closing_since = Some(Instant::now());
+                }
+            }
+            () = activity.deadline_moved() => {}
+            _ = stop.changed(), if !stopping => {
+                // The server's drain timeout bounds this one.
+                stopping = true;
+                closing.close(GRACEFULLY);
             }
         }
     }
