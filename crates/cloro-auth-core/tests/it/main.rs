@@ -7,4 +7,5 @@
 mod errors;
 mod header_props;
 mod key_props;
+mod reference;
 mod wire;
