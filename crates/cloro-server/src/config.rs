@@ -834,6 +834,27 @@ mod tests {
         assert!(error.to_string().contains(&format!("`{name}`")), "{error}");
     }
 
+    /// The file named by `--config` gets the same bounds as inline text.
+    #[test]
+    fn a_config_file_is_bounded_as_inline_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloro.toml");
+        let long = "z".repeat(200);
+        for (text, field) in [
+            ("redis_cluster = \"redis://:hunter2@a:7000\"", "line 1"),
+            (&*format!("upstream = \"http://h/{long} x\""), "upstream"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let flags = flags(&["--config", path.to_str().unwrap()]);
+            let shown = Settings::load(flags).unwrap_err().to_string();
+            assert!(shown.contains(field), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains(&long[..65]),
+                "{shown}"
+            );
+        }
+    }
+
     #[test]
     fn redis_cluster_is_a_switch() {
         assert_eq!(flags(&["--redis-cluster"]).redis_cluster, Some(true));
