@@ -1,6 +1,7 @@
 //! `cargo xtask fuzz`: builds the libFuzzer targets of `fuzz/` (cargo-fuzz,
-//! nightly) and runs each from its committed seeds for a bounded time,
-//! reporting runs, coverage and crashes per target; any crash fails it.
+//! nightly, or the pinned stable where nightly is missing) and runs each
+//! from its committed seeds for a bounded time, reporting runs, coverage
+//! and crashes per target; any crash fails it.
 //!
 //! Targets run side by side, one per core, each as its own process, so a
 //! budget of N seconds in all gives every target as much time as the
@@ -24,8 +25,10 @@ const TARGETS: &[&str] = &[
     "config",
 ];
 
-/// The toolchain cargo-fuzz needs (`-Z` flags for the coverage passes).
-const TOOLCHAIN: &str = "nightly";
+/// The toolchain cargo-fuzz is made for. Without a sanitizer it needs no
+/// `-Z` flag, so where nightly is missing the workspace's pinned stable
+/// builds the targets as well (a new machine may have only that one).
+const NIGHTLY: &str = "nightly";
 
 /// Seconds per target when none are given.
 const DEFAULT_SECONDS: u64 = 60;
@@ -47,10 +50,11 @@ pub(crate) fn run(cargo: &str, args: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let started = Instant::now();
 
-    provision_cargo_fuzz(cargo)?;
-    eprintln!("==> building the fuzz targets (nightly, release, no sanitizer)");
+    let toolchain = toolchain(&root)?;
+    provision_cargo_fuzz(cargo, &toolchain)?;
+    eprintln!("==> building the fuzz targets ({toolchain}, release, no sanitizer)");
     let build_started = Instant::now();
-    let status = nightly_cargo(&root)
+    let status = toolchain_cargo(&root, &toolchain)
         .args(["fuzz", "build", "--sanitizer", "none"])
         .status()
         .map_err(|error| format!("cannot run cargo fuzz: {error}"))?;
@@ -61,7 +65,7 @@ pub(crate) fn run(cargo: &str, args: &[String]) -> Result<(), String> {
 
     let bin_dir = root
         .join("fuzz/target")
-        .join(host_triple()?)
+        .join(host_triple(&toolchain)?)
         .join("release");
     eprintln!(
         "==> fuzzing {} target(s) for {}s each, {} at a time",
@@ -165,27 +169,28 @@ fn parse_args(args: &[String], jobs: usize) -> Result<Plan, String> {
     })
 }
 
-/// Installs cargo-fuzz when the nightly toolchain lacks it; the toolchain
-/// itself cannot be installed from here (no network for rustup).
-fn provision_cargo_fuzz(cargo: &str) -> Result<(), String> {
-    let nightly = Command::new("rustup")
-        .args(["run", TOOLCHAIN, "rustc", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !nightly {
-        return Err(format!(
-            "the fuzz targets need the {TOOLCHAIN} toolchain: rustup toolchain install {TOOLCHAIN} --profile minimal"
-        ));
+/// Nightly when it is installed, else the toolchain `rust-toolchain.toml`
+/// pins.
+fn toolchain(root: &Path) -> Result<String, String> {
+    if rustup_runs(NIGHTLY, &["rustc", "--version"]) {
+        return Ok(NIGHTLY.to_owned());
     }
-    let present = Command::new("rustup")
-        .args(["run", TOOLCHAIN, "cargo", "fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if present {
+    let pinned = fs::read_to_string(root.join("rust-toolchain.toml"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.trim().strip_prefix("channel"))
+                .and_then(|rest| rest.split('"').nth(1).map(str::to_owned))
+        })
+        .ok_or("no nightly toolchain and no channel in rust-toolchain.toml")?;
+    eprintln!("xtask: no {NIGHTLY} toolchain; building the fuzz targets with {pinned}");
+    Ok(pinned)
+}
+
+/// Installs cargo-fuzz when it is missing (one binary serves every
+/// toolchain).
+fn provision_cargo_fuzz(cargo: &str, toolchain: &str) -> Result<(), String> {
+    if rustup_runs(toolchain, &["cargo", "fuzz", "--version"]) {
         return Ok(());
     }
     eprintln!("xtask: cargo install cargo-fuzz --locked");
@@ -202,24 +207,35 @@ fn provision_cargo_fuzz(cargo: &str) -> Result<(), String> {
     }
 }
 
-/// `cargo` of the nightly toolchain, in the workspace root (where
-/// cargo-fuzz looks for `fuzz/`). The workspace pins stable in
-/// `rust-toolchain.toml`; `rustup run` overrides it for this command only.
-fn nightly_cargo(root: &Path) -> Command {
+/// Whether `rustup run <toolchain> <args>` runs and succeeds.
+fn rustup_runs(toolchain: &str, args: &[&str]) -> bool {
+    Command::new("rustup")
+        .args(["run", toolchain])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// `cargo` of `toolchain`, in the workspace root (where cargo-fuzz looks
+/// for `fuzz/`). `rustup run` overrides `rust-toolchain.toml` for this
+/// command only.
+fn toolchain_cargo(root: &Path, toolchain: &str) -> Command {
     let mut command = Command::new("rustup");
     command
-        .args(["run", TOOLCHAIN, "cargo"])
+        .args(["run", toolchain, "cargo"])
         .current_dir(root)
-        // Set by the `cargo xtask` that runs us; it names the stable cargo.
+        // Set by the `cargo xtask` that runs us; they name the stable tools.
         .env_remove("CARGO")
         .env_remove("RUSTC")
         .env_remove("RUSTDOC");
     command
 }
 
-fn host_triple() -> Result<String, String> {
+fn host_triple(toolchain: &str) -> Result<String, String> {
     let output = Command::new("rustup")
-        .args(["run", TOOLCHAIN, "rustc", "-vV"])
+        .args(["run", toolchain, "rustc", "-vV"])
         .output()
         .map_err(|error| format!("cannot run rustc: {error}"))?;
     String::from_utf8_lossy(&output.stdout)
