@@ -3,6 +3,7 @@
 //! CI is green.
 
 mod bench;
+mod fuzz;
 mod provision;
 
 use std::env;
@@ -95,6 +96,15 @@ const CI_STEPS: &[Step] = &[
         ],
         env: &[],
     },
+    // Last, as the dearest: every fuzz target from its committed seeds,
+    // 150 s of fuzzing in all (CI allows at most 3 minutes), after a
+    // nightly build of the fuzz crate into its own target dir (4 to 5
+    // minutes cold on two cores). `cargo xtask fuzz` fuzzes for longer.
+    Step {
+        name: "fuzz",
+        args: &["xtask", "fuzz", "--total", "150"],
+        env: &[],
+    },
 ];
 
 fn main() -> ExitCode {
@@ -107,6 +117,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("fuzz") => {
+            let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            match fuzz::run(&cargo, &args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("xtask fuzz: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some("bench") => {
             let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let only_propagation = args.get(1).map(String::as_str) == Some("propagation");
@@ -124,9 +144,15 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci|bench>");
+            eprintln!("usage: cargo xtask <ci|fuzz|bench>");
             eprintln!(
-                "  ci     every check CI runs: installs what the tests need, then fmt, no_std, clippy, tests, docs, cargo deny"
+                "  ci     every check CI runs: installs what the tests need, then fmt, no_std, clippy, tests, docs, fuzz, cargo deny"
+            );
+            eprintln!(
+                "  fuzz   [--seconds N | --total N] [TARGET...]: every fuzz target from its seeds, N s each (default 60)"
+            );
+            eprintln!(
+                "         or N s in all; needs the nightly toolchain, installs cargo-fuzz; fails on a crash"
             );
             eprintln!(
                 "  bench  criterion benchmarks, then a wrk load comparison of the server (needs wrk),"

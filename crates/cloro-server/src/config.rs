@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -309,11 +309,15 @@ impl Settings {
     /// # Errors
     /// A file that cannot be read or parsed, or an invalid value.
     pub fn load(flags: Flags) -> Result<Self, ConfigError> {
-        let file = match &flags.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+        let Some(path) = flags.config.clone() else {
+            return Self::merge(flags, FileConfig::default());
         };
-        Self::merge(flags, file)
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file = parse_file(&text).map_err(|message| ConfigError::Parse { path, message })?;
+        Self::merge(flags, file).map_err(|error| error.quoting_at_most_of(&text))
     }
 
     /// Settings from a TOML text and flags; for tests and embedding.
@@ -321,11 +325,11 @@ impl Settings {
     /// # Errors
     /// As [`Settings::load`].
     pub fn from_toml(flags: Flags, text: &str) -> Result<Self, ConfigError> {
-        let file = toml::from_str(text).map_err(|error| ConfigError::Parse {
+        let file = parse_file(text).map_err(|message| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
-            message: toml_error(&error, text),
+            message,
         })?;
-        Self::merge(flags, file)
+        Self::merge(flags, file).map_err(|error| error.quoting_at_most_of(text))
     }
 
     fn merge(flags: Flags, file: FileConfig) -> Result<Self, ConfigError> {
@@ -528,15 +532,10 @@ fn plans_from(
     Plans::new(default_plan, plans).map_err(|e| invalid("default_plan", e.to_string()))
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|error| ConfigError::Parse {
-        path: path.to_owned(),
-        message: toml_error(&error, &text),
-    })
+/// The file's settings, or what is wrong with it as "line N: what",
+/// quoting little of it (see [`bound_quotes`]).
+fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|error| bound_quotes(&toml_error(&error, text), text))
 }
 
 /// A TOML error as "line N: what is wrong", without the excerpt of the file
@@ -552,6 +551,114 @@ fn toml_error(error: &toml::de::Error, text: &str) -> String {
         }
         None => error.message().to_owned(),
     }
+}
+
+/// The most of the file that an error message quotes in one piece: the
+/// longest name a plan or scope may have, so a valid name shows whole.
+const MAX_EXCERPT: usize = 64;
+
+impl ConfigError {
+    /// This error with what it quotes of the file `text` bounded, as
+    /// [`bound_quotes`] does.
+    fn quoting_at_most_of(self, text: &str) -> Self {
+        match self {
+            ConfigError::Parse { path, message } => ConfigError::Parse {
+                path,
+                message: bound_quotes(&message, text),
+            },
+            ConfigError::Invalid { setting, message } => ConfigError::Invalid {
+                setting,
+                message: bound_quotes(&message, text),
+            },
+            read @ ConfigError::Read { .. } => read,
+        }
+    }
+}
+
+/// A message about the config file `text`, with what it quotes of the file
+/// bounded, because it is logged:
+/// - a string value serde quotes (`invalid type: string "…", expected
+///   usize`) is left out: a value in the wrong field may be a Redis URL
+///   with its password (`redis_cluster = "redis://:pw@a,…"`), which only
+///   `redis_url` masks;
+/// - a piece in backticks (a field, plan, scope or route name, an upstream
+///   URL) is cut to [`MAX_EXCERPT`] bytes, even when it is not the file's
+///   text verbatim (escaped, masked);
+/// - so is any longer run copied from the file, wherever it is (a name
+///   with a backtick in it upsets the pairing of the rule above).
+fn bound_quotes(message: &str, text: &str) -> String {
+    let message = without_string_values(message);
+    let mut bounded = String::with_capacity(message.len());
+    for (index, piece) in message.split('`').enumerate() {
+        if index > 0 {
+            bounded.push('`');
+        }
+        if index % 2 == 1 && piece.len() > MAX_EXCERPT {
+            bounded.push_str(&piece[..piece.floor_char_boundary(MAX_EXCERPT)]);
+            bounded.push('…');
+        } else {
+            bounded.push_str(piece);
+        }
+    }
+    cut_copies(&bounded, text)
+}
+
+/// `message` with every run of more than [`MAX_EXCERPT`] bytes that is
+/// also in `text` cut to its first [`MAX_EXCERPT`] and `…`. A run is found
+/// as a stretch of `MAX_EXCERPT + 1`-byte windows that are all in `text`:
+/// linear in both, and where it cuts more than a true common substring, it
+/// only cuts more of the file.
+fn cut_copies(message: &str, text: &str) -> String {
+    let window = MAX_EXCERPT + 1;
+    if message.len() < window || text.len() < window {
+        return message.to_owned();
+    }
+    let copied: std::collections::HashSet<&[u8]> = text.as_bytes().windows(window).collect();
+    let bytes = message.as_bytes();
+    let mut bounded = String::with_capacity(message.len());
+    let mut written = 0;
+    let mut at = 0;
+    while at + window <= bytes.len() {
+        if !copied.contains(&bytes[at..at + window]) {
+            at += 1;
+            continue;
+        }
+        let mut last = at;
+        while last + 1 + window <= bytes.len()
+            && copied.contains(&bytes[last + 1..last + 1 + window])
+        {
+            last += 1;
+        }
+        let keep = message.floor_char_boundary(at + MAX_EXCERPT);
+        bounded.push_str(&message[written..keep]);
+        bounded.push('…');
+        written = message.ceil_char_boundary(last + window);
+        at = written;
+    }
+    bounded.push_str(&message[written..]);
+    bounded
+}
+
+/// `message` without the values serde quotes as `string "…"` (escaped as
+/// Rust's `Debug` does): `invalid type: string, expected usize`.
+fn without_string_values(message: &str) -> String {
+    const OPENING: &str = "string \"";
+    let mut kept = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(OPENING) {
+        kept.push_str(&rest[..at + "string".len()]);
+        let value = &rest[at + OPENING.len()..];
+        let mut escaped = false;
+        let end = value.char_indices().find_map(|(i, c)| {
+            let closes = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            closes.then_some(i + 1)
+        });
+        // An unclosed quote: everything after it was the value.
+        rest = end.map_or("", |end| &value[end..]);
+    }
+    kept.push_str(rest);
+    kept
 }
 
 fn parse_upstream(text: &str) -> Result<http::Uri, ConfigError> {
@@ -680,6 +787,72 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("line 2"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    /// Found by `fuzz/` (`config`): serde quoted a string put in the wrong
+    /// field, so a seed list given to `redis_cluster` or a URL given to
+    /// `max_connections` printed its password.
+    #[test]
+    fn a_password_in_the_wrong_field_is_not_quoted() {
+        for text in [
+            "redis_cluster = \"redis://:hunter2@a:7000,redis://b:7000\"",
+            "max_connections = \"redis://:hunter2@cache:6379\"",
+            "failed_auth_ipv6_prefix = \"redis://u:hunter2@h\\\"x\"",
+        ] {
+            let error = Settings::from_toml(Flags::default(), text).unwrap_err();
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(
+                shown.contains("line 1: invalid type: string, expected"),
+                "{shown}"
+            );
+        }
+    }
+
+    /// Found by `fuzz/` (`config`): names and URLs from the file were quoted
+    /// whole, however long; now each excerpt stops at 64 bytes.
+    #[test]
+    fn errors_quote_at_most_an_excerpt_of_the_file() {
+        let long = "x".repeat(500);
+        let with_backtick = format!("\"a`{long}\" = 1");
+        for text in [
+            format!("{long} = 1"),
+            with_backtick,
+            format!("upstream = \"http://h/{long} x\""),
+            format!("upstream = \"ftp://u:hunter2@{long}\""),
+            format!("default_plan = \"{long}\""),
+            format!("[route_scopes]\n\"POST {long}\" = \"x\""),
+        ] {
+            let error = Settings::from_toml(Flags::default(), &text).unwrap_err();
+            let shown = error.to_string();
+            assert!(!shown.contains(&long[..65]), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        // A name that fits is shown whole.
+        let name = "y".repeat(64);
+        let error = Settings::from_toml(Flags::default(), &format!("{name} = 1")).unwrap_err();
+        assert!(error.to_string().contains(&format!("`{name}`")), "{error}");
+    }
+
+    /// The file named by `--config` gets the same bounds as inline text.
+    #[test]
+    fn a_config_file_is_bounded_as_inline_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloro.toml");
+        let long = "z".repeat(200);
+        for (text, field) in [
+            ("redis_cluster = \"redis://:hunter2@a:7000\"", "line 1"),
+            (&*format!("upstream = \"http://h/{long} x\""), "upstream"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let flags = flags(&["--config", path.to_str().unwrap()]);
+            let shown = Settings::load(flags).unwrap_err().to_string();
+            assert!(shown.contains(field), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains(&long[..65]),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

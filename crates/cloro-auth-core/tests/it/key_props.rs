@@ -5,6 +5,8 @@ use cloro_auth_core::{
 };
 use proptest::prelude::*;
 
+use crate::reference::{crc32_ieee, key_reference};
+
 fn environment() -> impl Strategy<Value = Environment> {
     prop_oneof![Just(Environment::Live), Just(Environment::Test)]
 }
@@ -54,6 +56,25 @@ proptest! {
         prop_assert!(matches!(result, Err(AuthError::InvalidApiKeyFormat(_))), "{result:?}");
     }
 
+    /// The format check agrees with the reference reading of SPEC §2, on
+    /// keys with up to two characters changed, cut or extended (where
+    /// every rule is one step away).
+    #[test]
+    fn format_check_agrees_with_reference(
+        env in environment(),
+        random in any::<[u8; 16]>(),
+        edits in proptest::collection::vec((0..KEY_LEN, any::<u8>()), 0..3),
+        cut in 0..=KEY_LEN + 2,
+    ) {
+        let key = ApiKey::from_random_bytes(env, random);
+        let mut bytes = key.expose_secret().as_bytes().to_vec();
+        for (at, byte) in edits {
+            bytes[at] = byte;
+        }
+        bytes.resize(cut, b'0');
+        prop_assert_eq!(ApiKey::check_format(&bytes), key_reference(&bytes), "{:?}", bytes);
+    }
+
     /// Deleting or inserting one character is a length error.
     #[test]
     fn one_character_more_or_less_is_a_length_error(random in any::<[u8; 16]>(), at in 8..KEY_LEN) {
@@ -85,5 +106,10 @@ fn checksum_matches_zlib_crc32() {
     assert_eq!(
         key.expose_secret(),
         "sk_test_00000000000000000000000000000000387a42fd"
+    );
+    // The reference's own CRC-32 meets the same vector.
+    assert_eq!(
+        crc32_ieee(&key.expose_secret().as_bytes()[..40]),
+        0x387a_42fd
     );
 }

@@ -8,4 +8,5 @@ mod errors;
 mod header_props;
 mod key_props;
 mod path_props;
+mod reference;
 mod wire;
