@@ -93,7 +93,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 /// Connections are bounded (SPEC §9): at most the effective
 /// `--max-connections` are open at once (the accept loop waits for one to
 /// close, without spinning), and each is closed by its own deadlines
-/// ([`crate::connection`]), so a flood of silent or trickling connections
+/// (the `connection` module), so a flood of silent or trickling connections
 /// ends by itself and the node serves again.
 ///
 /// # Errors
