@@ -73,7 +73,10 @@ impl Backend {
             StoreChoice::Embedded(dir) => {
                 tracing::info!(data_dir = %dir.display(), "using the embedded key store");
                 Ok(Backend {
-                    store: Arc::new(EmbeddedStore::open(dir)?),
+                    store: Arc::new(EmbeddedStore::open_with_cache(
+                        dir,
+                        settings.memory.store_cache,
+                    )?),
                     shared_limiter: None,
                     redis: None,
                 })

@@ -90,6 +90,9 @@ pub struct Flags {
     /// Memory for key lookups in flight [default: 4MiB].
     #[arg(long, env = "CLORO_PENDING_LOOKUPS_SIZE", value_parser = byte_size)]
     pub pending_lookups_size: Option<u64>,
+    /// Memory for the embedded store's page cache [default: 64MiB].
+    #[arg(long, env = "CLORO_STORE_CACHE_SIZE", value_parser = byte_size)]
+    pub store_cache_size: Option<u64>,
     /// TOML configuration file.
     #[arg(long, env = "CLORO_CONFIG")]
     pub config: Option<PathBuf>,
@@ -147,6 +150,7 @@ struct FileConfig {
     unknown_key_cache_size: Option<String>,
     failed_auth_table_size: Option<String>,
     pending_lookups_size: Option<String>,
+    store_cache_size: Option<String>,
     default_plan: Option<PlanName>,
     #[serde(default)]
     plans: BTreeMap<PlanName, Plan>,
@@ -254,6 +258,8 @@ pub struct MemoryBounds {
     pub failed_auth_table: usize,
     /// Key lookups in flight.
     pub pending_lookups: usize,
+    /// The embedded store's page cache (it fills as the database grows).
+    pub store_cache: usize,
 }
 
 impl Default for MemoryBounds {
@@ -263,6 +269,7 @@ impl Default for MemoryBounds {
             unknown_keys: verifier.unknown_key_cache_bytes,
             failed_auth_table: verifier.failed_auth_table_bytes,
             pending_lookups: verifier.pending_lookup_bytes,
+            store_cache: cloro_keystore::EmbeddedStore::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -441,6 +448,12 @@ impl Settings {
                 flags.pending_lookups_size,
                 file.pending_lookups_size,
                 default_bounds.pending_lookups,
+            )?,
+            store_cache: pick_size(
+                "store_cache_size",
+                flags.store_cache_size,
+                file.store_cache_size,
+                default_bounds.store_cache,
             )?,
         };
         let max_failed_auth = match flags.max_failed_auth {
@@ -708,6 +721,7 @@ mod tests {
         assert_eq!(settings.upstream_timeout, Duration::from_secs(30));
         assert_eq!(settings.failed_auth_ipv6_prefix, 64);
         assert_eq!(settings.memory.unknown_keys, 16 << 20);
+        assert_eq!(settings.memory.store_cache, 64 << 20);
     }
 
     #[test]
@@ -717,6 +731,7 @@ mod tests {
             max_connections = 50
             unknown_key_cache_size = "1MiB"
             failed_auth_ipv6_prefix = 56
+            store_cache_size = "8MiB"
         "#;
         let settings = Settings::from_toml(
             flags(&["--idle-timeout", "5s", "--failed-auth-table-size", "64KiB"]),
@@ -728,6 +743,7 @@ mod tests {
         assert_eq!(settings.connections.max_connections, 50);
         assert_eq!(settings.memory.unknown_keys, 1 << 20);
         assert_eq!(settings.memory.failed_auth_table, 64 << 10);
+        assert_eq!(settings.memory.store_cache, 8 << 20);
         assert_eq!(settings.failed_auth_ipv6_prefix, 56);
         for (toml, setting) in [
             ("header_timeout = \"0s\"", "header_timeout"),

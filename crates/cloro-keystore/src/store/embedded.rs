@@ -63,10 +63,6 @@ use super::{KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDO
 /// The database file inside the data directory.
 const FILE_NAME: &str = "keys.redb";
 
-/// Records are a few hundred bytes: 64 MiB of cache holds a large key set
-/// without letting redb's 1 GiB default claim memory on a small node.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
-
 /// (account, time in ns, id): the newest-first index shape of keys and audit.
 type TimeIndexKey = (&'static str, i128, &'static str);
 
@@ -107,6 +103,22 @@ impl EmbeddedStore {
     /// process (or another store in this one) holds the database open;
     /// `Corrupt` when the file is not a database this version can read.
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        Self::open_with_cache(data_dir, Self::DEFAULT_CACHE_BYTES)
+    }
+
+    /// Records are a few hundred bytes: 64 MiB of cache holds a large key
+    /// set without letting redb's 1 GiB default claim memory on a small
+    /// node. The cache fills as the database grows, up to this.
+    pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+    /// [`EmbeddedStore::open`] with a page cache of at most `cache_bytes`.
+    ///
+    /// # Errors
+    /// As [`EmbeddedStore::open`].
+    pub fn open_with_cache(
+        data_dir: &Path,
+        cache_bytes: usize,
+    ) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|error| {
             StoreError::unavailable(format!(
                 "cannot create the data directory {}",
@@ -116,7 +128,7 @@ impl EmbeddedStore {
         })?;
         let path = data_dir.join(FILE_NAME);
         let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(&path)
             .map_err(|error| match error {
                 DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
