@@ -67,11 +67,17 @@ impl AppliesTo {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitPolicy {
     /// Requests allowed per period.
+    #[serde(deserialize_with = "whole::nonzero_u32")]
     pub requests: NonZeroU32,
     /// The period in seconds.
+    #[serde(deserialize_with = "whole::nonzero_u32")]
     pub per_seconds: NonZeroU32,
     /// How many may come back to back; `requests` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional_nonzero_u32"
+    )]
     pub burst: Option<NonZeroU32>,
     /// Per key (default) or per account.
     #[serde(default, skip_serializing_if = "AppliesTo::is_key")]
@@ -158,7 +164,11 @@ pub struct CreateKeyRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitPolicy>,
     /// Requests in flight at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional_nonzero_u32"
+    )]
     pub concurrency_limit: Option<NonZeroU32>,
     /// Client labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -281,7 +291,11 @@ pub struct UpdateKeyRequest {
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
     pub rate_limit: Patch<RateLimitPolicy>,
     /// A new limit, or `null` for none.
-    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[serde(
+        default,
+        skip_serializing_if = "Patch::is_absent",
+        deserialize_with = "whole::patch_nonzero_u32"
+    )]
     pub concurrency_limit: Patch<NonZeroU32>,
     /// Labels merged in per RFC 7396 (a `null` member removes that label),
     /// or `null` to clear them all.
@@ -319,7 +333,7 @@ pub struct RevokeKeyRequest {
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
     /// How long the old key keeps working; 0 (default) stops it at once.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::u64")]
     pub grace_period_seconds: u64,
     /// The new key's expiry: absent inherits, `null` never expires.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
@@ -530,4 +544,112 @@ fn code_from_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ErrorCode
             text.escape_default()
         ))
     })
+}
+
+/// Whole numbers as JSON has them: `5`, and also `5.0` or `5e0`. JSON has
+/// one number type and JSON Schema's `integer` is any number with no
+/// fraction, so a client (or a generator working from our OpenAPI
+/// document) that writes `5.0` sent a valid integer; serde alone would
+/// refuse it as a float. Fractions, negatives and values out of range are
+/// still refused, naming the range.
+mod whole {
+    use core::fmt;
+    use core::num::NonZeroU32;
+
+    use serde::Deserializer;
+    use serde::de::{Error, Unexpected, Visitor};
+
+    use super::Patch;
+
+    /// Reads one whole number from 0 to `u64::MAX`.
+    struct Whole;
+
+    impl<'de> Visitor<'de> for Whole {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number")
+        }
+
+        fn visit_u64<E: Error>(self, value: u64) -> Result<u64, E> {
+            Ok(value)
+        }
+
+        fn visit_i64<E: Error>(self, value: i64) -> Result<u64, E> {
+            u64::try_from(value).map_err(|_| E::invalid_value(Unexpected::Signed(value), &self))
+        }
+
+        fn visit_f64<E: Error>(self, value: f64) -> Result<u64, E> {
+            // `as` saturates, so the round trip holds only for a whole
+            // number in range (2^64 itself rounds back to u64::MAX + 1).
+            let whole = value as u64;
+            if (0.0..18_446_744_073_709_551_616.0).contains(&value) && whole as f64 == value {
+                Ok(whole)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(value), &self))
+            }
+        }
+    }
+
+    /// A whole number from 1 to `u32::MAX`, or `null` (`None`).
+    struct OptionalWhole;
+
+    impl<'de> Visitor<'de> for OptionalWhole {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number or null")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Whole).map(Some)
+        }
+    }
+
+    fn in_range<E: Error>(value: u64) -> Result<NonZeroU32, E> {
+        u32::try_from(value)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| {
+                E::invalid_value(
+                    Unexpected::Unsigned(value),
+                    &"a whole number from 1 to 4294967295",
+                )
+            })
+    }
+
+    pub(super) fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(Whole)
+    }
+
+    pub(super) fn nonzero_u32<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroU32, D::Error> {
+        in_range(d.deserialize_any(Whole)?)
+    }
+
+    pub(super) fn optional_nonzero_u32<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<NonZeroU32>, D::Error> {
+        d.deserialize_option(OptionalWhole)?
+            .map(in_range)
+            .transpose()
+    }
+
+    /// Only called when the field is present (`#[serde(default)]` covers
+    /// absence), so `null` here is [`Patch::Null`].
+    pub(super) fn patch_nonzero_u32<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Patch<NonZeroU32>, D::Error> {
+        Ok(match optional_nonzero_u32(d)? {
+            Some(value) => Patch::Value(value),
+            None => Patch::Null,
+        })
+    }
 }

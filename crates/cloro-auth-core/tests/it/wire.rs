@@ -181,3 +181,68 @@ fn responses_with_a_plaintext_key_debug_it_redacted() {
     assert_hides(&debug, &typo);
     assert!(debug.contains("key: <redacted>"), "{debug}");
 }
+
+/// JSON has one number type: `5.0` and `5e0` are the integer 5 (JSON
+/// Schema's `integer` too), so every count field takes them; a fraction,
+/// a negative, zero where it must be positive, or a value past the range
+/// is still refused.
+#[test]
+fn count_fields_take_whole_numbers_in_any_spelling() {
+    let create = |limits: &str| {
+        serde_json::from_str::<CreateKeyRequest>(&format!(
+            r#"{{"account_id": "a", "name": "n", {limits}}}"#
+        ))
+    };
+    let request = create(
+        r#""rate_limit": {"requests": 5.0, "per_seconds": 6e1, "burst": 10.0}, "concurrency_limit": 3.0"#,
+    )
+    .unwrap();
+    let policy = request.rate_limit.unwrap();
+    assert_eq!(
+        (
+            policy.requests.get(),
+            policy.per_seconds.get(),
+            policy.burst.map(|b| b.get())
+        ),
+        (5, 60, Some(10))
+    );
+    assert_eq!(request.concurrency_limit.map(|c| c.get()), Some(3));
+    assert_eq!(
+        create(r#""concurrency_limit": null"#)
+            .unwrap()
+            .concurrency_limit,
+        None
+    );
+    for refused in [
+        r#""concurrency_limit": 1.5"#,
+        r#""concurrency_limit": 0"#,
+        r#""concurrency_limit": 0.0"#,
+        r#""concurrency_limit": -1"#,
+        r#""concurrency_limit": 4294967296"#,
+        r#""concurrency_limit": "3""#,
+        r#""rate_limit": {"requests": 1e10, "per_seconds": 1}"#,
+        r#""rate_limit": {"requests": 2, "per_seconds": 0.5}"#,
+    ] {
+        let error = create(refused).unwrap_err().to_string();
+        assert!(error.contains("whole number"), "{refused}: {error}");
+    }
+
+    let patch: UpdateKeyRequest = serde_json::from_str(r#"{"concurrency_limit": 7.0}"#).unwrap();
+    assert_eq!(
+        patch.concurrency_limit,
+        Patch::Value(std::num::NonZeroU32::new(7).unwrap())
+    );
+    let patch: UpdateKeyRequest = serde_json::from_str(r#"{"concurrency_limit": null}"#).unwrap();
+    assert_eq!(patch.concurrency_limit, Patch::Null);
+    let rotate: RotateKeyRequest =
+        serde_json::from_str(r#"{"grace_period_seconds": 362879.0}"#).unwrap();
+    assert_eq!(rotate.grace_period_seconds, 362_879);
+    for refused in [r#"-1"#, r#"0.25"#, r#"1.8446744073709552e19"#] {
+        let error = serde_json::from_str::<RotateKeyRequest>(&format!(
+            r#"{{"grace_period_seconds": {refused}}}"#
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("whole number"), "{refused}: {error}");
+    }
+}
