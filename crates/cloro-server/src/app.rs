@@ -40,6 +40,9 @@ pub struct App {
     metrics: Metrics,
     gateway: Gateway,
     router: Router,
+    /// `GET /openapi.json`'s body, with this configuration's plan names
+    /// (made once; each answer shares it).
+    openapi: bytes::Bytes,
 }
 
 /// Tasks the server runs beside requests; dropping this stops them. (The
@@ -155,6 +158,15 @@ impl App {
             }
         };
         let plans = Arc::new(settings.plans.clone());
+        let plan_names: Vec<String> = plans
+            .to_response()
+            .plans
+            .into_iter()
+            .map(|plan| plan.name.as_str().to_owned())
+            .collect();
+        let openapi = bytes::Bytes::from(crate::routes::openapi_document(
+            &plan_names.iter().map(String::as_str).collect::<Vec<_>>(),
+        ));
         let config = VerifierConfig {
             cache_ttl: settings.cache_ttl,
             max_failed_auth: settings.max_failed_auth,
@@ -209,6 +221,7 @@ impl App {
             metrics,
             gateway,
             router: Router::new().map_err(|error| StartError::Routes(error.to_string()))?,
+            openapi,
         });
         app.probe_store().await;
         Ok((
@@ -361,7 +374,7 @@ impl App {
             Handler::Healthz => ok_status("ok"),
             Handler::Readyz => self.readiness(request_id).await,
             Handler::Metrics => self.metrics.render(request.headers(), request_id),
-            Handler::OpenApi => crate::routes::openapi_response(),
+            Handler::OpenApi => crate::routes::openapi_response(self.openapi.clone()),
             Handler::Whoami => {
                 crate::api::whoami(
                     self,

@@ -392,12 +392,27 @@ pub(crate) fn not_found(path: &str, request_id: &str) -> Response<Body> {
     .into_response(request_id)
 }
 
-/// The OpenAPI 3.1 document of every route above.
+/// The OpenAPI 3.1 document of every route above, as committed: every
+/// configuration serves it, but for the plan names (see [`openapi_document`]).
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
+/// The document this server serves: [`OPENAPI_JSON`] with the plans of its
+/// configuration as the `enum` of `SetPlanRequest.plan`, so that a client
+/// (or a generator such as schemathesis) knows which names `PUT
+/// /admin/v1/accounts/{account_id}` takes; any other is 400.
+pub fn openapi_document(plan_names: &[&str]) -> String {
+    let mut document: serde_json::Value =
+        serde_json::from_str(OPENAPI_JSON).expect("the committed OpenAPI document is JSON");
+    let plan = &mut document["components"]["schemas"]["SetPlanRequest"]["properties"]["plan"];
+    if let Some(plan) = plan.as_object_mut() {
+        plan.insert("enum".into(), serde_json::json!(plan_names));
+    }
+    document.to_string()
+}
+
 /// `GET /openapi.json`.
-pub(crate) fn openapi_response() -> Response<Body> {
-    let mut response = Response::new(full(OPENAPI_JSON));
+pub(crate) fn openapi_response(document: bytes::Bytes) -> Response<Body> {
+    let mut response = Response::new(full(document));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
