@@ -10,14 +10,18 @@
 //! so absolute figures understate a real deployment; the ratios are what
 //! the comparison is for.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// An admin token only this run uses.
-const ADMIN_TOKEN: &str = "xtask_bench_admin_token_0123456789abcdef";
+use crate::harness::{
+    ADMIN_TOKEN, PrivateRedis, RELEASE_SERVER, ServerProcess, Store, create_key, free_port, http,
+    metric,
+};
+
+/// A rate limit no benchmark reaches.
+const BENCH_KEY: &str = r#"{"account_id":"acct_bench","name":"bench","rate_limit":{"requests":1000000000,"per_seconds":1}}"#;
 /// wrk settings: one thread and a modest connection count leave the other
 /// core to the server.
 const WRK_THREADS: &str = "1";
@@ -44,13 +48,17 @@ pub(crate) fn run(cargo: &str) -> Result<(), String> {
     let data_dir = std::env::temp_dir().join(format!("cloro-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let port = free_port()?;
-    let mut server =
-        ServerProcess::start(Path::new("target/release/cloro-server"), port, &data_dir)?;
+    let mut server = ServerProcess::start(
+        Path::new(RELEASE_SERVER),
+        port,
+        &Store::Embedded(&data_dir),
+        &[],
+    )?;
     let result = compare(port);
     server.stop();
     let _ = std::fs::remove_dir_all(&data_dir);
     result?;
-    propagation(Path::new("target/release/cloro-server"))
+    propagation(Path::new(RELEASE_SERVER))
 }
 
 /// Only the propagation run (after a release build of the server).
@@ -60,7 +68,7 @@ pub(crate) fn run_propagation(cargo: &str) -> Result<(), String> {
         cargo,
         &["build", "--release", "--package", "cloro-server"],
     )?;
-    propagation(Path::new("target/release/cloro-server"))
+    propagation(Path::new(RELEASE_SERVER))
 }
 
 /// Revocations made on one node and refused on another.
@@ -69,32 +77,13 @@ const REVOCATIONS: usize = 100;
 /// Two nodes on one private Redis: the delay from a revocation's answer on
 /// node A until node B first refuses the key (B had it cached).
 fn propagation(binary: &Path) -> Result<(), String> {
-    let redis_port = free_port()?;
-    let mut redis = Command::new("redis-server")
-        .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server (apt-get install redis-server): {e}"))?;
-    let result = (|| {
-        let url = format!("redis://127.0.0.1:{redis_port}");
-        let (port_a, port_b) = (free_port()?, free_port()?);
-        let mut a = ServerProcess::start_redis(binary, port_a, &url)?;
-        let b = ServerProcess::start_redis(binary, port_b, &url);
-        let mut b = match b {
-            Ok(b) => b,
-            Err(error) => {
-                a.stop();
-                return Err(error);
-            }
-        };
-        let delays = measure_revocations(port_a, port_b);
-        a.stop();
-        b.stop();
-        delays
-    })();
-    let _ = redis.kill();
-    let _ = redis.wait();
+    let redis = PrivateRedis::start()?;
+    let store = Store::Redis(&redis.url);
+    let (port_a, port_b) = (free_port()?, free_port()?);
+    let a = ServerProcess::start(binary, port_a, &store, &[])?;
+    let b = ServerProcess::start(binary, port_b, &store, &[])?;
+    let result = measure_revocations(port_a, port_b);
+    drop((a, b, redis));
     let mut delays = result?;
     delays.sort();
     let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
@@ -113,7 +102,7 @@ fn measure_revocations(port_a: u16, port_b: u16) -> Result<Vec<Duration>, String
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let mut delays = Vec::with_capacity(REVOCATIONS);
     for _ in 0..REVOCATIONS {
-        let (key, id) = create_key_with_id(port_a)?;
+        let (key, id) = create_key(port_a, BENCH_KEY)?;
         let bearer = format!("Bearer {key}");
         let whoami = |port| http(port, "GET", "/v1/whoami", &[("Authorization", &bearer)], "");
         // Cache it on B: the delay measured is the invalidation's.
@@ -148,7 +137,7 @@ fn measure_revocations(port_a: u16, port_b: u16) -> Result<Vec<Duration>, String
 }
 
 fn compare(port: u16) -> Result<(), String> {
-    let key = create_key(port)?;
+    let (key, _) = create_key(port, BENCH_KEY)?;
     let base = format!("http://127.0.0.1:{port}");
     // Warm up both paths (connection setup, the key's cache entry).
     wrk(&format!("{base}/healthz"), None, "2s")?;
@@ -198,7 +187,7 @@ fn compare(port: u16) -> Result<(), String> {
     Ok(())
 }
 
-fn step(name: &str, cargo: &str, args: &[&str]) -> Result<(), String> {
+pub(crate) fn step(name: &str, cargo: &str, args: &[&str]) -> Result<(), String> {
     eprintln!("==> {name}: cargo {}", args.join(" "));
     let status = Command::new(cargo)
         .args(args)
@@ -210,171 +199,11 @@ fn step(name: &str, cargo: &str, args: &[&str]) -> Result<(), String> {
         .ok_or_else(|| format!("{name} failed ({status})"))
 }
 
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
-/// The server as a child process, stopped with SIGTERM.
-struct ServerProcess {
-    child: Child,
-}
-
-impl ServerProcess {
-    fn start(binary: &Path, port: u16, data_dir: &Path) -> Result<Self, String> {
-        let child = Command::new(binary)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("CLORO_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("CLORO_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let server = ServerProcess { child };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if http(port, "GET", "/readyz", &[], "").is_ok_and(|(status, _)| status == 200) {
-                return Ok(server);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err("the server did not become ready within 20 s".into())
-    }
-
-    /// A server on the Redis at `url`.
-    fn start_redis(binary: &Path, port: u16, url: &str) -> Result<Self, String> {
-        let child = Command::new(binary)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--redis-url", url])
-            .env("CLORO_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("CLORO_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        ServerProcess { child }.ready(port)
-    }
-
-    fn ready(self, port: u16) -> Result<Self, String> {
-        let mut server = self;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if http(port, "GET", "/readyz", &[], "").is_ok_and(|(status, _)| status == 200) {
-                return Ok(server);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server.stop();
-        Err("the server did not become ready within 20 s".into())
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-/// A key with a rate limit no benchmark reaches, created through the admin API.
-fn create_key(port: u16) -> Result<String, String> {
-    create_key_with_id(port).map(|(key, _)| key)
-}
-
-/// [`create_key`], with the key's id.
-fn create_key_with_id(port: u16) -> Result<(String, String), String> {
-    let body = r#"{"account_id":"acct_bench","name":"bench","rate_limit":{"requests":1000000000,"per_seconds":1}}"#;
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let (status, response) = http(
-        port,
-        "POST",
-        "/admin/v1/keys",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body,
-    )?;
-    if status != 201 {
-        return Err(format!(
-            "creating the bench key answered {status}: {response}"
-        ));
-    }
-    let start = response
-        .find("\"key\":\"")
-        .ok_or("no key in the create response")?
-        + 7;
-    let end = response[start..].find('"').ok_or("unterminated key")? + start;
-    let key = response[start..end].to_owned();
-    let id_start = response
-        .find("\"id\":\"")
-        .ok_or("no id in the create response")?
-        + 6;
-    let id_end = response[id_start..].find('"').ok_or("unterminated id")? + id_start;
-    Ok((key, response[id_start..id_end].to_owned()))
-}
-
 /// The same key with one digit changed: fails its checksum.
 fn bad_checksum(key: &str) -> String {
     let mut bytes = key.as_bytes().to_vec();
     bytes[20] = if bytes[20] == b'0' { b'1' } else { b'0' };
     String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// One sample's value from `/metrics`.
-fn metric(port: u16, name: &str) -> Result<u64, String> {
-    let (_, text) = http(port, "GET", "/metrics", &[], "")?;
-    text.lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse::<f64>().ok())
-        .map(|value| value as u64)
-        .ok_or_else(|| format!("metric {name} not found in /metrics"))
-}
-
-/// A minimal HTTP/1.1 request over a fresh connection (xtask stays free of
-/// dependencies): status code and body.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    BufReader::new(stream)
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("no status line")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 fn wrk(url: &str, key: Option<&str>, duration: &str) -> Result<Load, String> {

@@ -2,9 +2,12 @@
 //! does. `ci` is the single test command of the README: if it passes locally,
 //! CI is green.
 
+mod api_check;
 mod bench;
 mod fuzz;
+mod harness;
 mod provision;
+mod soak;
 
 use std::env;
 use std::process::{Command, ExitCode};
@@ -77,6 +80,14 @@ const CI_STEPS: &[Step] = &[
         ],
         env: &[],
     },
+    // Right after the tests, whose debug build of the server it reuses:
+    // schemathesis against /openapi.json, every operation and check (two
+    // minutes, half a minute more to install it on a fresh machine).
+    Step {
+        name: "api-check",
+        args: &["xtask", "api-check", "--debug"],
+        env: &[],
+    },
     Step {
         name: "docs",
         args: &["doc", "--workspace", "--no-deps", "--all-features"],
@@ -127,6 +138,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("api-check") => {
+            let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            match api_check::run(&cargo, &args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("xtask api-check: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("soak") => {
+            let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            match soak::run(&cargo, &args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("xtask soak: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some("bench") => {
             let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let only_propagation = args.get(1).map(String::as_str) == Some("propagation");
@@ -144,7 +175,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci|fuzz|bench>");
+            eprintln!("usage: cargo xtask <ci|fuzz|api-check|bench|soak>");
             eprintln!(
                 "  ci     every check CI runs: installs what the tests need, then fmt, no_std, clippy, tests, docs, fuzz, cargo deny"
             );
@@ -155,10 +186,19 @@ fn main() -> ExitCode {
                 "         or N s in all; needs the nightly toolchain, installs cargo-fuzz; fails on a crash"
             );
             eprintln!(
+                "  api-check [--debug]: schemathesis against /openapi.json of a release (or debug) server, every operation and check"
+            );
+            eprintln!(
                 "  bench  criterion benchmarks, then a wrk load comparison of the server (needs wrk),"
             );
             eprintln!(
                 "         then revocation propagation across two nodes (`bench propagation`: only that)"
+            );
+            eprintln!(
+                "  soak   [--minutes N] [--store embedded|redis|both]: the release server under mixed traffic"
+            );
+            eprintln!(
+                "         for N minutes (default 10), checking every answer, its memory and descriptors"
             );
             ExitCode::from(2)
         }

@@ -52,6 +52,13 @@ pub(crate) const WRK: Needed = Needed {
     why: "the load comparison of `cargo xtask bench`",
 };
 
+/// `redis-server`, for the soak's Redis-backed server.
+pub(crate) const REDIS: Needed = Needed {
+    program: "redis-server",
+    package: "redis-server",
+    why: "the Redis-backed server of `cargo xtask soak`",
+};
+
 /// Installs whatever the tests need and this machine lacks.
 ///
 /// # Errors
