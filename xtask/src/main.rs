@@ -128,48 +128,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("fuzz") => {
+        Some(command @ ("fuzz" | "api-check" | "soak" | "bench")) => {
             let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            match fuzz::run(&cargo, &args[1..]) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("xtask fuzz: {error}");
-                    ExitCode::FAILURE
+            let rest = &args[1..];
+            let outcome = match command {
+                "fuzz" => fuzz::run(&cargo, rest),
+                "api-check" => api_check::run(&cargo, rest),
+                "soak" => soak::run(&cargo, rest),
+                _ if rest.first().map(String::as_str) == Some("propagation") => {
+                    bench::run_propagation(&cargo)
                 }
-            }
-        }
-        Some("api-check") => {
-            let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            match api_check::run(&cargo, &args[1..]) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("xtask api-check: {error}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Some("soak") => {
-            let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            match soak::run(&cargo, &args[1..]) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("xtask soak: {error}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Some("bench") => {
-            let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let only_propagation = args.get(1).map(String::as_str) == Some("propagation");
-            let outcome = if only_propagation {
-                bench::run_propagation(&cargo)
-            } else {
-                bench::run(&cargo)
+                _ => bench::run(&cargo),
             };
             match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    eprintln!("xtask bench: {error}");
+                    eprintln!("xtask {command}: {error}");
                     ExitCode::FAILURE
                 }
             }
@@ -177,7 +151,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("usage: cargo xtask <ci|fuzz|api-check|bench|soak>");
             eprintln!(
-                "  ci     every check CI runs: installs what the tests need, then fmt, no_std, clippy, tests, docs, fuzz, cargo deny"
+                "  ci     every check CI runs: installs what the tests need, then fmt, no_std, clippy, tests, api-check, docs, cargo deny, fuzz"
             );
             eprintln!(
                 "  fuzz   [--seconds N | --total N] [TARGET...]: every fuzz target from its seeds, N s each (default 60)"

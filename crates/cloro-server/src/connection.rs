@@ -29,14 +29,11 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use cloro_guard::BoxError;
 
 /// No head has started since the connection went idle.
 const NO_HEAD: u64 = u64::MAX;
@@ -250,48 +247,7 @@ impl Closing {
 
 /// A response body that keeps its request counted as in flight until the
 /// body has been sent or dropped.
-#[derive(Debug)]
-pub(crate) struct InFlightBody<B> {
-    inner: B,
-    in_flight: Option<InFlight>,
-}
-
-impl<B> InFlightBody<B> {
-    pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
-        InFlightBody {
-            inner,
-            in_flight: Some(in_flight),
-        }
-    }
-}
-
-impl<B> Body for InFlightBody<B>
-where
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let frame = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = frame {
-            this.in_flight = None;
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+pub(crate) type InFlightBody<B> = crate::held_body::HeldUntilEnd<B, InFlight>;
 
 /// A connection's I/O, reporting the bytes that move to its [`Activity`].
 #[derive(Debug)]

@@ -4,22 +4,20 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cloro_auth_core::ErrorCode;
-use cloro_keystore::{ConcurrencyPermit, LogLimit, mask_url};
+use cloro_keystore::{LogLimit, mask_url};
 use http::header::{AUTHORIZATION, CONNECTION, EXPECT, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::held_body::HeldUntilEnd;
 use cloro_guard::Target;
 use cloro_guard::{ApiError, Body, BoxError};
 use cloro_guard::{Guard, RequestFacts, add_identity_headers, add_limit_headers, refusal_response};
@@ -220,11 +218,7 @@ impl Gateway {
         let body = match verified.concurrency.take() {
             // The request stays in flight, for the concurrency limit, until
             // its answer has been sent in full or the client went away.
-            Some(permit) => PermitBody {
-                inner: body,
-                permit: Some(permit),
-            }
-            .boxed(),
+            Some(permit) => HeldUntilEnd::new(body, permit).boxed(),
             None => body,
         };
         Response::from_parts(parts, body)
@@ -294,38 +288,4 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// A response body that holds the request's concurrency permit until the
-/// body ends or is dropped (the client went away).
-struct PermitBody {
-    inner: Body,
-    permit: Option<ConcurrencyPermit>,
-}
-
-impl hyper::body::Body for PermitBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let frame = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = frame {
-            // Done: free the slot now rather than when hyper gets round to
-            // dropping the body.
-            this.permit = None;
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

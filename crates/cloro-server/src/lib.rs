@@ -15,6 +15,7 @@ mod body_timeout;
 pub mod config;
 mod connection;
 mod gateway;
+mod held_body;
 mod metrics;
 pub mod routes;
 mod serve;
