@@ -34,7 +34,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-
 /// No head has started since the connection went idle.
 const NO_HEAD: u64 = u64::MAX;
 /// The watchdog is not sleeping towards any deadline.

@@ -170,9 +170,11 @@ const OPERATION_METHODS: [&str; 8] = [
 
 #[tokio::test]
 async fn openapi_document_is_served_and_is_openapi_3_1() {
-    let server =
-        TestServer::embedded("[plans.pro]\nrate_limit = { requests = 10, per_seconds = 1 }\n")
-            .await;
+    let server = TestServer::embedded(
+        "[plans.free]\nrate_limit = { requests = 1000, per_seconds = 3600 }\n\
+         [plans.pro]\nrate_limit = { requests = 10, per_seconds = 1 }\n",
+    )
+    .await;
     let answer = server.send(Method::GET, "/openapi.json", &[], "").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.header("content-type"), Some("application/json"));
