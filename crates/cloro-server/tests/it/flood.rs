@@ -62,6 +62,12 @@ impl FloodServer {
             // A line per request would cost the flood more than the server
             // does; the accept loop's lines say what its cap is.
             .env("CLORO_LOG", "warn,cloro_server::serve=info")
+            // Two malloc arenas, not one per thread that ever allocated:
+            // the memory tests measure the server's tables, and glibc's
+            // per-thread arenas (redb and the lookups run on blocking
+            // threads that come and go) once wandered past RSS_NOISE on a
+            // loaded machine, as the soak saw them do too.
+            .env("MALLOC_ARENA_MAX", "2")
             .env_remove("CLORO_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
