@@ -34,6 +34,8 @@ pub enum ErrorCode {
     ConcurrentLimitExceeded,
     /// This client address sent too many unknown keys.
     TooManyFailedAttempts,
+    /// The key's credits or its (account's) quota for the period are used up (§11).
+    QuotaExceeded,
     /// The key cannot be checked right now.
     AuthUnavailable,
     /// Bad JSON, an unknown or invalid field, a bad path.
@@ -50,6 +52,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Changing or rotating a revoked key.
     KeyRevoked,
+    /// An `Idempotency-Key` sent again with another request, or while its
+    /// first request is still running (§11).
+    IdempotencyKeyReused,
     /// The upstream API did not answer.
     UpstreamUnavailable,
     /// The upstream API sent no response head within `--upstream-timeout`.
@@ -60,7 +65,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in SPEC §4 order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::MissingApiKey,
         ErrorCode::MissingBearerPrefix,
         ErrorCode::MalformedAuthorization,
@@ -72,6 +77,7 @@ impl ErrorCode {
         ErrorCode::RateLimitExceeded,
         ErrorCode::ConcurrentLimitExceeded,
         ErrorCode::TooManyFailedAttempts,
+        ErrorCode::QuotaExceeded,
         ErrorCode::AuthUnavailable,
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidAdminToken,
@@ -80,6 +86,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::KeyRevoked,
+        ErrorCode::IdempotencyKeyReused,
         ErrorCode::UpstreamUnavailable,
         ErrorCode::UpstreamTimeout,
         ErrorCode::InternalError,
@@ -99,6 +106,7 @@ impl ErrorCode {
             ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
             ErrorCode::ConcurrentLimitExceeded => "CONCURRENT_LIMIT_EXCEEDED",
             ErrorCode::TooManyFailedAttempts => "TOO_MANY_FAILED_ATTEMPTS",
+            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorCode::AuthUnavailable => "AUTH_UNAVAILABLE",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::InvalidAdminToken => "INVALID_ADMIN_TOKEN",
@@ -107,6 +115,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::KeyRevoked => "KEY_REVOKED",
+            ErrorCode::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             ErrorCode::InternalError => "INTERNAL_ERROR",
@@ -134,10 +143,11 @@ impl ErrorCode {
             ErrorCode::InsufficientPermissions => 403,
             ErrorCode::KeyNotFound | ErrorCode::AccountNotFound | ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::KeyRevoked => 409,
+            ErrorCode::KeyRevoked | ErrorCode::IdempotencyKeyReused => 409,
             ErrorCode::RateLimitExceeded
             | ErrorCode::ConcurrentLimitExceeded
-            | ErrorCode::TooManyFailedAttempts => 429,
+            | ErrorCode::TooManyFailedAttempts
+            | ErrorCode::QuotaExceeded => 429,
             ErrorCode::InternalError => 500,
             ErrorCode::UpstreamUnavailable => 502,
             ErrorCode::AuthUnavailable => 503,
@@ -260,6 +270,25 @@ impl RevocationReason {
     }
 }
 
+/// Which allowance of SPEC §11 refused a request: `details.limit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuotaLimit {
+    /// The key's own credits.
+    Credits,
+    /// The plan's or the key's quota for the period.
+    Quota,
+}
+
+impl QuotaLimit {
+    /// `credits` or `quota`, as in `details.limit`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QuotaLimit::Credits => "credits",
+            QuotaLimit::Quota => "quota",
+        }
+    }
+}
+
 /// Why an API request was not authenticated: exactly one per failed request.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,6 +329,21 @@ pub enum AuthError {
         /// Seconds until the next attempt is allowed (at least 1).
         retry_after: u64,
     },
+    /// The key's credits, or its (account's) quota for the period, cannot
+    /// pay for this request (SPEC §11).
+    QuotaExceeded {
+        /// Which allowance ran out.
+        limit: QuotaLimit,
+        /// The plan whose quota was hit; `None` for a key's own quota and
+        /// for credits.
+        plan: Option<PlanName>,
+        /// When the allowance is next refilled or its period starts again,
+        /// in seconds since the Unix epoch; `None` when nothing refills.
+        resets_at: Option<i64>,
+        /// Whole seconds until then, rounded up (at least 1); `None` when
+        /// nothing refills, and then no `Retry-After` is sent.
+        retry_after: Option<u64>,
+    },
     /// The key store cannot be reached and the key is not cached.
     AuthUnavailable {
         /// Seconds after which a retry is sensible (at least 1).
@@ -322,6 +366,7 @@ impl AuthError {
             AuthError::RateLimitExceeded { .. } => ErrorCode::RateLimitExceeded,
             AuthError::ConcurrentLimitExceeded { .. } => ErrorCode::ConcurrentLimitExceeded,
             AuthError::TooManyFailedAttempts { .. } => ErrorCode::TooManyFailedAttempts,
+            AuthError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             AuthError::AuthUnavailable { .. } => ErrorCode::AuthUnavailable,
         }
     }
@@ -341,6 +386,10 @@ impl AuthError {
             }
             // SPEC §5: a slot frees as soon as any request ends; one second is a fair guess.
             AuthError::ConcurrentLimitExceeded { .. } => Some(1),
+            AuthError::QuotaExceeded {
+                retry_after: Some(retry_after),
+                ..
+            } => Some(if *retry_after == 0 { 1 } else { *retry_after }),
             _ => None,
         }
     }
@@ -379,6 +428,7 @@ impl AuthError {
             AuthError::RateLimitExceeded { .. }
             | AuthError::ConcurrentLimitExceeded { .. }
             | AuthError::TooManyFailedAttempts { .. }
+            | AuthError::QuotaExceeded { .. }
             | AuthError::AuthUnavailable { .. } => None,
         }
     }
@@ -430,6 +480,35 @@ impl fmt::Display for AuthError {
                 "too many requests from this address used unknown API keys; retry after {} s with a valid key",
                 self.retry_after().unwrap_or(1)
             ),
+            AuthError::QuotaExceeded {
+                limit: QuotaLimit::Quota,
+                plan,
+                retry_after,
+                ..
+            } => {
+                match plan {
+                    Some(plan) => write!(f, "you've used up your plan's quota for this period (plan `{plan}`)")?,
+                    None => f.write_str("you've used up this key's quota for this period")?,
+                }
+                match retry_after {
+                    Some(seconds) => write!(f, "; it starts again in {} s, or move to a larger plan", (*seconds).max(1)),
+                    None => f.write_str("; move to a larger plan"),
+                }
+            }
+            AuthError::QuotaExceeded {
+                limit: QuotaLimit::Credits,
+                retry_after,
+                ..
+            } => match retry_after {
+                Some(seconds) => write!(
+                    f,
+                    "this key has too few credits left for this request; they are refilled in {} s, or ask for more",
+                    (*seconds).max(1)
+                ),
+                None => f.write_str(
+                    "this key has too few credits left for this request and they are not refilled; ask an administrator to add credits",
+                ),
+            },
             AuthError::AuthUnavailable { .. } => write!(
                 f,
                 "the API key cannot be checked right now; retry after {} s",

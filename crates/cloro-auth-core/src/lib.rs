@@ -34,7 +34,9 @@ mod units;
 #[cfg(feature = "serde")]
 pub mod wire;
 
-pub use error::{AuthError, Challenge, ErrorCode, FormatError, Malformed, RevocationReason};
+pub use error::{
+    AuthError, Challenge, ErrorCode, FormatError, Malformed, QuotaLimit, RevocationReason,
+};
 pub use hash::KeyHash;
 pub use header::{
     MAX_TOKEN_LEN, MIN_ADMIN_TOKEN_LEN, bearer_token, bearer_token_from_value,

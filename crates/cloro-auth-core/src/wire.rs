@@ -101,6 +101,65 @@ impl RateLimitPolicy {
     }
 }
 
+/// The largest count a quota or a credit balance may hold: 2^53 − 1, the
+/// largest integer a JSON number (and a Lua number in the Redis scripts)
+/// holds exactly.
+pub const MAX_QUOTA_COUNT: u64 = (1 << 53) - 1;
+
+/// A calendar period in UTC (SPEC §11): a day starts at 00:00 UTC, a month
+/// on the 1st at 00:00 UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaPeriod {
+    /// A UTC day.
+    Day,
+    /// A UTC calendar month.
+    Month,
+}
+
+impl QuotaPeriod {
+    /// `day` or `month`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QuotaPeriod::Day => "day",
+            QuotaPeriod::Month => "month",
+        }
+    }
+}
+
+/// How many requests (in cost units) fit in each calendar period (SPEC §11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaPolicy {
+    /// Units per period, 1 to [`MAX_QUOTA_COUNT`].
+    #[serde(deserialize_with = "whole::quota_count")]
+    pub requests: u64,
+    /// `day` or `month`.
+    pub period: QuotaPeriod,
+    /// Who shares it. Absent means the default of where the quota is set:
+    /// a plan's quota applies to the account, a key's own to the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applies_to: Option<AppliesTo>,
+}
+
+impl QuotaPolicy {
+    /// Who shares the quota, given the default of where it is set.
+    pub fn applies_to_or(&self, default: AppliesTo) -> AppliesTo {
+        self.applies_to.unwrap_or(default)
+    }
+}
+
+/// Credits set (not added) to `amount` at the start of each period (SPEC §11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refill {
+    /// The balance at each period start, 0 to [`MAX_QUOTA_COUNT`].
+    #[serde(deserialize_with = "whole::credit_count")]
+    pub amount: u64,
+    /// `day` or `month`.
+    pub interval: QuotaPeriod,
+}
+
 /// Everything a client may know about a key; never the secret (SPEC §6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeyInfo {
@@ -124,6 +183,15 @@ pub struct KeyInfo {
     pub rate_limit: Option<RateLimitPolicy>,
     /// Requests in flight at once; `null` means no limit.
     pub concurrency_limit: Option<NonZeroU32>,
+    /// The key's own quota; `null` means its plan's, if any.
+    #[serde(default)]
+    pub quota: Option<QuotaPolicy>,
+    /// Credits left; `null` means unlimited.
+    #[serde(default)]
+    pub credits: Option<u64>,
+    /// How the credits are refilled; `null` means never.
+    #[serde(default)]
+    pub refill: Option<Refill>,
     /// `false` once disabled.
     pub enabled: bool,
     /// When it was created.
@@ -170,6 +238,19 @@ pub struct CreateKeyRequest {
         deserialize_with = "whole::optional_nonzero_u32"
     )]
     pub concurrency_limit: Option<NonZeroU32>,
+    /// The key's own quota; absent for the plan's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaPolicy>,
+    /// Starting credits; absent or null for unlimited.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional_credit_count"
+    )]
+    pub credits: Option<u64>,
+    /// How the credits are refilled; needs `credits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill: Option<Refill>,
     /// Client labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: Metadata,
@@ -187,6 +268,9 @@ impl CreateKeyRequest {
             scopes: all_scopes(),
             rate_limit: None,
             concurrency_limit: None,
+            quota: None,
+            credits: None,
+            refill: None,
             metadata: Metadata::new(),
         }
     }
@@ -204,8 +288,10 @@ fn all_scopes() -> Vec<Scope> {
 /// the key redacted.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateKeyResponse {
-    /// The plaintext key.
-    pub key: String,
+    /// The plaintext key; `null` in a replay of the create
+    /// (`Idempotent-Replayed: true`), since the plaintext is never stored
+    /// (SPEC §11): rotate the key to get a usable secret.
+    pub key: Option<String>,
     /// The new key's record.
     pub key_info: KeyInfo,
 }
@@ -213,7 +299,7 @@ pub struct CreateKeyResponse {
 impl fmt::Debug for CreateKeyResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CreateKeyResponse")
-            .field("key", &SecretKeyText(&self.key))
+            .field("key", &self.key.as_deref().map(SecretKeyText))
             .field("key_info", &self.key_info)
             .finish()
     }
@@ -297,6 +383,19 @@ pub struct UpdateKeyRequest {
         deserialize_with = "whole::patch_nonzero_u32"
     )]
     pub concurrency_limit: Patch<NonZeroU32>,
+    /// A new quota (replaces the old object), or `null` for the plan's.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    pub quota: Patch<QuotaPolicy>,
+    /// A new credit balance, or `null` for unlimited.
+    #[serde(
+        default,
+        skip_serializing_if = "Patch::is_absent",
+        deserialize_with = "whole::patch_credit_count"
+    )]
+    pub credits: Patch<u64>,
+    /// A new refill, or `null` for none.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    pub refill: Patch<Refill>,
     /// Labels merged in per RFC 7396 (a `null` member removes that label),
     /// or `null` to clear them all.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
@@ -343,8 +442,8 @@ pub struct RotateKeyRequest {
 /// `201` from rotate. `Debug` shows the new key redacted.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct RotateKeyResponse {
-    /// The new plaintext key.
-    pub key: String,
+    /// The new plaintext key; `null` in a replay (see [`CreateKeyResponse`]).
+    pub key: Option<String>,
     /// The new key's record.
     pub key_info: KeyInfo,
     /// The old key's record, with its new end.
@@ -354,11 +453,49 @@ pub struct RotateKeyResponse {
 impl fmt::Debug for RotateKeyResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RotateKeyResponse")
-            .field("key", &SecretKeyText(&self.key))
+            .field("key", &self.key.as_deref().map(SecretKeyText))
             .field("key_info", &self.key_info)
             .field("previous", &self.previous)
             .finish()
     }
+}
+
+/// `POST /admin/v1/keys/{id}/credits`: exactly one of `set` and `add`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsRequest {
+    /// The new balance.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional_credit_count"
+    )]
+    pub set: Option<u64>,
+    /// Credits to add to the balance.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional_credit_count"
+    )]
+    pub add: Option<u64>,
+}
+
+/// `GET /admin/v1/accounts/{account_id}/quota`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountQuotaResponse {
+    /// The account.
+    pub account_id: AccountId,
+    /// Its plan.
+    pub plan: PlanName,
+    /// The plan's quota; `null` when the plan has none.
+    pub quota: Option<QuotaPolicy>,
+    /// Units used in the current period by the account; `null` when there
+    /// is no account-wide quota (none, or one per key).
+    pub used: Option<u64>,
+    /// Units left in the current period; `null` as for `used`.
+    pub remaining: Option<u64>,
+    /// When the current period ends; `null` when there is no quota.
+    pub resets_at: Option<Timestamp>,
 }
 
 /// `GET /admin/v1/keys`.
@@ -427,6 +564,9 @@ pub struct PlanInfo {
     pub rate_limit: RateLimitPolicy,
     /// Its concurrency limit, if any.
     pub concurrency_limit: Option<NonZeroU32>,
+    /// Its quota, if any.
+    #[serde(default)]
+    pub quota: Option<QuotaPolicy>,
 }
 
 /// `GET /admin/v1/plans`.
@@ -506,9 +646,36 @@ pub struct ErrorDetails {
     /// Seconds to wait, as in `Retry-After` (429, 503).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
-    /// The limit that was hit (`CONCURRENT_LIMIT_EXCEEDED`).
+    /// The limit that was hit: a number for `CONCURRENT_LIMIT_EXCEEDED`,
+    /// `credits` or `quota` for `QUOTA_EXCEEDED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
+    pub limit: Option<LimitDetail>,
+    /// When the exhausted allowance refills (`QUOTA_EXCEEDED`): present
+    /// there, `null` when nothing refills; absent elsewhere.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_or_null"
+    )]
+    pub resets_at: Option<Option<Timestamp>>,
+}
+
+/// `details.limit`: the concurrency limit's number, or which of the §11
+/// allowances ran out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LimitDetail {
+    /// `CONCURRENT_LIMIT_EXCEEDED`: the key's concurrency limit.
+    Count(u32),
+    /// `QUOTA_EXCEEDED`: `credits` or `quota`.
+    Name(String),
+}
+
+/// A field that is absent (`None`), `null` (`Some(None)`) or a value.
+fn present_or_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl ErrorDetails {
@@ -525,7 +692,20 @@ impl ErrorDetails {
                 details.required_scope = Some(*required)
             }
             AuthError::RateLimitExceeded { plan, .. } => details.plan = *plan,
-            AuthError::ConcurrentLimitExceeded { limit } => details.limit = Some(*limit),
+            AuthError::ConcurrentLimitExceeded { limit } => {
+                details.limit = Some(LimitDetail::Count(*limit))
+            }
+            AuthError::QuotaExceeded {
+                limit,
+                plan,
+                resets_at,
+                ..
+            } => {
+                details.limit = Some(LimitDetail::Name(limit.as_str().into()));
+                details.plan = *plan;
+                details.resets_at =
+                    Some(resets_at.and_then(|seconds| Timestamp::from_second(seconds).ok()));
+            }
             _ => {}
         }
         details
@@ -591,7 +771,7 @@ mod whole {
         }
     }
 
-    /// A whole number from 1 to `u32::MAX`, or `null` (`None`).
+    /// A whole number, or `null` (`None`).
     struct OptionalWhole;
 
     impl<'de> Visitor<'de> for OptionalWhole {
@@ -640,6 +820,47 @@ mod whole {
         d.deserialize_option(OptionalWhole)?
             .map(in_range)
             .transpose()
+    }
+
+    fn count_in<E: Error>(value: u64, least: u64) -> Result<u64, E> {
+        if (least..=super::MAX_QUOTA_COUNT).contains(&value) {
+            return Ok(value);
+        }
+        Err(E::invalid_value(
+            Unexpected::Unsigned(value),
+            &if least == 0 {
+                "a whole number from 0 to 9007199254740991"
+            } else {
+                "a whole number from 1 to 9007199254740991"
+            },
+        ))
+    }
+
+    /// A quota's size: 1 to 2^53 − 1.
+    pub(super) fn quota_count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        count_in(d.deserialize_any(Whole)?, 1)
+    }
+
+    /// A credit balance or amount: 0 to 2^53 − 1.
+    pub(super) fn credit_count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        count_in(d.deserialize_any(Whole)?, 0)
+    }
+
+    pub(super) fn optional_credit_count<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<u64>, D::Error> {
+        d.deserialize_option(OptionalWhole)?
+            .map(|value| count_in(value, 0))
+            .transpose()
+    }
+
+    pub(super) fn patch_credit_count<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Patch<u64>, D::Error> {
+        Ok(match optional_credit_count(d)? {
+            Some(value) => Patch::Value(value),
+            None => Patch::Null,
+        })
     }
 
     /// Only called when the field is present (`#[serde(default)]` covers

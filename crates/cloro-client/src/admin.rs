@@ -513,9 +513,17 @@ impl AdminClient {
 /// The plaintext from a create or rotate answer as an [`ApiKey`]; the
 /// text is wiped either way.
 fn parse_issued_key(
-    text: &mut String,
+    text: &mut Option<String>,
     meta: &crate::response::ResponseMeta,
 ) -> Result<ApiKey, Error> {
+    // A replayed create or rotate carries no plaintext (SPEC §11).
+    let Some(text) = text.as_mut() else {
+        return Err(Error::from(DecodeError::new(
+            meta.status,
+            meta.request_id.clone(),
+            "the server answered a replay of an earlier request: the key was made then, but its secret is shown only once; rotate the key to get a usable secret".to_owned(),
+        )));
+    };
     // FormatError names the broken rule, never the text, so it may be kept.
     let parsed = ApiKey::parse_token(text).map_err(|why| {
         Error::from(

@@ -156,6 +156,10 @@ impl KeyAdmin {
             metadata: request.metadata,
             rate_limit: request.rate_limit,
             concurrency_limit: request.concurrency_limit,
+            quota: request.quota,
+            credits_limited: request.credits.is_some() || request.refill.is_some(),
+            refill: request.refill,
+            meter_id: None,
             enabled: true,
             created_at: now,
             expires_at: request.expires_at,
@@ -164,6 +168,7 @@ impl KeyAdmin {
             rotated_to: None,
             version: 1,
             usage: Default::default(),
+            credits: None,
         };
         let event = audit(actor, AuditAction::KeyCreated, &record, now, [])?;
         self.store

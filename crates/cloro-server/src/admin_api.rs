@@ -251,7 +251,7 @@ async fn create_key(
     let record = &issued.record;
     tracing::info!(key_id = %record.id, account_id = %record.account_id, start = %record.start, "key created");
     let body = CreateKeyResponse {
-        key: issued.key.expose_secret().to_owned(),
+        key: Some(issued.key.expose_secret().to_owned()),
         key_info: record.to_info(now),
     };
     Ok(json(StatusCode::CREATED, &body))
@@ -337,7 +337,7 @@ async fn rotate_key(
         "key rotated"
     );
     let body = RotateKeyResponse {
-        key: rotation.issued.key.expose_secret().to_owned(),
+        key: Some(rotation.issued.key.expose_secret().to_owned()),
         key_info: new.to_info(now),
         previous: rotation.previous.to_info(now),
     };

@@ -1,7 +1,8 @@
 //! SPEC §4, row by row: code, status, challenge, retry-after and message.
 
 use cloro_auth_core::{
-    AuthError, Challenge, ErrorCode, FormatError, Malformed, PlanName, RevocationReason, Scope,
+    AuthError, Challenge, ErrorCode, FormatError, Malformed, PlanName, QuotaLimit,
+    RevocationReason, Scope,
 };
 
 struct Row {
@@ -112,6 +113,31 @@ fn rows() -> Vec<Row> {
             retry_after: Some(1),
         },
         Row {
+            error: AuthError::QuotaExceeded {
+                limit: QuotaLimit::Quota,
+                plan: Some(plan),
+                resets_at: Some(1_800_000_000),
+                retry_after: Some(3600),
+            },
+            code: "QUOTA_EXCEEDED",
+            status: 429,
+            challenge: None,
+            retry_after: Some(3600),
+        },
+        Row {
+            // Credits that never refill: nothing to wait for, no Retry-After.
+            error: AuthError::QuotaExceeded {
+                limit: QuotaLimit::Credits,
+                plan: None,
+                resets_at: None,
+                retry_after: None,
+            },
+            code: "QUOTA_EXCEEDED",
+            status: 429,
+            challenge: None,
+            retry_after: None,
+        },
+        Row {
             error: AuthError::TooManyFailedAttempts { retry_after: 0 },
             code: "TOO_MANY_FAILED_ATTEMPTS",
             status: 429,
@@ -153,9 +179,17 @@ fn every_401_400_403_has_a_challenge_and_429_503_a_retry_after() {
             "{:?}",
             row.error
         );
+        // SPEC §5: every 429 and 503 waits, except credits that never refill.
+        let nothing_refills = matches!(
+            row.error,
+            AuthError::QuotaExceeded {
+                resets_at: None,
+                ..
+            }
+        );
         assert_eq!(
             row.error.retry_after().is_some(),
-            matches!(status, 429 | 503),
+            matches!(status, 429 | 503) && !nothing_refills,
             "{:?}",
             row.error
         );
@@ -245,6 +279,8 @@ fn every_code_has_a_status_and_round_trips() {
     }
     assert_eq!(ErrorCode::InvalidAdminToken.status(), 401);
     assert_eq!(ErrorCode::KeyRevoked.status(), 409);
+    assert_eq!(ErrorCode::IdempotencyKeyReused.status(), 409);
+    assert_eq!(ErrorCode::QuotaExceeded.status(), 429);
     assert_eq!(ErrorCode::UpstreamUnavailable.status(), 502);
     assert_eq!(ErrorCode::UpstreamTimeout.status(), 504);
     assert_eq!(ErrorCode::from_code("NOPE"), None);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
 use cloro_auth_core::PlanName;
-use cloro_auth_core::wire::{PlanInfo, PlansResponse, RateLimitPolicy};
+use cloro_auth_core::wire::{PlanInfo, PlansResponse, QuotaPolicy, RateLimitPolicy};
 use serde::Deserialize;
 
 /// One plan's limits.
@@ -17,6 +17,10 @@ pub struct Plan {
     /// Requests in flight per key, if limited.
     #[serde(default)]
     pub concurrency_limit: Option<NonZeroU32>,
+    /// Units per calendar period (SPEC §11), per account unless it says
+    /// `applies_to = "key"`.
+    #[serde(default)]
+    pub quota: Option<QuotaPolicy>,
 }
 
 /// Every plan and the default, validated: the default always exists.
@@ -47,6 +51,7 @@ impl Plans {
                 Plan {
                     rate_limit,
                     concurrency_limit: None,
+                    quota: None,
                 },
             )]),
         }
@@ -102,6 +107,7 @@ impl Plans {
                     name: *name,
                     rate_limit: plan.rate_limit,
                     concurrency_limit: plan.concurrency_limit,
+                    quota: plan.quota,
                 })
                 .collect(),
             default_plan: self.default_plan,

@@ -4,7 +4,7 @@
 
 use core::num::NonZeroU32;
 
-use cloro_auth_core::wire::{KeyInfo, KeyPurpose, Metadata, RateLimitPolicy};
+use cloro_auth_core::wire::{KeyInfo, KeyPurpose, Metadata, QuotaPolicy, RateLimitPolicy, Refill};
 use cloro_auth_core::{AccountId, Environment, KeyHash, KeyId, KeyStatus, PlanName, Scope};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,22 @@ pub struct KeyRecord {
     pub rate_limit: Option<RateLimitPolicy>,
     /// Requests in flight at once; `None` means the plan's, if any.
     pub concurrency_limit: Option<NonZeroU32>,
+    /// The key's own quota; `None` means its plan's, if any.
+    #[serde(default)]
+    pub quota: Option<QuotaPolicy>,
+    /// Whether the key spends credits. The balance itself is not part of
+    /// the record: requests spend it, so it lives in the ledger
+    /// (`crate::quota`), which admin reads fill into [`KeyRecord::credits`].
+    #[serde(default)]
+    pub credits_limited: bool,
+    /// How the credits are refilled.
+    #[serde(default)]
+    pub refill: Option<Refill>,
+    /// Whose quota counter and credit balance this key draws on: the first
+    /// key of its rotation chain (`None`: its own id). A rotation hands it
+    /// on, so rotating never buys a fresh quota or balance.
+    #[serde(default)]
+    pub meter_id: Option<KeyId>,
     /// `false` while disabled.
     pub enabled: bool,
     /// Creation time.
@@ -56,6 +72,10 @@ pub struct KeyRecord {
     /// through a commit (so usage never conflicts with an admin change).
     #[serde(skip)]
     pub usage: KeyUsage,
+    /// The credit balance at the time of an admin read (`None` when the
+    /// key's credits are unlimited, or on the verifier's path); never stored.
+    #[serde(skip)]
+    pub credits: Option<u64>,
 }
 
 impl KeyRecord {
@@ -63,6 +83,11 @@ impl KeyRecord {
     pub fn status(&self, now: Timestamp) -> KeyStatus {
         let expired = self.expires_at.is_some_and(|end| end <= now);
         KeyStatus::from_facts(self.revoked_at.is_some(), expired, self.enabled)
+    }
+
+    /// Whose quota counter and credit balance the key draws on.
+    pub fn meter_id(&self) -> KeyId {
+        self.meter_id.unwrap_or(self.id)
     }
 
     /// The public view of the record at `now`.
@@ -78,6 +103,10 @@ impl KeyRecord {
             metadata: self.metadata.clone(),
             rate_limit: self.rate_limit,
             concurrency_limit: self.concurrency_limit,
+            quota: self.quota,
+            // A limited key whose balance was never read has none to show.
+            credits: self.credits_limited.then(|| self.credits.unwrap_or(0)),
+            refill: self.refill,
             enabled: self.enabled,
             created_at: self.created_at,
             expires_at: self.expires_at,

@@ -36,10 +36,12 @@ fn plans() -> Plans {
     let free = Plan {
         rate_limit: policy(1000, 3600),
         concurrency_limit: None,
+        quota: None,
     };
     let tiny = Plan {
         rate_limit: policy(2, 60),
         concurrency_limit: NonZeroU32::new(1),
+        quota: None,
     };
     Plans::new(
         PlanName::new("free").unwrap(),

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cloro_auth_core::wire::{
     AccountInfo, AppliesTo, AuditAction, AuditEvent, CreateKeyRequest, KeyInfo, KeyPurpose, Patch,
-    RateLimitPolicy, RevokeKeyRequest, RotateKeyRequest, SetPlanRequest, UpdateKeyRequest,
+    QuotaPeriod, QuotaPolicy, RateLimitPolicy, Refill, RevokeKeyRequest, RotateKeyRequest,
+    SetPlanRequest, UpdateKeyRequest,
 };
 use cloro_auth_core::{AccountId, ApiKey, Environment, ErrorCode, KeyId, PlanName, Scope};
 use cloro_server::routes::{OPENAPI_JSON, ROUTES};
@@ -329,12 +330,24 @@ async fn openapi_schemas_have_the_field_names_of_the_wire_types() {
         applies_to: AppliesTo::Account,
         ..RateLimitPolicy::new(one, one)
     };
+    let quota = QuotaPolicy {
+        requests: 10,
+        period: QuotaPeriod::Month,
+        applies_to: Some(AppliesTo::Key),
+    };
+    let refill = Refill {
+        amount: 5,
+        interval: QuotaPeriod::Day,
+    };
     let account = AccountId::new("acct_x").unwrap();
     let create = CreateKeyRequest {
         purpose: KeyPurpose::Ci,
         expires_at: Some(time),
         rate_limit: Some(policy),
         concurrency_limit: Some(one),
+        quota: Some(quota),
+        credits: Some(5),
+        refill: Some(refill),
         metadata: BTreeMap::from([("a".into(), "b".into())]),
         ..CreateKeyRequest::new(account, "n")
     };
@@ -344,6 +357,9 @@ async fn openapi_schemas_have_the_field_names_of_the_wire_types() {
         scopes: Patch::Value(vec![Scope::wildcard()]),
         rate_limit: Patch::Value(policy),
         concurrency_limit: Patch::Value(one),
+        quota: Patch::Value(quota),
+        credits: Patch::Value(5),
+        refill: Patch::Value(refill),
         metadata: Patch::Value(BTreeMap::new()),
         enabled: Patch::Value(true),
     };
@@ -373,6 +389,8 @@ async fn openapi_schemas_have_the_field_names_of_the_wire_types() {
     let cases: Vec<(&str, BTreeSet<String>)> = vec![
         ("KeyInfo", fields(&info)),
         ("RateLimitPolicy", fields(&policy)),
+        ("QuotaPolicy", fields(&quota)),
+        ("Refill", fields(&refill)),
         ("CreateKeyRequest", fields(&create)),
         ("UpdateKeyRequest", fields(&update)),
         ("RotateKeyRequest", fields(&rotate)),
