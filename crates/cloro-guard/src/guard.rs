@@ -21,13 +21,14 @@ use ipnet::IpNet;
 use crate::client_addr::client_address;
 use crate::request_target::Target;
 use crate::responses::{ApiError, Body, add_concurrency_headers, add_rate_headers};
-use crate::route_scope::RouteScopes;
+use crate::route_scope::{RouteCosts, RouteScopes};
 
 /// What a protected request is checked against.
 #[derive(Clone)]
 pub struct Guard {
     verifier: Arc<Verifier>,
     route_scopes: RouteScopes,
+    route_costs: RouteCosts,
     trusted_proxies: Vec<IpNet>,
     /// Told how long each check took (the server's latency histogram).
     observe: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
@@ -37,6 +38,7 @@ impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard")
             .field("route_scopes", &self.route_scopes)
+            .field("route_costs", &self.route_costs)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("observed", &self.observe.is_some())
             .finish_non_exhaustive()
@@ -87,9 +89,18 @@ impl Guard {
         Guard {
             verifier,
             route_scopes,
+            route_costs: RouteCosts::default(),
             trusted_proxies,
             observe: None,
         }
+    }
+
+    /// Charges each route's cost from `route_costs` (SPEC §11) instead of 1.
+    /// The cost comes from the (normalised) route only: nothing a client
+    /// sends, such as an `X-Cloro-Cost` header, can change it.
+    pub fn with_route_costs(mut self, route_costs: RouteCosts) -> Self {
+        self.route_costs = route_costs;
+        self
     }
 
     /// Calls `observe` with the duration of every check (for a latency metric).
@@ -127,6 +138,9 @@ impl Guard {
                 .target
                 .and_then(|target| self.route_scopes.required(target.method(), target.path())),
             limit_concurrency: facts.limit_concurrency,
+            cost: facts.target.map_or(1, |target| {
+                self.route_costs.cost(target.method(), target.path())
+            }),
             now: self.verifier.clock().now(),
         };
         let started = Instant::now();
@@ -143,14 +157,14 @@ impl Guard {
     }
 }
 
-/// The error answer for a refusal, with the limit headers of SPEC §5 on
-/// 429s (the limiter ran), and none on 401/403.
+/// The error answer for a refusal, with the limit headers of SPEC §5 (and
+/// the quota's, §11) on 429s (the limiter ran), and none on 401/403.
 pub fn refusal_response(refused: &Refused, request_id: &str) -> Response<Body> {
     let mut response = ApiError::from_auth(&refused.error).into_response(request_id);
     if response.status() == StatusCode::TOO_MANY_REQUESTS {
         let headers = response.headers_mut();
         if let Some(rate) = &refused.rate {
-            add_rate_headers(headers, rate);
+            add_rate_headers(headers, rate, refused.quota.as_ref());
         }
         if let Some(state) = &refused.concurrency {
             add_concurrency_headers(headers, state);
@@ -178,7 +192,7 @@ pub fn add_identity_headers(headers: &mut HeaderMap, verified: &Verified) {
 
 /// The limit headers of an accepted request.
 pub fn add_limit_headers(headers: &mut HeaderMap, verified: &Verified) {
-    add_rate_headers(headers, &verified.rate);
+    add_rate_headers(headers, &verified.rate, verified.quota.as_ref());
     if let Some(permit) = &verified.concurrency {
         add_concurrency_headers(headers, &permit.state);
     }

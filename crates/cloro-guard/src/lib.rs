@@ -31,4 +31,4 @@ pub use responses::{
     AnsweredCode, ApiError, Body, BoxError, add_concurrency_headers, add_rate_headers, empty, full,
     json,
 };
-pub use route_scope::RouteScopes;
+pub use route_scope::{RouteCosts, RouteScopes, RouteTable};

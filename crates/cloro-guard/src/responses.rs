@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use cloro_auth_core::wire::{ErrorBody, ErrorDetails, ErrorObject};
 use cloro_auth_core::{AuthError, Challenge, ErrorCode};
-use cloro_keystore::{ConcurrencyState, RateState};
+use cloro_keystore::{ConcurrencyState, QuotaState, RateState};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -151,12 +151,23 @@ impl ApiError {
 }
 
 /// Adds `X-RateLimit-*` and the IETF `RateLimit-Policy`/`RateLimit` fields.
-pub fn add_rate_headers(headers: &mut HeaderMap, rate: &RateState) {
+pub fn add_rate_headers(headers: &mut HeaderMap, rate: &RateState, quota: Option<&QuotaState>) {
     headers.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
     headers.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
     headers.insert("x-ratelimit-reset", HeaderValue::from(rate.reset_seconds));
-    let policy = format!("\"default\";q={};w={}", rate.limit, rate.window_seconds);
-    let state = format!("\"default\";r={};t={}", rate.remaining, rate.reset_seconds);
+    let mut policy = format!("\"default\";q={};w={}", rate.limit, rate.window_seconds);
+    let mut state = format!("\"default\";r={};t={}", rate.remaining, rate.reset_seconds);
+    // SPEC §11: the quota is the second policy of the same fields.
+    if let Some(quota) = quota {
+        policy.push_str(&format!(
+            ", \"quota\";q={};w={}",
+            quota.limit, quota.window_seconds
+        ));
+        state.push_str(&format!(
+            ", \"quota\";r={};t={}",
+            quota.remaining, quota.reset_seconds
+        ));
+    }
     for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);

@@ -1,6 +1,8 @@
-//! Which scope a route needs (SPEC §5 `[route_scopes]`): keys are
-//! `"METHOD /path"` or `"/path"` (any method), matched on whole path
-//! segments, longest prefix first; a route not listed needs no scope.
+//! Which scope a route needs (SPEC §5 `[route_scopes]`) and what it costs
+//! (SPEC §11 `[route_costs]`): one table type, [`RouteTable`], so both are
+//! matched by exactly the same rules. Keys are `"METHOD /path"` or
+//! `"/path"` (any method), matched on whole path segments, longest prefix
+//! first; a route not listed needs no scope and costs the default.
 //!
 //! Requests are matched on their normalised path (SPEC §9, see
 //! [`crate::Target`]), and the keys are normalised by the same rules when
@@ -15,26 +17,52 @@ use std::collections::BTreeMap;
 use cloro_auth_core::{Scope, normalise_path};
 use http::Method;
 
-/// One `[route_scopes]` entry.
+/// One entry of a route table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RouteScope {
+struct Route<T> {
     method: Option<Method>,
     segments: Vec<String>,
-    scope: Scope,
+    scope: T,
 }
 
-/// The route table, sorted so the first match is the most specific one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouteScopes {
-    routes: Vec<RouteScope>,
+/// A route table, sorted so the first match is the most specific one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTable<T> {
+    routes: Vec<Route<T>>,
 }
 
-impl RouteScopes {
+impl<T> Default for RouteTable<T> {
+    fn default() -> Self {
+        RouteTable { routes: Vec::new() }
+    }
+}
+
+/// `[route_scopes]`: the scope each route needs.
+pub type RouteScopes = RouteTable<Scope>;
+
+/// `[route_costs]`: each route's cost in quota and credit units.
+pub type RouteCosts = RouteTable<u64>;
+
+impl RouteTable<Scope> {
+    /// The scope `method path` needs, if any; `path` is normalised.
+    pub fn required(&self, method: &Method, path: &str) -> Option<Scope> {
+        self.value_for(method, path)
+    }
+}
+
+impl RouteTable<u64> {
+    /// What `method path` costs: its entry, else 1 (SPEC §11).
+    pub fn cost(&self, method: &Method, path: &str) -> u64 {
+        self.value_for(method, path).unwrap_or(1)
+    }
+}
+
+impl<T: Copy> RouteTable<T> {
     /// Parses the config table.
     ///
     /// # Errors
     /// A key that is not `"/path"` or `"METHOD /path"`, naming it.
-    pub fn new(table: &BTreeMap<String, Scope>) -> Result<Self, String> {
+    pub fn new(table: &BTreeMap<String, T>) -> Result<Self, String> {
         let mut routes = table
             .iter()
             .map(|(key, scope)| {
@@ -52,7 +80,7 @@ impl RouteScopes {
                     ));
                 }
                 let path = normalise_path(path).map_err(|why| format!("`{key}`: {why}"))?;
-                Ok(RouteScope {
+                Ok(Route {
                     method,
                     segments: segments(&path).map(str::to_owned).collect(),
                     scope: *scope,
@@ -66,17 +94,18 @@ impl RouteScopes {
                 .cmp(&a.segments.len())
                 .then(b.method.is_some().cmp(&a.method.is_some()))
         });
-        Ok(RouteScopes { routes })
+        Ok(RouteTable { routes })
     }
 
-    /// The scope `method path` needs, if any; `path` is normalised.
-    pub fn required(&self, method: &Method, path: &str) -> Option<Scope> {
+    /// The value of the most specific entry for `method path`, if any;
+    /// `path` is normalised.
+    fn value_for(&self, method: &Method, path: &str) -> Option<T> {
         // Methods compare without ASCII case too: RFC 9110 makes them
         // case-sensitive, but some frameworks upper-case what they receive
         // and would run the POST handler for `post`.
         let same = |a: &Method, b: &Method| a.as_str().eq_ignore_ascii_case(b.as_str());
         let is_head = same(method, &Method::HEAD);
-        let applies = |route: &RouteScope| match &route.method {
+        let applies = |route: &Route<T>| match &route.method {
             None => true,
             Some(wanted) => same(wanted, method) || (is_head && *wanted == Method::GET),
         };

@@ -96,6 +96,7 @@ fn request_now() -> VerifyRequest {
         client: IpAddr::V4(Ipv4Addr::LOCALHOST),
         required_scope: None,
         limit_concurrency: true,
+        cost: 1,
         now: Timestamp::now(),
     }
 }

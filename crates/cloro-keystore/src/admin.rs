@@ -6,13 +6,16 @@
 use std::sync::Arc;
 
 use cloro_auth_core::wire::{
-    AuditAction, AuditEvent, CreateKeyRequest, Metadata, Patch, RotateKeyRequest, UpdateKeyRequest,
+    AccountQuotaResponse, AppliesTo, AuditAction, AuditEvent, CreateKeyRequest, CreditsRequest,
+    Metadata, Patch, RotateKeyRequest, UpdateKeyRequest,
 };
 use cloro_auth_core::{AccountId, ApiKey, ErrorCode, KeyId, PlanName, Scope};
 use jiff::{SignedDuration, Timestamp};
 
+use crate::clock::Clock;
 use crate::invalidation::{ChangeNotifier, Invalidation};
 use crate::limits::Plans;
+use crate::quota::{CreditsChange, Ledger, LocalLedger, QuotaSubject, RefillWindow, Window};
 use crate::store::{
     AccountRecord, Cursor, KeyBatch, KeyRecord, KeyStore, Page, PageRequest, RecordWrite,
     StoreError,
@@ -106,6 +109,9 @@ pub struct KeyAdmin {
     store: Arc<dyn KeyStore>,
     plans: Arc<Plans>,
     notifier: Arc<dyn ChangeNotifier>,
+    ledger: Arc<dyn Ledger>,
+    /// "Now" for reads that depend on it (a refill that is due).
+    clock: Clock,
 }
 
 impl KeyAdmin {
@@ -119,7 +125,146 @@ impl KeyAdmin {
             store,
             plans,
             notifier,
+            ledger: Arc::new(LocalLedger::in_memory()),
+            clock: Clock::system(),
         }
+    }
+
+    /// Reads "now" from `clock` (the verifier's), so tests that move time
+    /// see refills in admin answers too.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Keeps credit balances and reads quotas in `ledger`, which must be the
+    /// one the verifier charges ([`crate::Verifier::ledger`]).
+    pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Self {
+        self.ledger = ledger;
+        self
+    }
+
+    /// `record` with its credit balance filled in, when its credits are
+    /// limited (admin answers show it in `KeyInfo.credits`).
+    pub async fn with_balance(
+        &self,
+        mut record: KeyRecord,
+        now: Timestamp,
+    ) -> Result<KeyRecord, AdminError> {
+        if record.credits_limited {
+            let refill = record.refill.map(|refill| RefillWindow::of(&refill, now));
+            record.credits = Some(
+                self.ledger
+                    .balance(&record.account_id, &record.meter_id(), refill.as_ref())
+                    .await?,
+            );
+        }
+        Ok(record)
+    }
+
+    /// Sets or adds to a key's credits (`POST /admin/v1/keys/{id}/credits`);
+    /// setting them makes a key with unlimited credits a limited one.
+    ///
+    /// The change to the record (and its audit event) is committed before
+    /// the balance moves, so a retry after a failure never adds twice
+    /// without a trace; with an `Idempotency-Key` it never adds twice at all.
+    ///
+    /// # Errors
+    /// `KeyNotFound`, `KeyRevoked`, `InvalidField` (not exactly one of `set`
+    /// and `add`, or `add` to unlimited credits), or `Store`.
+    pub async fn change_credits(
+        &self,
+        id: &KeyId,
+        request: &CreditsRequest,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<KeyRecord, AdminError> {
+        let change = match (request.set, request.add) {
+            (Some(value), None) => CreditsChange::Set(value),
+            (None, Some(more)) => CreditsChange::Add(more),
+            (Some(_), Some(_)) => {
+                return Err(AdminError::invalid(
+                    "add",
+                    "send either `set` or `add`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(AdminError::invalid(
+                    "set",
+                    "send `set` (the new balance) or `add` (credits to add)",
+                ));
+            }
+        };
+        let (record, _) = self
+            .change(id, actor, now, AuditAction::KeyUpdated, |current| {
+                if current.revoked_at.is_some() {
+                    return Err(AdminError::KeyRevoked);
+                }
+                if matches!(change, CreditsChange::Add(_)) && !current.credits_limited {
+                    return Err(AdminError::invalid(
+                        "add",
+                        "this key's credits are unlimited; `set` a balance first",
+                    ));
+                }
+                let mut next = current.clone();
+                next.credits_limited = true;
+                let detail = match change {
+                    CreditsChange::Set(value) => ("credits_set", value.to_string()),
+                    CreditsChange::Add(more) => ("credits_added", more.to_string()),
+                };
+                Ok((
+                    next,
+                    Vec::new(),
+                    vec![("fields", "credits".to_owned()), detail],
+                ))
+            })
+            .await?;
+        let refill = record.refill.map(|refill| RefillWindow::of(&refill, now));
+        self.ledger
+            .adjust_credits(
+                &record.account_id,
+                &record.meter_id(),
+                change,
+                refill.as_ref(),
+            )
+            .await?;
+        self.with_balance(record, now).await
+    }
+
+    /// `GET /admin/v1/accounts/{id}/quota`: the account's plan quota and how
+    /// much of this period is used, where the quota is the account's.
+    ///
+    /// # Errors
+    /// `AccountNotFound`, or `Store`.
+    pub async fn account_quota(
+        &self,
+        account: &AccountId,
+        now: Timestamp,
+    ) -> Result<AccountQuotaResponse, AdminError> {
+        let (_, plan_name) = self.account(account).await?;
+        let (_, plan) = self.plans.resolve(Some(plan_name));
+        let quota = plan.quota;
+        let mut answer = AccountQuotaResponse {
+            account_id: *account,
+            plan: plan_name,
+            quota,
+            used: None,
+            remaining: None,
+            resets_at: None,
+        };
+        if let Some(quota) = quota {
+            let window = Window::containing(quota.period, now);
+            answer.resets_at = Some(window.end_timestamp());
+            if quota.applies_to_or(AppliesTo::Account) == AppliesTo::Account {
+                let used = self
+                    .ledger
+                    .quota_used(account, &QuotaSubject::Account, &window)
+                    .await?;
+                answer.used = Some(used);
+                answer.remaining = Some(quota.requests.saturating_sub(used));
+            }
+        }
+        Ok(answer)
     }
 
     /// The plans in force.
@@ -143,6 +288,10 @@ impl KeyAdmin {
         if let Some(expires_at) = request.expires_at {
             validate_future("expires_at", expires_at, now)?;
         }
+        // Refill without a starting balance starts at the refill amount.
+        let starting_credits = request
+            .credits
+            .or(request.refill.map(|refill| refill.amount));
         let key = ApiKey::generate(request.environment).map_err(|_| AdminError::Randomness)?;
         let record = KeyRecord {
             id: new_id("key_")?,
@@ -171,6 +320,19 @@ impl KeyAdmin {
             credits: None,
         };
         let event = audit(actor, AuditAction::KeyCreated, &record, now, [])?;
+        if let Some(credits) = starting_credits {
+            // Before the commit, like the hash index: a balance of a key that
+            // was never committed is never read.
+            let refill = record.refill.map(|refill| RefillWindow::of(&refill, now));
+            self.ledger
+                .adjust_credits(
+                    &record.account_id,
+                    &record.meter_id(),
+                    CreditsChange::Set(credits),
+                    refill.as_ref(),
+                )
+                .await?;
+        }
         self.store
             .commit(KeyBatch {
                 account_id: record.account_id,
@@ -184,6 +346,7 @@ impl KeyAdmin {
         // A node may hold a negative entry for this hash if someone probed it
         // (practically impossible for 128-bit keys, but cheap to rule out).
         self.notifier.publish(Invalidation::Key(record.hash)).await;
+        let record = self.with_balance(record, now).await?;
         Ok(IssuedKey { key, record })
     }
 
@@ -192,6 +355,12 @@ impl KeyAdmin {
     /// # Errors
     /// `KeyNotFound`, or `Store`.
     pub async fn get(&self, id: &KeyId) -> Result<KeyRecord, AdminError> {
+        let record = self.stored(id).await?;
+        self.with_balance(record, self.clock.now()).await
+    }
+
+    /// One key as stored, without its balance.
+    async fn stored(&self, id: &KeyId) -> Result<KeyRecord, AdminError> {
         self.store.key(id).await?.ok_or(AdminError::KeyNotFound)
     }
 
@@ -207,10 +376,17 @@ impl KeyAdmin {
         include_revoked: bool,
     ) -> Result<Page<KeyRecord>, AdminError> {
         let page = page_request(limit, cursor)?;
-        Ok(self
+        let mut page = self
             .store
             .keys_of_account(account, &page, include_revoked)
-            .await?)
+            .await?;
+        let now = self.clock.now();
+        for record in &mut page.items {
+            if record.credits_limited {
+                *record = self.with_balance(record.clone(), now).await?;
+            }
+        }
+        Ok(page)
     }
 
     /// Applies a JSON merge patch (SPEC §6 `PATCH /admin/v1/keys/{id}`).
@@ -230,64 +406,95 @@ impl KeyAdmin {
                 "may not be null; leave it out to keep the current value",
             ));
         }
-        self.change(id, actor, now, AuditAction::KeyUpdated, |current| {
-            if current.revoked_at.is_some() {
-                return Err(AdminError::KeyRevoked);
-            }
-            let mut next = current.clone();
-            let mut changed = Vec::new();
-            if let Patch::Value(name) = &patch.name {
-                validate_name(name)?;
-                next.name.clone_from(name);
-                changed.push("name");
-            }
-            match patch.expires_at {
-                Patch::Absent => {}
-                Patch::Null => next.expires_at = None,
-                Patch::Value(at) => next.expires_at = Some(validate_future("expires_at", at, now)?),
-            }
-            if !patch.expires_at.is_absent() {
-                changed.push("expires_at");
-            }
-            if let Patch::Value(scopes) = &patch.scopes {
-                validate_scopes(scopes)?;
-                next.scopes.clone_from(scopes);
-                changed.push("scopes");
-            }
-            if let Some(rate_limit) = patched(&patch.rate_limit) {
-                next.rate_limit = rate_limit;
-                changed.push("rate_limit");
-            }
-            if let Some(limit) = patched(&patch.concurrency_limit) {
-                next.concurrency_limit = limit;
-                changed.push("concurrency_limit");
-            }
-            match &patch.metadata {
-                Patch::Absent => {}
-                Patch::Null => next.metadata.clear(),
-                Patch::Value(merge) => {
-                    // RFC 7396: members set to null are removed, the rest set.
-                    for (label, value) in merge {
-                        match value {
-                            Some(value) => next.metadata.insert(label.clone(), value.clone()),
-                            None => next.metadata.remove(label),
-                        };
-                    }
-                    validate_metadata(&next.metadata)?;
+        let record = self
+            .change(id, actor, now, AuditAction::KeyUpdated, |current| {
+                if current.revoked_at.is_some() {
+                    return Err(AdminError::KeyRevoked);
                 }
-            }
-            if !patch.metadata.is_absent() {
-                changed.push("metadata");
-            }
-            if let Patch::Value(enabled) = patch.enabled {
-                next.enabled = enabled;
-                changed.push("enabled");
-            }
-            let details = [("fields", changed.join(","))];
-            Ok((next, Vec::new(), details.into_iter().collect()))
-        })
-        .await
-        .map(|(record, _)| record)
+                let mut next = current.clone();
+                let mut changed = Vec::new();
+                if let Patch::Value(name) = &patch.name {
+                    validate_name(name)?;
+                    next.name.clone_from(name);
+                    changed.push("name");
+                }
+                match patch.expires_at {
+                    Patch::Absent => {}
+                    Patch::Null => next.expires_at = None,
+                    Patch::Value(at) => {
+                        next.expires_at = Some(validate_future("expires_at", at, now)?)
+                    }
+                }
+                if !patch.expires_at.is_absent() {
+                    changed.push("expires_at");
+                }
+                if let Patch::Value(scopes) = &patch.scopes {
+                    validate_scopes(scopes)?;
+                    next.scopes.clone_from(scopes);
+                    changed.push("scopes");
+                }
+                if let Some(rate_limit) = patched(&patch.rate_limit) {
+                    next.rate_limit = rate_limit;
+                    changed.push("rate_limit");
+                }
+                if let Some(limit) = patched(&patch.concurrency_limit) {
+                    next.concurrency_limit = limit;
+                    changed.push("concurrency_limit");
+                }
+                if let Some(quota) = patched(&patch.quota) {
+                    next.quota = quota;
+                    changed.push("quota");
+                }
+                match patch.credits {
+                    Patch::Absent => {}
+                    Patch::Null => next.credits_limited = false,
+                    Patch::Value(_) => next.credits_limited = true,
+                }
+                if !patch.credits.is_absent() {
+                    changed.push("credits");
+                }
+                if let Some(refill) = patched(&patch.refill) {
+                    next.refill = refill;
+                    changed.push("refill");
+                }
+                match &patch.metadata {
+                    Patch::Absent => {}
+                    Patch::Null => next.metadata.clear(),
+                    Patch::Value(merge) => {
+                        // RFC 7396: members set to null are removed, the rest set.
+                        for (label, value) in merge {
+                            match value {
+                                Some(value) => next.metadata.insert(label.clone(), value.clone()),
+                                None => next.metadata.remove(label),
+                            };
+                        }
+                        validate_metadata(&next.metadata)?;
+                    }
+                }
+                if !patch.metadata.is_absent() {
+                    changed.push("metadata");
+                }
+                if let Patch::Value(enabled) = patch.enabled {
+                    next.enabled = enabled;
+                    changed.push("enabled");
+                }
+                let details = [("fields", changed.join(","))];
+                Ok((next, Vec::new(), details.into_iter().collect()))
+            })
+            .await
+            .map(|(record, _)| record)?;
+        if let Patch::Value(credits) = patch.credits {
+            let refill = record.refill.map(|refill| RefillWindow::of(&refill, now));
+            self.ledger
+                .adjust_credits(
+                    &record.account_id,
+                    &record.meter_id(),
+                    CreditsChange::Set(credits),
+                    refill.as_ref(),
+                )
+                .await?;
+        }
+        self.with_balance(record, now).await
     }
 
     /// Revokes a key; revoking a revoked key changes nothing.
@@ -311,6 +518,7 @@ impl KeyAdmin {
         if current.revoked_at.is_some() {
             return Ok(current);
         }
+        let balance = current.credits;
         self.change(id, actor, now, AuditAction::KeyRevoked, |current| {
             let mut next = current.clone();
             if next.revoked_at.is_none() {
@@ -324,7 +532,10 @@ impl KeyAdmin {
             Ok((next, Vec::new(), details))
         })
         .await
-        .map(|(record, _)| record)
+        .map(|(mut record, _)| {
+            record.credits = balance;
+            record
+        })
     }
 
     /// Rotates a key: a new key with every setting of the old one, and the
@@ -382,6 +593,10 @@ impl KeyAdmin {
                     usage: Default::default(),
                     revoked_at: None,
                     revoked_reason: None,
+                    // The new key draws on the same quota and balance: a
+                    // rotation never buys a fresh one.
+                    meter_id: Some(current.meter_id()),
+                    credits: None,
                     ..current.clone()
                 };
                 let mut old = current.clone();
@@ -399,6 +614,8 @@ impl KeyAdmin {
             return Err(StoreError::corrupt("rotation produced no new key").into());
         };
         self.notifier.publish(Invalidation::Key(record.hash)).await;
+        let record = self.with_balance(record, now).await?;
+        let previous = self.with_balance(previous, now).await?;
         Ok(Rotation {
             issued: IssuedKey { key, record },
             previous,
@@ -494,7 +711,7 @@ impl KeyAdmin {
             -> Result<(KeyRecord, Vec<KeyRecord>, Vec<(&'static str, String)>), AdminError>,
     {
         for _ in 0..COMMIT_ATTEMPTS {
-            let current = self.get(id).await?;
+            let current = self.stored(id).await?;
             let (mut next, new_records, details) = compute(&current)?;
             next.version = current.version + 1;
             let event = audit(actor, action, &next, now, details)?;

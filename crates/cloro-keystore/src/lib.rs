@@ -26,6 +26,7 @@ mod clock;
 mod invalidation;
 mod limits;
 mod log_limit;
+mod quota;
 mod redis;
 mod store;
 mod table;
@@ -41,19 +42,25 @@ pub use limits::{
     gcra_decide, gcra_step,
 };
 pub use log_limit::LogLimit;
+pub use quota::{
+    CreditsChange, CreditsMeter, Ledger, LocalLedger, Meter, MeterOutcome, QuotaMeter,
+    QuotaSubject, RefillWindow, Window,
+};
 pub use redis::{
-    INVALIDATION_CHANNEL, InvalidationListener, RedisConnection, RedisNotifier, RedisOptions,
-    RedisRateLimiter, RedisStore, spawn_cluster_invalidation_listener, spawn_invalidation_listener,
+    INVALIDATION_CHANNEL, InvalidationListener, RedisConnection, RedisLedger, RedisNotifier,
+    RedisOptions, RedisRateLimiter, RedisStore, spawn_cluster_invalidation_listener,
+    spawn_invalidation_listener,
 };
 pub use store::{
-    AccountRecord, Cursor, EmbeddedStore, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage,
-    MemoryStore, Page, PageRequest, RecordWrite, StoreError, StoreFailure, USAGE_DEDUP_WINDOW,
-    UsageBatch, UsageDelta,
+    AccountRecord, CounterStore, Cursor, EmbeddedStore, KeyBatch, KeyLookup, KeyRecord, KeyStore,
+    KeyUsage, MemoryStore, Page, PageRequest, RecordWrite, StoreError, StoreFailure,
+    USAGE_DEDUP_WINDOW, UsageBatch, UsageDelta,
 };
 pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};
 pub use verify::{
-    CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache, MAINTENANCE_INTERVAL,
-    PENDING_LOOKUP_BYTES, Readiness, Refused, StoreHealth, StripedCounter, UsageRecorder, Verified,
-    Verifier, VerifierConfig, VerifierStats, VerifyRequest,
+    CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache, LEDGER_PERSIST_INTERVAL,
+    MAINTENANCE_INTERVAL, PENDING_LOOKUP_BYTES, QuotaState, Readiness, Refused, StoreHealth,
+    StripedCounter, UsageRecorder, Verified, Verifier, VerifierConfig, VerifierStats,
+    VerifyRequest,
 };

@@ -12,8 +12,9 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use cloro_auth_core::wire::{
-    AccountInfo, CreateKeyRequest, CreateKeyResponse, ListAuditResponse, ListKeysResponse,
-    RevokeKeyRequest, RotateKeyRequest, RotateKeyResponse, SetPlanRequest, UpdateKeyRequest,
+    AccountInfo, CreateKeyRequest, CreateKeyResponse, CreditsRequest, ListAuditResponse,
+    ListKeysResponse, RevokeKeyRequest, RotateKeyRequest, RotateKeyResponse, SetPlanRequest,
+    UpdateKeyRequest,
 };
 use cloro_auth_core::{
     AccountId, ApiKey, AuthError, ErrorCode, KeyId, Malformed, bearer_token, query_carries_key,
@@ -155,6 +156,28 @@ where
             let id = key_id(id)?;
             let request = parse_optional_body(&read_body(body).await?)?;
             rotate_key(app, &id, &request, now).await
+        }
+        AdminRoute::KeyCredits => {
+            no_query(query)?;
+            let id = key_id(id)?;
+            let request: CreditsRequest = parse_body(&read_body(body).await?)?;
+            let record = app
+                .admin()
+                .change_credits(&id, &request, ACTOR, now)
+                .await
+                .map_err(admin_error)?;
+            tracing::info!(key_id = %record.id, account_id = %record.account_id, "key credits changed");
+            Ok(json(StatusCode::OK, &record.to_info(now)))
+        }
+        AdminRoute::AccountQuota => {
+            no_query(query)?;
+            let account = account_id(id)?;
+            let quota = app
+                .admin()
+                .account_quota(&account, now)
+                .await
+                .map_err(admin_error)?;
+            Ok(json(StatusCode::OK, &quota))
         }
         AdminRoute::Audit => list_audit(app, query).await,
         AdminRoute::Plans => {

@@ -9,10 +9,10 @@ use std::time::Instant;
 use cloro_auth_core::wire::HealthResponse;
 use cloro_auth_core::{ErrorCode, normalise_path};
 use cloro_keystore::{
-    ChangeNotifier, Clock, EmbeddedStore, InvalidationListener, InvalidationSink, KeyAdmin,
-    KeyStore, LocalNotifier, Readiness, RedisNotifier, RedisOptions, RedisRateLimiter, RedisStore,
-    SharedRateLimiter, StoreError, Verifier, VerifierConfig, spawn_cluster_invalidation_listener,
-    spawn_invalidation_listener,
+    ChangeNotifier, Clock, CounterStore, EmbeddedStore, InvalidationListener, InvalidationSink,
+    KeyAdmin, KeyStore, Ledger, LocalLedger, LocalNotifier, Readiness, RedisLedger, RedisNotifier,
+    RedisOptions, RedisRateLimiter, RedisStore, SharedRateLimiter, StoreError, Verifier,
+    VerifierConfig, spawn_cluster_invalidation_listener, spawn_invalidation_listener,
 };
 use cloro_keystore::{LogLimit, mask_url, mask_url_list};
 use http::{Request, Response, StatusCode};
@@ -57,6 +57,8 @@ struct Backend {
     store: Arc<dyn KeyStore>,
     /// The limiter that holds rate limits exact across nodes (Redis only).
     shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
+    /// Where the embedded store keeps the quota ledger (embedded only).
+    counters: Option<Arc<dyn CounterStore>>,
     redis: Option<RedisBackend>,
 }
 
@@ -75,12 +77,14 @@ impl Backend {
         match &settings.store {
             StoreChoice::Embedded(dir) => {
                 tracing::info!(data_dir = %dir.display(), "using the embedded key store");
+                let store = Arc::new(EmbeddedStore::open_with_cache(
+                    dir,
+                    settings.memory.store_cache,
+                )?);
                 Ok(Backend {
-                    store: Arc::new(EmbeddedStore::open_with_cache(
-                        dir,
-                        settings.memory.store_cache,
-                    )?),
+                    store: store.clone(),
                     shared_limiter: None,
+                    counters: Some(store),
                     redis: None,
                 })
             }
@@ -97,6 +101,7 @@ impl Backend {
                 Ok(Backend {
                     store: store.clone(),
                     shared_limiter: Some(Arc::new(RedisRateLimiter::new(store.connection()))),
+                    counters: None,
                     redis: Some(RedisBackend {
                         store,
                         url: url.clone(),
@@ -181,9 +186,23 @@ impl App {
         let Backend {
             store,
             shared_limiter,
+            counters,
             redis,
         } = Backend::open(&settings)?;
-        let verifier = Verifier::new(store.clone(), plans.clone(), shared_limiter, &config);
+        // Quotas and credits (SPEC §11): in Redis beside the rate limits, or
+        // in this process, written to the embedded store every second.
+        let ledger: Arc<dyn Ledger> = match (&redis, counters) {
+            (Some(redis), _) => Arc::new(RedisLedger::new(redis.store.connection())),
+            (None, Some(counters)) => Arc::new(LocalLedger::durable(counters).await?),
+            (None, None) => Arc::new(LocalLedger::in_memory()),
+        };
+        let verifier = Verifier::with_ledger(
+            store.clone(),
+            plans.clone(),
+            shared_limiter,
+            ledger.clone(),
+            &config,
+        );
         let cache: Arc<dyn InvalidationSink> = verifier.cache().clone();
         let propagation = Arc::new(PropagationDelays::default());
         let (notifier, listener): (Arc<dyn ChangeNotifier>, _) = match redis {
@@ -202,13 +221,16 @@ impl App {
             }
             None => (Arc::new(LocalNotifier::new(vec![cache])), None),
         };
-        let admin = KeyAdmin::new(store.clone(), plans, notifier);
+        let admin = KeyAdmin::new(store.clone(), plans, notifier)
+            .with_ledger(ledger)
+            .with_clock(verifier.clock().clone());
         let metrics = Metrics::new(verifier.clone(), propagation);
         let guard = Guard::new(
             verifier.clone(),
             settings.route_scopes.clone(),
             settings.trusted_proxies.clone(),
         )
+        .with_route_costs(settings.route_costs.clone())
         .with_check_observer(metrics.check_observer());
 
         let gateway = Gateway::new(settings.upstream.as_ref(), settings.upstream_timeout);

@@ -16,7 +16,8 @@ use cloro_keystore::{Plan, Plans, mask_url, mask_url_list};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use cloro_guard::RouteScopes;
+use cloro_auth_core::wire::MAX_QUOTA_COUNT;
+use cloro_guard::{RouteCosts, RouteScopes};
 
 /// `cloro-server`'s flags. Serving is the only thing it does, so the flags
 /// alone are a whole command.
@@ -156,6 +157,8 @@ struct FileConfig {
     plans: BTreeMap<PlanName, Plan>,
     #[serde(default)]
     route_scopes: BTreeMap<String, Scope>,
+    #[serde(default)]
+    route_costs: BTreeMap<String, u64>,
 }
 
 /// Where keys are kept.
@@ -223,6 +226,8 @@ pub struct Settings {
     pub plans: Plans,
     /// Scopes routes need.
     pub route_scopes: RouteScopes,
+    /// What routes cost in quota and credit units (SPEC §11; default 1).
+    pub route_costs: RouteCosts,
 }
 
 /// How long connections may take and how many may be open (SPEC §9).
@@ -504,6 +509,18 @@ impl Settings {
         let plans = plans_from(file.default_plan, file.plans)?;
         let route_scopes =
             RouteScopes::new(&file.route_scopes).map_err(|e| invalid("route_scopes", e))?;
+        if let Some((route, cost)) = file
+            .route_costs
+            .iter()
+            .find(|(_, cost)| **cost > MAX_QUOTA_COUNT)
+        {
+            return Err(invalid(
+                "route_costs",
+                format!("`{route}` = {cost}: a cost is a whole number from 0 to {MAX_QUOTA_COUNT}"),
+            ));
+        }
+        let route_costs =
+            RouteCosts::new(&file.route_costs).map_err(|e| invalid("route_costs", e))?;
         Ok(Settings {
             listen: flags
                 .listen
@@ -525,6 +542,7 @@ impl Settings {
             memory,
             plans,
             route_scopes,
+            route_costs,
         })
     }
 }

@@ -46,6 +46,8 @@ pub(crate) enum AdminRoute {
     RevokeKey,
     /// `POST /admin/v1/keys/{id}/rotate`.
     RotateKey,
+    /// `POST /admin/v1/keys/{id}/credits`.
+    KeyCredits,
     /// `GET /admin/v1/audit`.
     Audit,
     /// `GET /admin/v1/plans`.
@@ -54,6 +56,8 @@ pub(crate) enum AdminRoute {
     GetAccount,
     /// `PUT /admin/v1/accounts/{account_id}`.
     SetAccountPlan,
+    /// `GET /admin/v1/accounts/{account_id}/quota`.
+    AccountQuota,
     /// Any other path under `/admin`: 404, but only after the token check,
     /// so that without the token nobody learns which admin paths exist.
     Unknown,
@@ -203,6 +207,12 @@ pub const ROUTES: &[Route] = &[
         label: RouteLabel::Admin,
     },
     Route {
+        path: "/admin/v1/keys/{id}/credits",
+        methods: Methods::Each(&[(Method::POST, admin(AdminRoute::KeyCredits))]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
         path: "/admin/v1/audit",
         methods: Methods::Each(&[(Method::GET, admin(AdminRoute::Audit))]),
         documented: true,
@@ -220,6 +230,12 @@ pub const ROUTES: &[Route] = &[
             (Method::GET, admin(AdminRoute::GetAccount)),
             (Method::PUT, admin(AdminRoute::SetAccountPlan)),
         ]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
+        path: "/admin/v1/accounts/{account_id}/quota",
+        methods: Methods::Each(&[(Method::GET, admin(AdminRoute::AccountQuota))]),
         documented: true,
         label: RouteLabel::Admin,
     },

@@ -21,8 +21,10 @@ pub use subject::{Subject, account_subject};
 use core::fmt;
 
 use async_trait::async_trait;
+use cloro_auth_core::AccountId;
 use cloro_auth_core::wire::RateLimitPolicy;
 
+use crate::quota::{Meter, MeterOutcome};
 use crate::store::StoreError;
 
 /// A rate limiter shared by every node (the Redis one). It keeps its own
@@ -32,10 +34,21 @@ use crate::store::StoreError;
 /// (SPEC §5).
 #[async_trait]
 pub trait SharedRateLimiter: Send + Sync + fmt::Debug + 'static {
-    /// Takes one request from `subject`'s allowance under `policy` if it has one.
+    /// Takes one request from `subject`'s allowance under `policy` if it
+    /// has one and then, if there is a `meter`, charges its quota and
+    /// credits (SPEC §11), all in one atomic step: the outcome of the meter
+    /// is `None` when the rate limit refused (nothing charged) or there is
+    /// no meter. `account` owns `subject`: its allowance lives beside its
+    /// quota counters.
     async fn check(
         &self,
+        account: &AccountId,
         subject: &Subject,
         policy: &RateLimitPolicy,
-    ) -> Result<RateDecision, StoreError>;
+        meter: Option<&Meter>,
+    ) -> Result<(RateDecision, Option<MeterOutcome>), StoreError>;
+
+    /// Says this node is alive and answers how many nodes are (at least
+    /// 1), so a node can take its share of a quota during an outage.
+    async fn live_nodes(&self, node_id: u64) -> Result<u32, StoreError>;
 }

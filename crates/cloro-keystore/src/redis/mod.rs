@@ -2,6 +2,8 @@
 //! names elsewhere: the [`RedisStore`] ([`KeyStore`](crate::KeyStore),
 //! `store`), the [`RedisRateLimiter`]
 //! ([`SharedRateLimiter`](crate::SharedRateLimiter), `limiter`) and the
+//! [`RedisLedger`] ([`Ledger`](crate::Ledger), `ledger`: quotas and
+//! credits, charged in the rate limiter's script), the
 //! [`RedisNotifier`] with its listener
 //! ([`ChangeNotifier`](crate::ChangeNotifier), `invalidation`). They share
 //! one [`RedisConnection`] over a single Redis or a Redis Cluster
@@ -10,6 +12,7 @@
 
 mod connection;
 mod invalidation;
+mod ledger;
 mod limiter;
 mod store;
 mod target;
@@ -19,5 +22,6 @@ pub use invalidation::{
     INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, spawn_cluster_invalidation_listener,
     spawn_invalidation_listener,
 };
+pub use ledger::RedisLedger;
 pub use limiter::RedisRateLimiter;
 pub use store::RedisStore;

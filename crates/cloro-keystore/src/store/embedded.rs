@@ -13,6 +13,7 @@
 //! | `usage` | key id | (count, last use in ns) |
 //! | `usage_applied` | (node id, account id) | the sequence of the last usage batch applied from that node for that account |
 //! | `usage_nodes` | node id | when a usage batch of that node was last applied, in ns |
+//! | `counters` | a counter's name | its value, as text ([`CounterStore`]: the quota ledger's counters and balances) |
 //!
 //! Tuple keys compare element by element (strings by their bytes, times as
 //! integers), so a reverse range scan over one account yields exactly the
@@ -58,7 +59,9 @@ use redb::{
 };
 
 use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
-use super::{KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW, paginate};
+use super::{
+    CounterStore, KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW, paginate,
+};
 
 /// The database file inside the data directory.
 const FILE_NAME: &str = "keys.redb";
@@ -76,6 +79,7 @@ const USAGE: TableDefinition<&str, (u64, Option<i128>)> = TableDefinition::new("
 /// first so that forgetting a node is one range.
 const USAGE_APPLIED: TableDefinition<(u64, &str), u64> = TableDefinition::new("usage_applied");
 const USAGE_NODES: TableDefinition<u64, i128> = TableDefinition::new("usage_nodes");
+const COUNTERS: TableDefinition<&str, &str> = TableDefinition::new("counters");
 
 /// The durable single-node store: one redb database, safe against `kill -9`
 /// at any moment (every acknowledged write is committed and fsynced).
@@ -383,6 +387,57 @@ impl KeyStore for EmbeddedStore {
 /// reading `now`: each batch is checked against (and recorded in)
 /// `usage_applied` together with its counts, then nodes idle for the
 /// [`USAGE_DEDUP_WINDOW`] are forgotten.
+#[async_trait]
+impl CounterStore for EmbeddedStore {
+    async fn load_counters(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.blocking(|db| {
+            let txn = begin_read(db)?;
+            let table = match txn.open_table(COUNTERS) {
+                Ok(table) => table,
+                // Written by the first save: a store that never had one is empty.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(error) => return Err(redb_error("cannot open the counters", error)),
+            };
+            let mut counters = Vec::new();
+            for entry in table
+                .iter()
+                .map_err(|error| redb_error("cannot read the counters", error))?
+            {
+                let (name, value) =
+                    entry.map_err(|error| redb_error("cannot read the counters", error))?;
+                counters.push((name.value().to_owned(), value.value().to_owned()));
+            }
+            Ok(counters)
+        })
+        .await
+    }
+
+    async fn save_counters(
+        &self,
+        put: Vec<(String, String)>,
+        remove: Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |db| {
+            let txn = begin_write(db)?;
+            {
+                let mut table = open_write(&txn, COUNTERS)?;
+                for (name, value) in &put {
+                    table
+                        .insert(name.as_str(), value.as_str())
+                        .map_err(|error| redb_error("cannot write a counter", error))?;
+                }
+                for name in &remove {
+                    table
+                        .remove(name.as_str())
+                        .map_err(|error| redb_error("cannot remove a counter", error))?;
+                }
+            }
+            commit(txn)
+        })
+        .await
+    }
+}
+
 fn apply_usage(db: &Database, batches: &[UsageBatch], now: Timestamp) -> Result<(), StoreError> {
     let txn = begin_write(db)?;
     {

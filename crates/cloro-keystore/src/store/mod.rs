@@ -8,11 +8,13 @@
 //! (tests) and [`EmbeddedStore`] (redb, one node). The Redis backend sits
 //! with the rest of the Redis code, in `crate::redis`.
 
+mod counters;
 mod embedded;
 mod error;
 mod memory;
 mod record;
 
+pub use counters::CounterStore;
 pub use embedded::EmbeddedStore;
 pub(crate) use error::within;
 pub use error::{StoreError, StoreFailure};

@@ -17,5 +17,6 @@ pub use health::{Readiness, StoreHealth};
 pub use striped::StripedCounter;
 pub use usage::UsageRecorder;
 pub use verifier::{
-    MAINTENANCE_INTERVAL, Refused, Verified, Verifier, VerifierConfig, VerifierStats, VerifyRequest,
+    LEDGER_PERSIST_INTERVAL, MAINTENANCE_INTERVAL, QuotaState, Refused, Verified, Verifier,
+    VerifierConfig, VerifierStats, VerifyRequest,
 };

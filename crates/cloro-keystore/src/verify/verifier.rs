@@ -3,13 +3,14 @@
 //!
 //! Order (SPEC §5): parse → format and checksum (no store call) →
 //! failed-attempt guard → cache or store → revoked/expired/disabled →
-//! scope → rate limit → concurrency. A request refused early uses none of
+//! scope → rate limit → quota and credits (SPEC §11) → concurrency. A request refused early uses none of
 //! the later allowances. Keys already cached as valid pass the failed-attempt
 //! guard: a client address that sent bad keys can still use its good one.
 //!
 //! Whoever builds a verifier gets its housekeeping too: the first request
-//! starts a task (holding only a weak reference) that flushes usage and
-//! sweeps idle state every few seconds, and ends with the verifier.
+//! starts a task (holding only a weak reference) that makes the quota
+//! ledger durable every second, flushes usage and sweeps idle state every
+//! few seconds, and ends with the verifier.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use cloro_auth_core::wire::{AppliesTo, RateLimitPolicy};
-use cloro_auth_core::{ApiKey, AuthError, KeyHash, Scope, bearer_token};
+use cloro_auth_core::{ApiKey, AuthError, KeyHash, QuotaLimit, Scope, bearer_token};
 use jiff::Timestamp;
 
 use super::cache::{CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache};
@@ -30,6 +31,7 @@ use crate::limits::{
     RateDecision, RateState, SharedRateLimiter, gcra_step,
 };
 use crate::log_limit::LogLimit;
+use crate::quota::{FallbackShares, Ledger, LocalLedger, Meter, MeterOutcome};
 use crate::store::{KeyStore, StoreError, within};
 
 /// `Retry-After` for `AUTH_UNAVAILABLE`: the store is retried on the next
@@ -38,6 +40,10 @@ const UNAVAILABLE_RETRY_SECONDS: u64 = 1;
 
 /// How often usage is flushed and idle state forgotten.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often the quota ledger is made durable (SPEC §11: at least every
+/// second, so `kill -9` forgets at most a second of use).
+pub const LEDGER_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the verifier behaves; the server fills this from its flags.
 #[derive(Clone, Debug)]
@@ -93,6 +99,9 @@ pub struct VerifyRequest {
     pub required_scope: Option<Scope>,
     /// Whether the key's concurrency limit applies (not on `/auth/verify`).
     pub limit_concurrency: bool,
+    /// The route's cost in quota and credit units (SPEC §11
+    /// `[route_costs]`; 1 by default).
+    pub cost: u64,
     /// The time of the request.
     pub now: Timestamp,
 }
@@ -108,6 +117,22 @@ pub struct Verified {
     /// The in-flight slot, held until the request ends; `None` when the key
     /// has no concurrency limit or the route does not apply one.
     pub concurrency: Option<ConcurrencyPermit>,
+    /// The quota after this request, when one applies (for the headers).
+    pub quota: Option<QuotaState>,
+}
+
+/// The values of the quota's IETF policy (SPEC §11): `"quota";q=…;w=…` and
+/// `"quota";r=…;t=…`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaState {
+    /// Units per period (`q`).
+    pub limit: u64,
+    /// The period's length in seconds (`w`).
+    pub window_seconds: u64,
+    /// Units left (`r`).
+    pub remaining: u64,
+    /// Seconds until the next period (`t`).
+    pub reset_seconds: u64,
 }
 
 /// A refused request: the error, and limit state where the limiter ran.
@@ -120,6 +145,8 @@ pub struct Refused {
     pub rate: Option<RateState>,
     /// Concurrency state, for `CONCURRENT_LIMIT_EXCEEDED`.
     pub concurrency: Option<ConcurrencyState>,
+    /// Quota state, when the quota ran (`QUOTA_EXCEEDED` and later refusals).
+    pub quota: Option<QuotaState>,
 }
 
 impl From<AuthError> for Refused {
@@ -128,6 +155,7 @@ impl From<AuthError> for Refused {
             error,
             rate: None,
             concurrency: None,
+            quota: None,
         }
     }
 }
@@ -145,6 +173,8 @@ pub struct VerifierStats {
     pub store_errors: StripedCounter,
     /// Shared-limiter calls that failed, answered by the local limiter.
     pub limiter_fallbacks: StripedCounter,
+    /// Requests refused for quota or credits.
+    pub quota_refusals: StripedCounter,
     /// Requests answered 503 because too many lookups were in flight.
     pub lookups_refused: StripedCounter,
 }
@@ -158,6 +188,11 @@ pub struct Verifier {
     /// Per-account allowances on this node (per-key ones live in cache slots).
     account_limiter: LocalRateLimiter,
     shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
+    /// Quotas and credits: the store's ledger (or, with a shared limiter,
+    /// the Redis one, which the limiter's script charges directly).
+    ledger: Arc<dyn Ledger>,
+    /// What this node may spend of shared quotas while Redis is out.
+    fallback: FallbackShares,
     failed_attempts: FailedAttempts,
     usage: UsageRecorder,
     health: StoreHealth,
@@ -182,11 +217,32 @@ impl Drop for Verifier {
 
 impl Verifier {
     /// A verifier over `store`. `shared_limiter` makes rate limits exact
-    /// across nodes; without it they are per process.
+    /// across nodes; without it they are per process. Quotas and credits
+    /// are kept in this process only (see [`Verifier::with_ledger`]).
     pub fn new(
         store: Arc<dyn KeyStore>,
         plans: Arc<Plans>,
         shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
+        config: &VerifierConfig,
+    ) -> Arc<Self> {
+        Self::with_ledger(
+            store,
+            plans,
+            shared_limiter,
+            Arc::new(LocalLedger::in_memory()),
+            config,
+        )
+    }
+
+    /// [`Verifier::new`] with quotas and credits kept in `ledger`: the
+    /// store's (durable for the embedded store, shared for Redis). With a
+    /// shared limiter the quota is charged in the limiter's own round trip
+    /// and `ledger` must be the one that limiter's store holds.
+    pub fn with_ledger(
+        store: Arc<dyn KeyStore>,
+        plans: Arc<Plans>,
+        shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
+        ledger: Arc<dyn Ledger>,
         config: &VerifierConfig,
     ) -> Arc<Self> {
         let bounds = CacheBounds {
@@ -199,6 +255,8 @@ impl Verifier {
             plans,
             account_limiter: LocalRateLimiter::new(),
             shared_limiter,
+            ledger,
+            fallback: FallbackShares::default(),
             failed_attempts: FailedAttempts::new(
                 &config.max_failed_auth,
                 config.failed_auth_ipv6_prefix,
@@ -232,15 +290,22 @@ impl Verifier {
         };
         let this = self.this.clone();
         let task = runtime.spawn(async move {
-            let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
+            let mut ticks = tokio::time::interval(LEDGER_PERSIST_INTERVAL);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let per_maintenance =
+                (MAINTENANCE_INTERVAL.as_secs() / LEDGER_PERSIST_INTERVAL.as_secs()).max(1);
             ticks.tick().await;
+            let mut tick: u64 = 0;
             loop {
                 ticks.tick().await;
+                tick += 1;
                 let Some(verifier) = this.upgrade() else {
                     break;
                 };
-                if let Err(error) = verifier.maintain(verifier.clock.now()).await {
+                verifier.persist_ledger().await;
+                if tick % per_maintenance == 0
+                    && let Err(error) = verifier.maintain(verifier.clock.now()).await
+                {
                     tracing::warn!(%error, "usage flush failed; counts are kept for the next one");
                 }
             }
@@ -264,6 +329,11 @@ impl Verifier {
     /// The cache, to register as an invalidation sink.
     pub fn cache(&self) -> &Arc<KeyCache> {
         &self.cache
+    }
+
+    /// The quota ledger (the admin API reads and adjusts it).
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.ledger
     }
 
     /// The store's health as the verifier has seen it.
@@ -418,7 +488,16 @@ impl Verifier {
             Some(own) => (own, None),
             None => (plan.rate_limit, Some(plan_name)),
         };
-        let rate = match self.rate_check(&key, &policy, request.now).await {
+        let meter = Meter::for_key(
+            record,
+            (plan_name, plan.quota.as_ref()),
+            request.cost,
+            request.now,
+        );
+        let (decision, outcome) = self
+            .rate_and_quota(&key, &policy, meter.as_ref(), request.now)
+            .await?;
+        let rate = match decision {
             RateDecision::Allowed { state } => state,
             RateDecision::Refused { state, retry_after } => {
                 return Err(Refused {
@@ -428,9 +507,25 @@ impl Verifier {
                     },
                     rate: Some(state),
                     concurrency: None,
+                    quota: None,
                 });
             }
         };
+        let quota = meter
+            .as_ref()
+            .zip(outcome.as_ref())
+            .and_then(|(meter, outcome)| quota_state(meter, outcome, request.now));
+        if let (Some(meter), Some(outcome)) = (&meter, &outcome)
+            && let Some(limit) = outcome.refused_by
+        {
+            self.stats.quota_refusals.increment();
+            return Err(Refused {
+                error: quota_exceeded(meter, limit, request.now),
+                rate: Some(rate),
+                concurrency: None,
+                quota,
+            });
+        }
 
         let concurrency_limit = record.concurrency_limit.or(plan.concurrency_limit);
         let concurrency = match concurrency_limit {
@@ -442,6 +537,7 @@ impl Verifier {
                             error: AuthError::ConcurrentLimitExceeded { limit: state.limit },
                             rate: Some(rate),
                             concurrency: Some(state),
+                            quota,
                         });
                     }
                 }
@@ -454,32 +550,44 @@ impl Verifier {
             key,
             rate,
             concurrency,
+            quota,
         })
     }
 
-    /// The shared limiter when there is one and it answers in time, else
-    /// this node's own (SPEC §5: during an outage each node limits locally).
-    async fn rate_check(
+    /// The rate limit and then, if the request has a meter and the rate
+    /// limit let it through, its quota and credits: in one round trip on
+    /// the shared limiter when there is one and it answers in time, else on
+    /// this node (SPEC §5: during an outage each node limits locally; §11:
+    /// and spends only its share of what was left).
+    #[allow(clippy::result_large_err)] // see `verify`
+    async fn rate_and_quota(
         &self,
         key: &CachedKey,
         policy: &RateLimitPolicy,
+        meter: Option<&Meter>,
         now: Timestamp,
-    ) -> RateDecision {
+    ) -> Result<(RateDecision, Option<MeterOutcome>), Refused> {
         let per_account = policy.applies_to == AppliesTo::Account;
         let subject = if per_account {
             &key.account_subject
         } else {
             &key.record.hash
         };
-        let params = GcraParams::of(policy);
+        let timeout = self.store_timeout;
         if let Some(shared) = &self.shared_limiter {
-            let timeout = self.store_timeout;
-            let checked = within(timeout, shared.check(subject, policy), || {
-                no_answer_within(timeout)
-            })
+            let checked = within(
+                timeout,
+                shared.check(&key.record.account_id, subject, policy, meter),
+                || no_answer_within(timeout),
+            )
             .await;
             match checked {
-                Ok(decision) => return decision,
+                Ok((decision, outcome)) => {
+                    if let (Some(meter), Some(outcome)) = (meter, &outcome) {
+                        self.fallback.learn(meter, outcome);
+                    }
+                    return Ok((decision, outcome));
+                }
                 Err(error) => {
                     // Every rate-limited request lands here while Redis fails.
                     static SHARED_LIMITER_FAILED: LogLimit = LogLimit::per_second();
@@ -490,10 +598,42 @@ impl Verifier {
             }
             self.stats.limiter_fallbacks.increment();
         }
-        if per_account {
+        let params = GcraParams::of(policy);
+        let decision = if per_account {
             self.account_limiter.check(subject, &params, nanos(now))
         } else {
             gcra_step(&key.counters.tat, &params, nanos(now))
+        };
+        let Some(meter) = meter.filter(|_| decision.is_allowed()) else {
+            return Ok((decision, None));
+        };
+        let outcome = if self.shared_limiter.is_some() {
+            // Redis is out: this node's share of what it last saw, and
+            // nothing for what it never saw.
+            self.fallback.charge(meter)
+        } else {
+            within(timeout, self.ledger.charge(meter), || {
+                no_answer_within(timeout)
+            })
+            .await
+            .ok()
+        };
+        match outcome {
+            Some(outcome) => Ok((decision, Some(outcome))),
+            None => Err(AuthError::AuthUnavailable {
+                retry_after: UNAVAILABLE_RETRY_SECONDS,
+            }
+            .into()),
+        }
+    }
+
+    /// Makes the quota ledger durable (every second, and at shutdown).
+    async fn persist_ledger(&self) {
+        if let Err(error) = self.ledger.persist().await {
+            static PERSIST_FAILED: LogLimit = LogLimit::per_second();
+            if let Some(suppressed) = PERSIST_FAILED.admit() {
+                tracing::warn!(%error, suppressed, "writing quota counters failed; they are written again next second");
+            }
         }
     }
 
@@ -504,18 +644,67 @@ impl Verifier {
     /// # Errors
     /// The store's error from the usage flush (counts are kept for next time).
     pub async fn maintain(&self, now: Timestamp) -> Result<(), StoreError> {
+        self.ledger.forget_ended(now);
+        self.fallback.forget_ended(now);
+        if let Some(shared) = &self.shared_limiter {
+            match shared.live_nodes(self.usage.node_id()).await {
+                Ok(nodes) => self.fallback.set_nodes(nodes),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot count live nodes; keeping the last count")
+                }
+            }
+        }
         self.account_limiter.forget_idle(nanos(now));
         self.failed_attempts.forget_idle(nanos(now));
         self.cache.forget_idle(now);
         self.flush_usage().await
     }
 
-    /// Writes the usage counted so far, e.g. at shutdown.
+    /// Writes the usage counted so far and the quota ledger, e.g. at
+    /// shutdown.
     ///
     /// # Errors
     /// The store's error (counts are kept for the next flush).
     pub async fn flush_usage(&self) -> Result<(), StoreError> {
-        self.usage.flush(self.store.as_ref()).await.map(drop)
+        let ledger = self.ledger.persist().await;
+        self.usage.flush(self.store.as_ref()).await.map(drop)?;
+        ledger
+    }
+}
+
+/// The quota's header values after `outcome`, when the meter has a quota.
+fn quota_state(meter: &Meter, outcome: &MeterOutcome, now: Timestamp) -> Option<QuotaState> {
+    let quota = meter.quota.as_ref()?;
+    Some(QuotaState {
+        limit: quota.limit,
+        window_seconds: quota.window.seconds(),
+        remaining: outcome.quota_left.unwrap_or(0),
+        reset_seconds: quota.window.seconds_left(now),
+    })
+}
+
+/// The `QUOTA_EXCEEDED` of a request `limit` refused: it resets at the
+/// quota's next period, or at the credits' next refill, or never.
+fn quota_exceeded(meter: &Meter, limit: QuotaLimit, now: Timestamp) -> AuthError {
+    let (plan, window) = match limit {
+        QuotaLimit::Quota => {
+            let quota = meter.quota.as_ref();
+            (quota.and_then(|q| q.plan), quota.map(|q| q.window))
+        }
+        QuotaLimit::Credits => (
+            None,
+            meter
+                .credits
+                .as_ref()
+                .and_then(|credits| credits.refill)
+                .map(|refill| refill.window),
+        ),
+    };
+    AuthError::QuotaExceeded {
+        limit,
+        plan,
+        resets_at: window.map(|window| window.end),
+        retry_after: window.map(|window| window.seconds_left(now)),
     }
 }
 

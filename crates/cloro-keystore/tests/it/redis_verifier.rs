@@ -129,6 +129,7 @@ async fn verify(node: &Node, key: &ApiKey) -> Result<Verified, AuthError> {
         client: CLIENT,
         required_scope: None,
         limit_concurrency: false,
+        cost: 1,
         now: Timestamp::now(),
     };
     node.verifier
@@ -408,14 +409,19 @@ async fn a_restarted_redis_is_used_again_without_intervention() {
 }
 
 #[tokio::test]
-async fn limiter_state_lives_under_the_subject_tag_and_expires_when_full() {
+async fn limiter_state_lives_under_the_account_tag_and_expires_when_full() {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url(), RedisOptions::default()).unwrap();
     let limiter = RedisRateLimiter::new(store.connection());
     let subject = ApiKey::generate(cloro_auth_core::Environment::Test)
         .unwrap()
         .hash();
-    let decision = limiter.check(&subject, &policy(10, 60)).await.unwrap();
+    let account = AccountId::new("acct_rl").unwrap();
+    let (decision, metered) = limiter
+        .check(&account, &subject, &policy(10, 60), None)
+        .await
+        .unwrap();
+    assert_eq!(metered, None, "no meter, no outcome");
     let state = decision.state();
     assert_eq!((decision.is_allowed(), state.remaining), (true, 9));
     assert_eq!((state.limit, state.window_seconds), (10, 60));
@@ -424,7 +430,7 @@ async fn limiter_state_lives_under_the_subject_tag_and_expires_when_full() {
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let hex = String::from_utf8(subject.to_hex().to_vec()).unwrap();
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("cloro:rl:{{{hex}}}"))
+        .arg(format!("cloro:{{a:acct_rl}}:rl:{hex}"))
         .query_async(&mut connection)
         .await
         .unwrap();
@@ -433,7 +439,9 @@ async fn limiter_state_lives_under_the_subject_tag_and_expires_when_full() {
 
     server.pause();
     let started = Instant::now();
-    let hung = limiter.check(&subject, &policy(10, 60)).await;
+    let hung = limiter
+        .check(&account, &subject, &policy(10, 60), None)
+        .await;
     assert!(
         matches!(hung, Err(cloro_keystore::StoreError::Unavailable(_))),
         "{hung:?}"

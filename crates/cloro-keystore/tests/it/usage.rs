@@ -52,6 +52,7 @@ async fn use_key(verifier: &Verifier, key: &ApiKey, times: u64) {
         client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
         required_scope: None,
         limit_concurrency: false,
+        cost: 1,
         now: Timestamp::now(),
     };
     for _ in 0..times {

@@ -80,6 +80,7 @@ fn request(now: Timestamp) -> VerifyRequest {
         client: CLIENT,
         required_scope: None,
         limit_concurrency: true,
+        cost: 1,
         now,
     }
 }
