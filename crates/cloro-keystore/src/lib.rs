@@ -11,6 +11,8 @@
 //!   for limits exact across nodes.
 //! - Redis: the store, the shared limiter and invalidation, all on one
 //!   [`RedisConnection`].
+//! - [`IdempotencyStore`]: what an admin `Idempotency-Key` remembers, on
+//!   every store.
 //!
 //! - [`mask_url`], [`mask_url_list`]: the one masker for URLs that may hold
 //!   a password; [`LogLimit`]: one line per second for a warning a client
@@ -41,6 +43,7 @@ pub use limits::{
     gcra_decide, gcra_step,
 };
 pub use log_limit::LogLimit;
+pub use redis::RedisIdempotencyStore;
 pub use redis::{
     INVALIDATION_CHANNEL, InvalidationListener, RedisConnection, RedisNotifier, RedisOptions,
     RedisRateLimiter, RedisStore, spawn_cluster_invalidation_listener, spawn_invalidation_listener,
@@ -49,6 +52,10 @@ pub use store::{
     AccountRecord, Cursor, EmbeddedStore, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage,
     MemoryStore, Page, PageRequest, RecordWrite, StoreError, StoreFailure, USAGE_DEDUP_WINDOW,
     UsageBatch, UsageDelta,
+};
+pub use store::{
+    Claim, ClaimToken, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, IdempotencySlot, IdempotencyStore,
+    RequestFingerprint, StoredAnswer,
 };
 pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};
