@@ -14,6 +14,7 @@ use cloro_keystore::{
     SharedRateLimiter, StoreError, Verifier, VerifierConfig, spawn_cluster_invalidation_listener,
     spawn_invalidation_listener,
 };
+use cloro_keystore::{IdempotencyStore, RedisIdempotencyStore};
 use cloro_keystore::{LogLimit, mask_url, mask_url_list};
 use http::{Request, Response, StatusCode};
 use tracing::Instrument;
@@ -37,6 +38,8 @@ pub struct App {
     admin: KeyAdmin,
     admin_token: AdminToken,
     store: Arc<dyn KeyStore>,
+    /// Where admin `Idempotency-Key`s are remembered: the same store.
+    idempotency: Arc<dyn IdempotencyStore>,
     metrics: Metrics,
     gateway: Gateway,
     router: Router,
@@ -58,6 +61,7 @@ struct Backend {
     /// The limiter that holds rate limits exact across nodes (Redis only).
     shared_limiter: Option<Arc<dyn SharedRateLimiter>>,
     redis: Option<RedisBackend>,
+    idempotency: Arc<dyn IdempotencyStore>,
 }
 
 /// What Redis mode's invalidations need: the store to publish through,
@@ -75,13 +79,15 @@ impl Backend {
         match &settings.store {
             StoreChoice::Embedded(dir) => {
                 tracing::info!(data_dir = %dir.display(), "using the embedded key store");
+                let store = Arc::new(EmbeddedStore::open_with_cache(
+                    dir,
+                    settings.memory.store_cache,
+                )?);
                 Ok(Backend {
-                    store: Arc::new(EmbeddedStore::open_with_cache(
-                        dir,
-                        settings.memory.store_cache,
-                    )?),
+                    store: store.clone(),
                     shared_limiter: None,
                     redis: None,
+                    idempotency: store,
                 })
             }
             StoreChoice::Redis { url, cluster } => {
@@ -96,6 +102,7 @@ impl Backend {
                 };
                 Ok(Backend {
                     store: store.clone(),
+                    idempotency: Arc::new(RedisIdempotencyStore::new(store.connection())),
                     shared_limiter: Some(Arc::new(RedisRateLimiter::new(store.connection()))),
                     redis: Some(RedisBackend {
                         store,
@@ -182,6 +189,7 @@ impl App {
             store,
             shared_limiter,
             redis,
+            idempotency,
         } = Backend::open(&settings)?;
         let verifier = Verifier::new(store.clone(), plans.clone(), shared_limiter, &config);
         let cache: Arc<dyn InvalidationSink> = verifier.cache().clone();
@@ -218,6 +226,7 @@ impl App {
             admin,
             admin_token,
             store,
+            idempotency,
             metrics,
             gateway,
             router: Router::new().map_err(|error| StartError::Routes(error.to_string()))?,
@@ -255,6 +264,11 @@ impl App {
     /// The admin token.
     pub fn admin_token(&self) -> &AdminToken {
         &self.admin_token
+    }
+
+    /// Where admin `Idempotency-Key`s are remembered.
+    pub(crate) fn idempotency(&self) -> &dyn IdempotencyStore {
+        &*self.idempotency
     }
 
     /// Pings the store within the store timeout and records the outcome in
