@@ -383,3 +383,39 @@ async fn bad_keys_are_refused_naming_the_field(server: &TestServer) {
     assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
     assert_eq!(key_ids(server, "acct_idem_bad").await.len(), 1);
 }
+
+/// Every admin `POST` in the OpenAPI document, present and future, says
+/// that it takes `Idempotency-Key`, may answer a replay, and may be 409.
+#[test]
+fn openapi_documents_idempotency_on_every_admin_post() {
+    let doc: Value = serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+    let mut posts = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(operation) = item.get("post").filter(|_| path.starts_with("/admin/")) else {
+            continue;
+        };
+        posts += 1;
+        let parameters = operation["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            parameters
+                .iter()
+                .any(|p| p["$ref"] == "#/components/parameters/IdempotencyKey"),
+            "POST {path}: no Idempotency-Key parameter"
+        );
+        let responses = operation["responses"].as_object().unwrap();
+        assert!(responses.contains_key("409"), "POST {path}: no 409");
+        for (status, response) in responses {
+            if status.starts_with('2') {
+                assert_eq!(
+                    response["headers"]["Idempotent-Replayed"]["$ref"],
+                    "#/components/headers/Idempotent-Replayed",
+                    "POST {path} {status}: no Idempotent-Replayed"
+                );
+            }
+        }
+    }
+    assert!(posts >= 3, "the admin POSTs are documented");
+}
