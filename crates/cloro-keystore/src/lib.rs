@@ -11,6 +11,8 @@
 //!   for limits exact across nodes.
 //! - Redis: the store, the shared limiter and invalidation, all on one
 //!   [`RedisConnection`].
+//! - [`IdempotencyStore`]: what an admin `Idempotency-Key` remembers, on
+//!   every store.
 //!
 //! - [`mask_url`], [`mask_url_list`]: the one masker for URLs that may hold
 //!   a password; [`LogLimit`]: one line per second for a warning a client
@@ -46,6 +48,7 @@ pub use quota::{
     CreditsChange, CreditsMeter, Ledger, LocalLedger, Meter, MeterOutcome, QuotaMeter,
     QuotaSubject, RefillWindow, Window,
 };
+pub use redis::RedisIdempotencyStore;
 pub use redis::{
     INVALIDATION_CHANNEL, InvalidationListener, RedisConnection, RedisLedger, RedisNotifier,
     RedisOptions, RedisRateLimiter, RedisStore, spawn_cluster_invalidation_listener,
@@ -55,6 +58,10 @@ pub use store::{
     AccountRecord, CounterStore, Cursor, EmbeddedStore, KeyBatch, KeyLookup, KeyRecord, KeyStore,
     KeyUsage, MemoryStore, Page, PageRequest, RecordWrite, StoreError, StoreFailure,
     USAGE_DEDUP_WINDOW, UsageBatch, UsageDelta,
+};
+pub use store::{
+    Claim, ClaimToken, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, IdempotencySlot, IdempotencyStore,
+    RequestFingerprint, StoredAnswer,
 };
 pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};

@@ -22,8 +22,8 @@ use cloro_auth_core::{
 use cloro_keystore::{AccountRecord, AdminError, Cursor, KeyRecord, LogLimit};
 use http::header::{AUTHORIZATION, CACHE_CONTROL};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
@@ -74,6 +74,7 @@ where
     let call = Call {
         route,
         id: id.unwrap_or_default(),
+        request_id,
     };
     let mut response = match answer(app, &parts, body, peer, call).await {
         Ok(response) => response,
@@ -90,6 +91,7 @@ struct Call<'a> {
     route: Result<AdminRoute, Response<Body>>,
     /// The path's id (still unvalidated text); empty where it has none.
     id: &'a str,
+    request_id: &'a str,
 }
 
 async fn answer<B>(
@@ -123,6 +125,38 @@ where
     };
     let id = call.id;
     let now = app.clock().now();
+    // Every admin POST honours `Idempotency-Key` (SPEC §11), here and only here.
+    if parts.method == Method::POST
+        && route != AdminRoute::Unknown
+        && let Some(key) = crate::idempotency::key_of(&parts.headers)?
+    {
+        let body = read_body(body).await?;
+        let request_id = call.request_id;
+        let run = |body: Bytes| async move {
+            dispatch(app, parts, Full::new(body), route, id, now)
+                .await
+                .unwrap_or_else(|error| error.into_response(request_id))
+        };
+        let answer = crate::idempotency::once(app, parts, key, body, request_id, run);
+        return Ok(answer.await);
+    }
+    dispatch(app, parts, body, route, id, now).await
+}
+
+/// Runs one admin route (after the token check).
+async fn dispatch<B>(
+    app: &App,
+    parts: &Parts,
+    body: B,
+    route: AdminRoute,
+    id: &str,
+    now: Timestamp,
+) -> Result<Response<Body>, Refusal>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let query = parts.uri.query();
     match route {
         AdminRoute::Unknown => {
             let path = parts.uri.path();

@@ -14,6 +14,7 @@ use cloro_keystore::{
     RedisOptions, RedisRateLimiter, RedisStore, SharedRateLimiter, StoreError, Verifier,
     VerifierConfig, spawn_cluster_invalidation_listener, spawn_invalidation_listener,
 };
+use cloro_keystore::{IdempotencyStore, RedisIdempotencyStore};
 use cloro_keystore::{LogLimit, mask_url, mask_url_list};
 use http::{Request, Response, StatusCode};
 use tracing::Instrument;
@@ -37,6 +38,8 @@ pub struct App {
     admin: KeyAdmin,
     admin_token: AdminToken,
     store: Arc<dyn KeyStore>,
+    /// Where admin `Idempotency-Key`s are remembered: the same store.
+    idempotency: Arc<dyn IdempotencyStore>,
     metrics: Metrics,
     gateway: Gateway,
     router: Router,
@@ -60,6 +63,7 @@ struct Backend {
     /// Where the embedded store keeps the quota ledger (embedded only).
     counters: Option<Arc<dyn CounterStore>>,
     redis: Option<RedisBackend>,
+    idempotency: Arc<dyn IdempotencyStore>,
 }
 
 /// What Redis mode's invalidations need: the store to publish through,
@@ -84,8 +88,9 @@ impl Backend {
                 Ok(Backend {
                     store: store.clone(),
                     shared_limiter: None,
-                    counters: Some(store),
+                    counters: Some(store.clone()),
                     redis: None,
+                    idempotency: store,
                 })
             }
             StoreChoice::Redis { url, cluster } => {
@@ -100,6 +105,7 @@ impl Backend {
                 };
                 Ok(Backend {
                     store: store.clone(),
+                    idempotency: Arc::new(RedisIdempotencyStore::new(store.connection())),
                     shared_limiter: Some(Arc::new(RedisRateLimiter::new(store.connection()))),
                     counters: None,
                     redis: Some(RedisBackend {
@@ -188,6 +194,7 @@ impl App {
             shared_limiter,
             counters,
             redis,
+            idempotency,
         } = Backend::open(&settings)?;
         // Quotas and credits (SPEC §11): in Redis beside the rate limits, or
         // in this process, written to the embedded store every second.
@@ -240,6 +247,7 @@ impl App {
             admin,
             admin_token,
             store,
+            idempotency,
             metrics,
             gateway,
             router: Router::new().map_err(|error| StartError::Routes(error.to_string()))?,
@@ -277,6 +285,11 @@ impl App {
     /// The admin token.
     pub fn admin_token(&self) -> &AdminToken {
         &self.admin_token
+    }
+
+    /// Where admin `Idempotency-Key`s are remembered.
+    pub(crate) fn idempotency(&self) -> &dyn IdempotencyStore {
+        &*self.idempotency
     }
 
     /// Pings the store within the store timeout and records the outcome in

@@ -16,6 +16,7 @@ pub mod config;
 mod connection;
 mod gateway;
 mod held_body;
+mod idempotency;
 mod metrics;
 pub mod routes;
 mod serve;

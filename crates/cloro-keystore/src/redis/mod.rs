@@ -5,12 +5,15 @@
 //! [`RedisLedger`] ([`Ledger`](crate::Ledger), `ledger`: quotas and
 //! credits, charged in the rate limiter's script), the
 //! [`RedisNotifier`] with its listener
-//! ([`ChangeNotifier`](crate::ChangeNotifier), `invalidation`). They share
+//! ([`ChangeNotifier`](crate::ChangeNotifier), `invalidation`), and the
+//! [`RedisIdempotencyStore`] ([`IdempotencyStore`](crate::IdempotencyStore),
+//! `idempotency`). They share
 //! one [`RedisConnection`] over a single Redis or a Redis Cluster
 //! (`connection`: the command timeout, the retry on a dropped connection)
 //! and one way to show where it points without its password (`target`).
 
 mod connection;
+mod idempotency;
 mod invalidation;
 mod ledger;
 mod limiter;
@@ -18,6 +21,7 @@ mod store;
 mod target;
 
 pub use connection::{RedisConnection, RedisOptions};
+pub use idempotency::RedisIdempotencyStore;
 pub use invalidation::{
     INVALIDATION_CHANNEL, InvalidationListener, RedisNotifier, spawn_cluster_invalidation_listener,
     spawn_invalidation_listener,

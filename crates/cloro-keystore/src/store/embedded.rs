@@ -173,8 +173,14 @@ impl EmbeddedStore {
         &self.path
     }
 
+    /// The database, for the tests of the tables other modules keep in it.
+    #[cfg(test)]
+    pub(super) fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Runs blocking redb work off the async workers.
-    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    pub(super) async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
@@ -683,7 +689,7 @@ fn begin_read(db: &Database) -> Result<redb::ReadTransaction, StoreError> {
         .map_err(|error| redb_error("cannot start a read transaction", error))
 }
 
-fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError> {
+pub(super) fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError> {
     let mut txn = db
         .begin_write()
         .map_err(|error| redb_error("cannot start a write transaction", error))?;
@@ -693,7 +699,7 @@ fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError> {
     Ok(txn)
 }
 
-fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
+pub(super) fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
     txn.commit()
         .map_err(|error| redb_error("cannot commit a write", error))
 }
@@ -706,7 +712,7 @@ fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
         .map_err(|error| redb_error(format!("cannot open table {table}"), error))
 }
 
-fn open_write<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
+pub(super) fn open_write<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
     txn: &'txn WriteTransaction,
     table: TableDefinition<K, V>,
 ) -> Result<redb::Table<'txn, K, V>, StoreError> {
@@ -717,7 +723,10 @@ fn open_write<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
 /// Sorts redb's errors into the contract's two failures: data this version
 /// cannot read is `Corrupt` (retrying will not help); anything else, mostly
 /// I/O, is `Unavailable`.
-fn redb_error(action: impl Into<Cow<'static, str>>, error: impl Into<redb::Error>) -> StoreError {
+pub(super) fn redb_error(
+    action: impl Into<Cow<'static, str>>,
+    error: impl Into<redb::Error>,
+) -> StoreError {
     let error = error.into();
     let failure = match &error {
         redb::Error::Corrupted(_)

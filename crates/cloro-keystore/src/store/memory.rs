@@ -6,10 +6,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use core::time::Duration;
+
 use async_trait::async_trait;
 use cloro_auth_core::wire::AuditEvent;
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
+use jiff::Timestamp;
 
+use super::idempotency::{
+    Claim, ClaimToken, IdempotencyRecord, IdempotencySlot, IdempotencyStore, RequestFingerprint,
+    StoredAnswer,
+};
 use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
 use super::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
 
@@ -31,6 +38,9 @@ struct State {
     /// The last usage batch applied per (account, node). Never forgotten:
     /// this store lives as long as a test.
     usage_applied: HashMap<(AccountId, u64), u64>,
+    /// `Idempotency-Key` records by slot name; expired ones are dropped on
+    /// every claim.
+    idempotency: HashMap<String, IdempotencyRecord>,
 }
 
 impl MemoryStore {
@@ -217,5 +227,63 @@ impl KeyStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.state().map(drop)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryStore {
+    async fn claim(
+        &self,
+        slot: &IdempotencySlot,
+        fingerprint: &RequestFingerprint,
+        token: &ClaimToken,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let mut state = self.state()?;
+        // Whole-map sweep: this store holds a test's worth of records.
+        let now_ns = now.as_nanosecond();
+        state.idempotency.retain(|_, record| record.until > now_ns);
+        let (claim, write) = IdempotencyRecord::claim(
+            state.idempotency.get(slot.as_str()),
+            fingerprint,
+            token,
+            now,
+            lease,
+        );
+        if let Some(record) = write {
+            state.idempotency.insert(slot.as_str().to_owned(), record);
+        }
+        Ok(claim)
+    }
+
+    async fn complete(
+        &self,
+        slot: &IdempotencySlot,
+        token: &ClaimToken,
+        answer: &StoredAnswer,
+        now: Timestamp,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state()?;
+        let Some(record) = IdempotencyRecord::complete(
+            state.idempotency.get(slot.as_str()),
+            token,
+            answer,
+            now,
+            keep,
+        ) else {
+            return Ok(false);
+        };
+        state.idempotency.insert(slot.as_str().to_owned(), record);
+        Ok(true)
+    }
+
+    async fn release(&self, slot: &IdempotencySlot, token: &ClaimToken) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        if IdempotencyRecord::releases(state.idempotency.get(slot.as_str()), token) {
+            state.idempotency.remove(slot.as_str());
+        }
+        Ok(())
     }
 }

@@ -7,10 +7,16 @@
 //! (`record`), and the backends that need nothing else, [`MemoryStore`]
 //! (tests) and [`EmbeddedStore`] (redb, one node). The Redis backend sits
 //! with the rest of the Redis code, in `crate::redis`.
+//!
+//! Beside it, the [`IdempotencyStore`] contract (`idempotency`): what an
+//! admin `Idempotency-Key` remembers; the memory and embedded stores keep
+//! it too (`memory`, `embedded_idempotency`).
 
 mod counters;
 mod embedded;
+mod embedded_idempotency;
 mod error;
+mod idempotency;
 mod memory;
 mod record;
 
@@ -18,6 +24,10 @@ pub use counters::CounterStore;
 pub use embedded::EmbeddedStore;
 pub(crate) use error::within;
 pub use error::{StoreError, StoreFailure};
+pub use idempotency::{
+    Claim, ClaimToken, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, IdempotencySlot, IdempotencyStore,
+    RequestFingerprint, StoredAnswer,
+};
 pub use memory::MemoryStore;
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
 

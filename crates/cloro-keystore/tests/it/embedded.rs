@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use cloro_auth_core::wire::{CreateKeyRequest, Patch, RotateKeyRequest};
 use cloro_auth_core::{KeyId, PlanName};
-use cloro_keystore::{EmbeddedStore, KeyStore, PageRequest, StoreError, UsageBatch, UsageDelta};
+use cloro_keystore::{
+    Claim, ClaimToken, EmbeddedStore, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, IdempotencySlot,
+    IdempotencyStore, KeyStore, PageRequest, RequestFingerprint, StoreError, StoredAnswer,
+    UsageBatch, UsageDelta,
+};
 use jiff::Timestamp;
 
 use crate::contract::{account, admin, t};
@@ -40,6 +44,76 @@ async fn embedded_store_keeps_the_contract() {
         Arc::new(store) as Arc<dyn KeyStore>
     })
     .await;
+}
+
+#[tokio::test]
+async fn embedded_store_keeps_the_idempotency_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = AtomicUsize::new(0);
+    crate::idempotency::run_idempotency_contract(|| {
+        let n = stores.fetch_add(1, Ordering::SeqCst);
+        let store = EmbeddedStore::open(&dir.path().join(format!("idem-{n}"))).unwrap();
+        Arc::new(store) as Arc<dyn IdempotencyStore>
+    })
+    .await;
+}
+
+/// An answer survives a restart (a retry after a node came back replays
+/// it), and neither the key nor the request body is in the file.
+#[tokio::test]
+async fn idempotency_records_survive_a_reopen_without_the_key_or_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "idem-key-survives-7f3a";
+    let body = "{\"reason\":\"body-marker-91c2\"}";
+    let slot = IdempotencySlot::new("admin", key.as_bytes());
+    let fingerprint = RequestFingerprint::of(&[b"POST", b"/x", body.as_bytes()]);
+    let answer = StoredAnswer {
+        status: 200,
+        content_type: Some("application/json".to_owned()),
+        code: None,
+        body: "{\"answer-marker-5d\":1}".to_owned(),
+    };
+    let path = {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let token = ClaimToken::generate().unwrap();
+        store
+            .claim(&slot, &fingerprint, &token, t(0), IDEMPOTENCY_LEASE)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .complete(&slot, &token, &answer, t(1), IDEMPOTENCY_WINDOW)
+                .await
+                .unwrap()
+        );
+        store.path().to_owned()
+    };
+    let bytes = std::fs::read(&path).unwrap();
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|window| window == needle);
+    assert!(
+        contains(b"answer-marker-5d"),
+        "the search finds what is stored"
+    );
+    assert!(
+        !contains(key.as_bytes()),
+        "the idempotency key is in the file"
+    );
+    assert!(
+        !contains(b"body-marker-91c2"),
+        "the request body is in the file"
+    );
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let again = store
+        .claim(
+            &slot,
+            &fingerprint,
+            &ClaimToken::generate().unwrap(),
+            t(2),
+            IDEMPOTENCY_LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Claim::Replay(answer));
 }
 
 #[tokio::test]

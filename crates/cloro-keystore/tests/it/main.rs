@@ -6,6 +6,7 @@
 
 mod contract;
 mod embedded;
+mod idempotency;
 mod memory;
 mod redis;
 mod redis_cluster;

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use cloro_auth_core::wire::{CreateKeyRequest, Patch, RotateKeyRequest, UpdateKeyRequest};
 use cloro_auth_core::{ApiKey, Environment, KeyId, PlanName};
 use cloro_keystore::{
-    AdminError, Invalidation, InvalidationSink, KeyBatch, KeyStore, RecordWrite, RedisNotifier,
-    RedisOptions, RedisStore, StoreError, UsageBatch, UsageDelta, spawn_invalidation_listener,
+    AdminError, ClaimToken, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, IdempotencySlot,
+    IdempotencyStore, Invalidation, InvalidationSink, KeyBatch, KeyStore, RecordWrite,
+    RedisIdempotencyStore, RedisNotifier, RedisOptions, RedisStore, RequestFingerprint, StoreError,
+    StoredAnswer, UsageBatch, UsageDelta, spawn_invalidation_listener,
 };
 use cloro_test_support::RedisServer;
 use jiff::Timestamp;
@@ -54,6 +56,76 @@ where
 async fn redis_store_keeps_the_contract() {
     let server = RedisServer::start();
     crate::contract::run_contract(|| connect(&server, patient()) as Arc<dyn KeyStore>).await;
+}
+
+#[tokio::test]
+async fn redis_keeps_the_idempotency_contract() {
+    let server = RedisServer::start();
+    crate::idempotency::run_idempotency_contract(|| {
+        let store = connect(&server, patient());
+        Arc::new(RedisIdempotencyStore::new(store.connection())) as Arc<dyn IdempotencyStore>
+    })
+    .await;
+}
+
+/// Records expire in Redis by themselves (a lease's TTL, then the
+/// window's), and hold neither the key nor the request body.
+#[tokio::test]
+async fn idempotency_records_expire_in_redis_and_hold_no_key_or_body() {
+    let server = RedisServer::start();
+    let store = connect(&server, patient());
+    let records = RedisIdempotencyStore::new(store.connection());
+    let key = "idem-key-redis-4b1e";
+    let slot = IdempotencySlot::new("admin", key.as_bytes());
+    let fingerprint = RequestFingerprint::of(&[b"POST", b"/x", b"body-marker-77aa"]);
+    let token = ClaimToken::generate().unwrap();
+    let now = Timestamp::now();
+    records
+        .claim(&slot, &fingerprint, &token, now, IDEMPOTENCY_LEASE)
+        .await
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let name = format!("cloro:{{idem:{}}}", slot.as_str());
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&name)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let lease = i64::try_from(IDEMPOTENCY_LEASE.as_millis()).unwrap();
+    assert!((1..=lease).contains(&ttl), "lease TTL {ttl} ms");
+    let answer = StoredAnswer {
+        status: 201,
+        content_type: Some("application/json".to_owned()),
+        code: None,
+        body: "{\"answer-marker-3c\":1}".to_owned(),
+    };
+    assert!(
+        records
+            .complete(&slot, &token, &answer, now, IDEMPOTENCY_WINDOW)
+            .await
+            .unwrap()
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&name)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let window = i64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap();
+    assert!(
+        (window - 60_000..=window).contains(&ttl),
+        "window TTL {ttl} ms"
+    );
+    let dump = dump_everything(&server.url()).await;
+    assert!(
+        dump.contains("answer-marker-3c"),
+        "the dump finds what is stored"
+    );
+    assert!(!dump.contains(key), "the idempotency key is in redis");
+    assert!(
+        !dump.contains("body-marker-77aa"),
+        "the request body is in redis"
+    );
 }
 
 #[tokio::test]

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use cloro_auth_core::{ApiKey, Environment};
 use cloro_keystore::{
-    ChangeNotifier, Invalidation, InvalidationSink, KeyStore, RedisNotifier, RedisOptions,
-    RedisStore, spawn_cluster_invalidation_listener,
+    ChangeNotifier, IdempotencyStore, Invalidation, InvalidationSink, KeyStore,
+    RedisIdempotencyStore, RedisNotifier, RedisOptions, RedisStore,
+    spawn_cluster_invalidation_listener,
 };
 use cloro_test_support::RedisCluster;
 use tokio::sync::mpsc;
@@ -41,6 +42,11 @@ async fn redis_cluster_keeps_the_contract_and_carries_invalidations() {
     let seeds = cluster.seeds();
     crate::contract::run_contract(|| {
         Arc::new(RedisStore::connect_cluster(&seeds, patient()).unwrap()) as Arc<dyn KeyStore>
+    })
+    .await;
+    crate::idempotency::run_idempotency_contract(|| {
+        let store = RedisStore::connect_cluster(&seeds, patient()).unwrap();
+        Arc::new(RedisIdempotencyStore::new(store.connection())) as Arc<dyn IdempotencyStore>
     })
     .await;
 

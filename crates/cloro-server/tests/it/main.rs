@@ -12,6 +12,7 @@ mod cluster;
 mod flood;
 mod gateway;
 mod hostile;
+mod idempotency;
 mod nginx;
 mod ops;
 mod process;
