@@ -31,7 +31,11 @@ pub(crate) async fn whoami(
     };
     match app.guard().check(facts).await {
         Ok(verified) => {
-            let info = verified.key.record.to_info(app.clock().now());
+            let mut info = verified.key.record.to_info(app.clock().now());
+            // The cached record holds no balance; this request's charge does.
+            if info.credits.is_some() {
+                info.credits = verified.credits;
+            }
             let mut response = json(StatusCode::OK, &info);
             add_limit_headers(response.headers_mut(), &verified);
             response

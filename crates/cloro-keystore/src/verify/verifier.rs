@@ -119,6 +119,8 @@ pub struct Verified {
     pub concurrency: Option<ConcurrencyPermit>,
     /// The quota after this request, when one applies (for the headers).
     pub quota: Option<QuotaState>,
+    /// The key's credits left after this request, when they are limited.
+    pub credits: Option<u64>,
 }
 
 /// The values of the quota's IETF policy (SPEC §11): `"quota";q=…;w=…` and
@@ -551,6 +553,7 @@ impl Verifier {
             rate,
             concurrency,
             quota,
+            credits: outcome.and_then(|outcome| outcome.credits_left),
         })
     }
 

@@ -17,6 +17,7 @@ mod nginx;
 mod ops;
 mod process;
 mod public_api;
+mod quota;
 mod spec_rules;
 mod support;
 mod tls;

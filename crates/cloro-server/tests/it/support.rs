@@ -202,6 +202,9 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             task.await.unwrap();
         }
+        // As `cloro_server::run` does after serving: usage and the quota
+        // ledger are written at shutdown.
+        self.app.flush_usage().await;
     }
 }
 
