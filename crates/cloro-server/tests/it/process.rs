@@ -160,6 +160,17 @@ impl ServerProcess {
             .unwrap()
     }
 
+    /// Reads the child's output as it comes, so a chatty run never fills
+    /// the pipe and blocks the server on a log write.
+    fn drain_output(&mut self) {
+        if let Some(mut stdout) = self.child.stdout.take() {
+            tokio::spawn(async move { tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await });
+        }
+        if let Some(mut stderr) = self.child.stderr.take() {
+            tokio::spawn(async move { tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await });
+        }
+    }
+
     fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();
         let status = std::process::Command::new("kill")
@@ -209,6 +220,63 @@ async fn restart_after_sigkill_keeps_keys_and_revocations() {
     let refused = server.whoami(&revoked).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert_eq!(refused.body["error"]["code"], "REVOKED_API_KEY");
+    server.signal("TERM");
+    assert!(server.wait_with_output().await.0);
+}
+
+/// SPEC §11: the embedded store writes quota counters and balances at
+/// least every second, so a `kill -9` forgets at most the last second of
+/// use, and never invents use. Requests run for about three seconds, so at
+/// least two writes happen before the kill, and the kill comes right after
+/// the last request: what survives must lie between the count minus the
+/// requests of the last second (plus the write's own time) and the count.
+#[tokio::test]
+async fn kill_9_forgets_at_most_the_last_second_of_quota_use() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("cloro.toml");
+    std::fs::write(
+        &config,
+        "default_plan = \"metered\"\n[plans.metered]\nrate_limit = { requests = 100000, per_seconds = 1 }\nquota = { requests = 1000000, period = \"month\" }\n",
+    )
+    .unwrap();
+    let store = data.path().join("store");
+    let config_flag = ["--config", config.to_str().unwrap()];
+    let mut server = ServerProcess::start(&store, Some(ADMIN_TOKEN), &config_flag).await;
+    // Thousands of requests log more than a pipe holds: keep reading.
+    server.drain_output();
+    let (key, _) = server.create_key(ADMIN_TOKEN).await;
+    let started = Instant::now();
+    let mut sent_at = Vec::new();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(server.whoami(&key).await.status, StatusCode::OK);
+        sent_at.push(Instant::now());
+    }
+    server.signal("KILL");
+    let killed = Instant::now();
+    let _ = server.wait_with_output().await;
+
+    let server = ServerProcess::start(&store, Some(ADMIN_TOKEN), &config_flag).await;
+    let quota = server
+        .admin(
+            Method::GET,
+            "/admin/v1/accounts/acct_proc/quota",
+            ADMIN_TOKEN,
+            "",
+        )
+        .await;
+    assert_eq!(quota.status, StatusCode::OK, "{:?}", quota.body);
+    let used = quota.body["used"].as_u64().unwrap();
+    let made = sent_at.len() as u64;
+    // A write takes a few milliseconds on top of its one-second interval.
+    let last_second = sent_at
+        .iter()
+        .filter(|at| killed.duration_since(**at) <= Duration::from_millis(1250))
+        .count() as u64;
+    assert!(used <= made, "never invents use: {used} > {made}");
+    assert!(
+        used + last_second >= made,
+        "lost more than the last second: {used} of {made} kept, {last_second} in the last second"
+    );
     server.signal("TERM");
     assert!(server.wait_with_output().await.0);
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cloro_auth_core::wire::{CreateKeyRequest, QuotaPeriod, QuotaPolicy, Refill};
+use cloro_auth_core::wire::CreateKeyRequest;
 use cloro_auth_core::{AccountId, ApiKey};
 use cloro_keystore::Clock;
 use cloro_server::config::{Flags, Settings};
