@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use cloro_auth_core::wire::{
     AccountInfo, AccountQuotaResponse, AuditEvent, CreateKeyRequest, CreateKeyResponse,
-    CreditsRequest, KeyInfo, ListAuditResponse, ListKeysResponse, PlansResponse,
-    RevokeKeyRequest, RotateKeyRequest, RotateKeyResponse, SetPlanRequest, UpdateKeyRequest,
+    CreditsRequest, KeyInfo, ListAuditResponse, ListKeysResponse, PlansResponse, RevokeKeyRequest,
+    RotateKeyRequest, RotateKeyResponse, SetPlanRequest, UpdateKeyRequest,
 };
 use cloro_auth_core::{AccountId, ApiKey, KeyId, PlanName};
 use http::{HeaderValue, Method};

@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn keys_are_checked_as_the_server_checks_them() {
-        assert_eq!(IdempotencyKey::new("order-42").unwrap().as_str(), "order-42");
+        assert_eq!(
+            IdempotencyKey::new("order-42").unwrap().as_str(),
+            "order-42"
+        );
         assert!(IdempotencyKey::new(&"a".repeat(255)).is_ok());
         assert_eq!(
             IdempotencyKey::new(&"a".repeat(256)),

@@ -123,10 +123,8 @@ impl Call {
     /// acts on the first attempt that reaches it and answers the others
     /// with that answer (SPEC §11), so the request may be retried.
     pub(crate) fn idempotency_key(mut self, key: &IdempotencyKey) -> Self {
-        self.headers.insert(
-            HeaderName::from_static(IDEMPOTENCY_KEY),
-            key.header_value(),
-        );
+        self.headers
+            .insert(HeaderName::from_static(IDEMPOTENCY_KEY), key.header_value());
         self.idempotent = true;
         self.keyed = true;
         self
@@ -181,12 +179,10 @@ fn retry_hint(
         .ok()
         .map(|body| body.error);
     let code = error.as_ref().map(|error| error.code);
-    let wait = retry_after(headers)
-        .or_else(|| error.as_ref()?.details.retry_after.map(server_delay));
+    let wait =
+        retry_after(headers).or_else(|| error.as_ref()?.details.retry_after.map(server_delay));
     match status {
-        StatusCode::TOO_MANY_REQUESTS if code == Some(ErrorCode::QuotaExceeded) => {
-            wait.map(Some)
-        }
+        StatusCode::TOO_MANY_REQUESTS if code == Some(ErrorCode::QuotaExceeded) => wait.map(Some),
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Some(wait),
         StatusCode::CONFLICT
             if keyed
@@ -572,7 +568,10 @@ mod tests {
         assert_eq!(hint(429, &after, &rate, false, 1), Some(three));
         assert_eq!(hint(429, &none, &rate, false, 1), Some(None));
         assert_eq!(hint(503, &none, b"<html>", false, 1), Some(None));
-        assert_eq!(hint(401, &none, &error_body("INVALID_API_KEY", "{}"), true, 2), None);
+        assert_eq!(
+            hint(401, &none, &error_body("INVALID_API_KEY", "{}"), true, 2),
+            None
+        );
         assert_eq!(hint(500, &none, b"", true, 1), None);
 
         // A quota only with a wait to take: credits that never refill say none.
@@ -600,7 +599,10 @@ mod tests {
         assert_eq!(hint(409, &none, &reused, true, 2), Some(None));
         assert_eq!(hint(409, &after, &reused, true, 1), Some(three));
         assert_eq!(hint(409, &none, &reused, false, 2), None);
-        assert_eq!(hint(409, &none, &error_body("KEY_REVOKED", "{}"), true, 2), None);
+        assert_eq!(
+            hint(409, &none, &error_body("KEY_REVOKED", "{}"), true, 2),
+            None
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The `cloro` command line (SPEC §7): `whoami`, `keys`, `audit`, `plans`
-//! and `accounts`, over the SDK.
+//! The `cloro` command line (SPEC §7, §11): `whoami`, `keys` (credits
+//! included), `audit`, `plans` and `accounts` (quota included), over the
+//! SDK.
 //!
 //! Credentials come only from the environment (`CLORO_API_KEY`,
 //! `CLORO_ADMIN_TOKEN`), never from flags: a flag would put the secret in
@@ -24,8 +25,8 @@ use std::process::ExitCode;
 
 pub use advice::advice;
 pub use args::{
-    AccountsCommand, AuditArgs, Cli, Command, CreateArgs, EnvironmentArg, KeysCommand, ListArgs,
-    PurposeArg, RotateArgs, UpdateArgs,
+    AccountsCommand, AppliesToArg, AuditArgs, Cli, Command, CreateArgs, CreditsArgs,
+    EnvironmentArg, KeysCommand, ListArgs, PurposeArg, RotateArgs, UpdateArgs,
 };
 
 use crate::builder::ClientBuilder;
