@@ -88,7 +88,7 @@ fn api_advice(error: &ApiError) -> String {
             }
             ErrorCode::QuotaExceeded => quota_advice(error, &wait),
             ErrorCode::IdempotencyKeyReused => {
-                "this --idempotency-key was used for another request, or its first request is still running; wait a moment and retry, or use a new key"
+                "this idempotency key was used for another request, or its first request is still running; wait a moment and retry, or pass a new --idempotency-key"
                     .into()
             }
             ErrorCode::TooManyFailedAttempts => {

@@ -344,6 +344,11 @@ pub(crate) fn report(failure: &Failure, json: bool, err: &mut dyn Write) -> io::
             "status": error.and_then(Error::status).map(|status| status.as_u16()),
             "request_id": error.and_then(Error::request_id),
             "retry_after": error.and_then(Error::retry_after).map(|after| after.as_secs()),
+            // A script that lost a new key's secret needs the id to rotate.
+            "key_id": match error {
+                Some(Error::KeyNotShown(not_shown)) => Some(not_shown.key_id.to_string()),
+                _ => None,
+            },
         }});
         serde_json::to_writer(&mut *err, &body)?;
         return writeln!(err);

@@ -291,8 +291,15 @@ async fn the_cli_sends_quota_credits_and_refill() {
             && again.stderr.contains("cloro keys rotate key_scripted"),
         "{again:?}"
     );
+    let mut json_args = vec!["--json"];
+    json_args.extend_from_slice(&args);
+    let again = cloro_at(&server.base_url, ADMIN, &json_args).await;
+    assert_eq!(again.code, 1, "{again:?}");
+    let error: serde_json::Value = serde_json::from_str(again.stderr.trim()).unwrap();
+    assert_eq!(error["error"]["code"], "KEY_NOT_SHOWN");
+    assert_eq!(error["error"]["key_id"], "key_scripted");
     let seen = server.seen();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 3);
     let body = seen[0].json();
     assert_eq!(
         body["quota"],
