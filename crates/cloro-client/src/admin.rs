@@ -1,11 +1,17 @@
 //! [`AdminClient`]: every route of the admin API (`/admin/v1/*`, SPEC §6)
 //! with the admin token, and [`Pager`] for its two paginated lists.
 //!
-//! Creating and rotating keys are never retried: if the first attempt
-//! reached the server, a second would mint another key that nobody holds.
-//! Revoking is idempotent by SPEC and a merge patch (RFC 7396) sets the
-//! same fields to the same values however often it is applied, so those
-//! two POST/PATCH calls are retried like GETs.
+//! Creating and rotating keys and changing credits act anew each time they
+//! run: a second create would mint a key that nobody holds, a second
+//! `add` would add twice. So each such call carries an `Idempotency-Key`
+//! (random, or the caller's through [`AdminClient::with_idempotency_key`]),
+//! the same on every attempt, and the server acts once (SPEC §11); with
+//! it, they are retried like GETs. Revoking is idempotent by SPEC and a
+//! merge patch (RFC 7396) sets the same fields to the same values however
+//! often it is applied, so those two POST/PATCH calls are retried too.
+//!
+//! A replayed create or rotate carries no plaintext (it is never stored):
+//! that is [`Error::KeyNotShown`], naming the key to rotate.
 //!
 //! Paging trusts the server's cursors only so far: one that points back at
 //! the page just read, or a list longer than [`MAX_PAGES`], ends in an
@@ -16,9 +22,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use cloro_auth_core::wire::{
-    AccountInfo, AuditEvent, CreateKeyRequest, CreateKeyResponse, KeyInfo, ListAuditResponse,
-    ListKeysResponse, PlansResponse, RevokeKeyRequest, RotateKeyRequest, RotateKeyResponse,
-    SetPlanRequest, UpdateKeyRequest,
+    AccountInfo, AccountQuotaResponse, AuditEvent, CreateKeyRequest, CreateKeyResponse,
+    CreditsRequest, KeyInfo, ListAuditResponse, ListKeysResponse, PlansResponse, RevokeKeyRequest,
+    RotateKeyRequest, RotateKeyResponse, SetPlanRequest, UpdateKeyRequest,
 };
 use cloro_auth_core::{AccountId, ApiKey, KeyId, PlanName};
 use http::{HeaderValue, Method};
@@ -26,8 +32,9 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroize;
 
 use crate::builder::ClientBuilder;
-use crate::error::{DecodeError, Error};
-use crate::response::Response;
+use crate::error::{DecodeError, Error, KeyNotShown};
+use crate::idempotency::IdempotencyKey;
+use crate::response::{Response, ResponseMeta};
 use crate::transport::{Call, Transport, decode, decode_secret};
 
 /// A client of the admin API, holding the admin token. Cheap to clone.
@@ -342,7 +349,8 @@ impl AdminClient {
         self.transport.base.as_str()
     }
 
-    /// `POST /admin/v1/keys`: a new key. Never retried.
+    /// `POST /admin/v1/keys`: a new key. Sent with a random
+    /// `Idempotency-Key`, so a retry never mints a second key.
     ///
     /// # Errors
     /// Any [`Error`]; a bad field is `INVALID_REQUEST` with `details.field`.
@@ -350,12 +358,23 @@ impl AdminClient {
         &self,
         request: &CreateKeyRequest,
     ) -> Result<Response<CreatedKey>, Error> {
-        let call = Call::new(Method::POST, "/admin/v1/keys").json(request)?;
+        self.create_key_keyed(request, &IdempotencyKey::random())
+            .await
+    }
+
+    async fn create_key_keyed(
+        &self,
+        request: &CreateKeyRequest,
+        idempotency_key: &IdempotencyKey,
+    ) -> Result<Response<CreatedKey>, Error> {
+        let call = Call::new(Method::POST, "/admin/v1/keys")
+            .json(request)?
+            .idempotency_key(idempotency_key);
         let answer: Response<CreateKeyResponse> =
             decode_secret(self.transport.send(&call, &self.authorization).await?)?;
         let (body, meta) = answer.into_parts();
         let CreateKeyResponse { mut key, key_info } = body;
-        let parsed = parse_issued_key(&mut key, &meta);
+        let parsed = parse_issued_key(&mut key, &key_info, &meta);
         Ok(Response::new(
             CreatedKey {
                 key: parsed?,
@@ -363,6 +382,28 @@ impl AdminClient {
             },
             meta,
         ))
+    }
+
+    /// The create, rotate and credits calls with `key` as their
+    /// `Idempotency-Key` instead of a random one, so that a repeat by a
+    /// later run of the program (after a crash, say) is answered with the
+    /// first answer for 24 hours instead of acting again (SPEC §11). Use a
+    /// key per intended change, e.g. derived from your own order id; the
+    /// same key with another body is 409 `IDEMPOTENCY_KEY_REUSED`.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: cloro_client::AdminClient, key_id: cloro_client::cloro_auth_core::KeyId) -> Result<(), cloro_client::Error> {
+    /// use cloro_client::IdempotencyKey;
+    /// let once = IdempotencyKey::new("topup-order-1234").expect("visible ASCII");
+    /// let info = admin.with_idempotency_key(once).add_credits(&key_id, 100).await?;
+    /// if info.meta().replayed {
+    ///     println!("already added by an earlier run");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_idempotency_key(&self, key: IdempotencyKey) -> WithIdempotencyKey<'_> {
+        WithIdempotencyKey { admin: self, key }
     }
 
     /// One page of `GET /admin/v1/keys`.
@@ -427,7 +468,8 @@ impl AdminClient {
     }
 
     /// `POST /admin/v1/keys/{id}/rotate`: a new key with the old one's
-    /// settings. Never retried.
+    /// settings. Sent with a random `Idempotency-Key`, so a retry never
+    /// rotates twice.
     ///
     /// # Errors
     /// Any [`Error`]; a revoked key is `KEY_REVOKED`.
@@ -436,7 +478,19 @@ impl AdminClient {
         id: &KeyId,
         request: &RotateKeyRequest,
     ) -> Result<Response<RotatedKey>, Error> {
-        let call = Call::new(Method::POST, format!("/admin/v1/keys/{id}/rotate")).json(request)?;
+        self.rotate_key_keyed(id, request, &IdempotencyKey::random())
+            .await
+    }
+
+    async fn rotate_key_keyed(
+        &self,
+        id: &KeyId,
+        request: &RotateKeyRequest,
+        idempotency_key: &IdempotencyKey,
+    ) -> Result<Response<RotatedKey>, Error> {
+        let call = Call::new(Method::POST, format!("/admin/v1/keys/{id}/rotate"))
+            .json(request)?
+            .idempotency_key(idempotency_key);
         let answer: Response<RotateKeyResponse> =
             decode_secret(self.transport.send(&call, &self.authorization).await?)?;
         let (body, meta) = answer.into_parts();
@@ -445,7 +499,7 @@ impl AdminClient {
             key_info,
             previous,
         } = body;
-        let parsed = parse_issued_key(&mut key, &meta);
+        let parsed = parse_issued_key(&mut key, &key_info, &meta);
         Ok(Response::new(
             RotatedKey {
                 key: parsed?,
@@ -454,6 +508,46 @@ impl AdminClient {
             },
             meta,
         ))
+    }
+
+    /// `POST /admin/v1/keys/{id}/credits` with `{"set": credits}`: the
+    /// key's balance becomes `credits` (at most
+    /// [`MAX_QUOTA_COUNT`](cloro_auth_core::wire::MAX_QUOTA_COUNT)).
+    ///
+    /// # Errors
+    /// Any [`Error`]; an unknown id is `KEY_NOT_FOUND`.
+    pub async fn set_credits(&self, id: &KeyId, credits: u64) -> Result<Response<KeyInfo>, Error> {
+        let request = CreditsRequest {
+            set: Some(credits),
+            add: None,
+        };
+        self.credits(id, &request, &IdempotencyKey::random()).await
+    }
+
+    /// `POST /admin/v1/keys/{id}/credits` with `{"add": credits}`: adds to
+    /// the key's balance. Sent with a random `Idempotency-Key`, so a retry
+    /// never adds twice.
+    ///
+    /// # Errors
+    /// Any [`Error`]; an unknown id is `KEY_NOT_FOUND`.
+    pub async fn add_credits(&self, id: &KeyId, credits: u64) -> Result<Response<KeyInfo>, Error> {
+        let request = CreditsRequest {
+            set: None,
+            add: Some(credits),
+        };
+        self.credits(id, &request, &IdempotencyKey::random()).await
+    }
+
+    async fn credits(
+        &self,
+        id: &KeyId,
+        request: &CreditsRequest,
+        idempotency_key: &IdempotencyKey,
+    ) -> Result<Response<KeyInfo>, Error> {
+        let call = Call::new(Method::POST, format!("/admin/v1/keys/{id}/credits"))
+            .json(request)?
+            .idempotency_key(idempotency_key);
+        decode(self.transport.send(&call, &self.authorization).await?)
     }
 
     /// One page of `GET /admin/v1/audit`.
@@ -490,6 +584,19 @@ impl AdminClient {
         self.get(&format!("/admin/v1/accounts/{account_id}")).await
     }
 
+    /// `GET /admin/v1/accounts/{account_id}/quota`: the account's plan
+    /// quota and what is used and left of it this period.
+    ///
+    /// # Errors
+    /// Any [`Error`]; an unknown account is `ACCOUNT_NOT_FOUND`.
+    pub async fn account_quota(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Response<AccountQuotaResponse>, Error> {
+        self.get(&format!("/admin/v1/accounts/{account_id}/quota"))
+            .await
+    }
+
     /// `PUT /admin/v1/accounts/{account_id}`: puts the account on `plan`.
     ///
     /// # Errors
@@ -510,19 +617,92 @@ impl AdminClient {
     }
 }
 
-/// The plaintext from a create or rotate answer as an [`ApiKey`]; the
-/// text is wiped either way.
+/// The create, rotate and credits calls of an [`AdminClient`] with the
+/// caller's `Idempotency-Key`; from [`AdminClient::with_idempotency_key`].
+/// The key is sent on every attempt, retries included.
+#[derive(Debug)]
+#[must_use = "the idempotency key is used only by a call made through it"]
+pub struct WithIdempotencyKey<'a> {
+    admin: &'a AdminClient,
+    key: IdempotencyKey,
+}
+
+impl WithIdempotencyKey<'_> {
+    /// The key these calls send.
+    pub fn idempotency_key(&self) -> &IdempotencyKey {
+        &self.key
+    }
+
+    /// [`AdminClient::create_key`] with this key. A repeat within 24 h is
+    /// [`Error::KeyNotShown`]: the key exists, its secret was in the
+    /// first answer only.
+    ///
+    /// # Errors
+    /// Any [`Error`]; this key with another body is
+    /// `IDEMPOTENCY_KEY_REUSED`.
+    pub async fn create_key(
+        &self,
+        request: &CreateKeyRequest,
+    ) -> Result<Response<CreatedKey>, Error> {
+        self.admin.create_key_keyed(request, &self.key).await
+    }
+
+    /// [`AdminClient::rotate_key`] with this key; a repeat within 24 h is
+    /// [`Error::KeyNotShown`].
+    ///
+    /// # Errors
+    /// Any [`Error`]; this key with another body is
+    /// `IDEMPOTENCY_KEY_REUSED`.
+    pub async fn rotate_key(
+        &self,
+        id: &KeyId,
+        request: &RotateKeyRequest,
+    ) -> Result<Response<RotatedKey>, Error> {
+        self.admin.rotate_key_keyed(id, request, &self.key).await
+    }
+
+    /// [`AdminClient::set_credits`] with this key.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn set_credits(&self, id: &KeyId, credits: u64) -> Result<Response<KeyInfo>, Error> {
+        let request = CreditsRequest {
+            set: Some(credits),
+            add: None,
+        };
+        self.admin.credits(id, &request, &self.key).await
+    }
+
+    /// [`AdminClient::add_credits`] with this key: a repeat within 24 h
+    /// adds nothing and answers the first answer
+    /// ([`ResponseMeta::replayed`]).
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn add_credits(&self, id: &KeyId, credits: u64) -> Result<Response<KeyInfo>, Error> {
+        let request = CreditsRequest {
+            set: None,
+            add: Some(credits),
+        };
+        self.admin.credits(id, &request, &self.key).await
+    }
+}
+
+/// The plaintext from a create or rotate answer (whose new key is
+/// `key_info`) as an [`ApiKey`]; the text is wiped either way.
 fn parse_issued_key(
     text: &mut Option<String>,
-    meta: &crate::response::ResponseMeta,
+    key_info: &KeyInfo,
+    meta: &ResponseMeta,
 ) -> Result<ApiKey, Error> {
     // A replayed create or rotate carries no plaintext (SPEC §11).
     let Some(text) = text.as_mut() else {
-        return Err(Error::from(DecodeError::new(
-            meta.status,
-            meta.request_id.clone(),
-            "the server answered a replay of an earlier request: the key was made then, but its secret is shown only once; rotate the key to get a usable secret".to_owned(),
-        )));
+        return Err(KeyNotShown {
+            key_id: key_info.id,
+            status: meta.status,
+            request_id: meta.request_id.clone(),
+        }
+        .into());
     };
     // FormatError names the broken rule, never the text, so it may be kept.
     let parsed = ApiKey::parse_token(text).map_err(|why| {

@@ -19,9 +19,10 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloro_auth_core::wire::ErrorDetails;
-use cloro_auth_core::{ErrorCode, FormatError};
+use cloro_auth_core::wire::{ErrorDetails, LimitDetail};
+use cloro_auth_core::{ErrorCode, FormatError, KeyId, PlanName, QuotaLimit};
 use http::StatusCode;
+use jiff::Timestamp;
 
 use crate::response::RateLimit;
 
@@ -45,6 +46,13 @@ pub enum Error {
     /// The request body could not be encoded as JSON.
     #[error("cannot encode the request body as JSON: {0}")]
     Encode(String),
+    /// A create or rotate that the server answered as a repeat of an
+    /// earlier one with the same `Idempotency-Key` (SPEC §11): the key was
+    /// made then, but its secret is shown only once and never stored, so
+    /// this answer has none. Rotate [`KeyNotShown::key_id`] to get a
+    /// usable secret.
+    #[error(transparent)]
+    KeyNotShown(#[from] KeyNotShown),
 }
 
 impl From<ApiError> for Error {
@@ -72,6 +80,7 @@ impl Error {
         match self {
             Error::Api(error) => Some(error.status),
             Error::Decode(error) => Some(error.status),
+            Error::KeyNotShown(error) => Some(error.status),
             _ => None,
         }
     }
@@ -86,14 +95,21 @@ impl Error {
         match self {
             Error::Api(error) => error.request_id.as_deref(),
             Error::Decode(error) => error.request_id.as_deref(),
+            Error::KeyNotShown(error) => error.request_id.as_deref(),
             _ => None,
         }
+    }
+
+    /// The particulars of a `QUOTA_EXCEEDED` answer, typed; `None` for
+    /// every other failure.
+    pub fn quota_exceeded(&self) -> Option<QuotaExceeded> {
+        self.api_error().and_then(ApiError::quota_exceeded)
     }
 
     /// A short upper-case label: the SPEC §4 code for an API error, else
     /// one of `CONFIGURATION_ERROR`, `CONNECTION_FAILED`, `TLS_ERROR`,
     /// `TIMEOUT`, `PROTOCOL_ERROR`, `RESPONSE_TOO_LARGE`,
-    /// `UNEXPECTED_RESPONSE`, `INVALID_REQUEST_BODY`.
+    /// `UNEXPECTED_RESPONSE`, `INVALID_REQUEST_BODY`, `KEY_NOT_SHOWN`.
     pub fn label(&self) -> &'static str {
         match self {
             Error::Api(error) => error.code.as_str(),
@@ -107,6 +123,7 @@ impl Error {
             },
             Error::Decode(_) => "UNEXPECTED_RESPONSE",
             Error::Encode(_) => "INVALID_REQUEST_BODY",
+            Error::KeyNotShown(_) => "KEY_NOT_SHOWN",
         }
     }
 }
@@ -133,6 +150,74 @@ pub struct ApiError {
     pub rate_limit: Option<RateLimit>,
     /// How many times the request was sent, retries included.
     pub attempts: u32,
+}
+
+impl ApiError {
+    /// The particulars of a `QUOTA_EXCEEDED` answer, typed; `None` for
+    /// any other code.
+    pub fn quota_exceeded(&self) -> Option<QuotaExceeded> {
+        if self.code != ErrorCode::QuotaExceeded {
+            return None;
+        }
+        let limit = match &self.details.limit {
+            Some(LimitDetail::Name(name)) if name == QuotaLimit::Credits.as_str() => {
+                Some(QuotaLimit::Credits)
+            }
+            Some(LimitDetail::Name(name)) if name == QuotaLimit::Quota.as_str() => {
+                Some(QuotaLimit::Quota)
+            }
+            _ => None,
+        };
+        Some(QuotaExceeded {
+            limit,
+            plan: self.details.plan,
+            resets_at: self.details.resets_at.flatten(),
+            retry_after: self.retry_after,
+        })
+    }
+}
+
+/// What a `QUOTA_EXCEEDED` answer (429, SPEC §11) says: which allowance
+/// ran out, whose, and when it comes back. From
+/// [`Error::quota_exceeded`].
+///
+/// The SDK retries such an answer only when it refills within the retry
+/// budget ([`RetryPolicy::max_elapsed`](crate::RetryPolicy::max_elapsed));
+/// a quota that starts again in hours, or credits that never refill, come
+/// back at once for the caller to decide.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaExceeded {
+    /// The key's credits or the (plan's or key's) quota; `None` when the
+    /// server named neither.
+    pub limit: Option<QuotaLimit>,
+    /// The plan whose quota was hit; `None` for a key's own quota and for
+    /// credits.
+    pub plan: Option<PlanName>,
+    /// When the allowance is refilled or its period starts again; `None`
+    /// when nothing refills (ask an administrator for credits).
+    pub resets_at: Option<Timestamp>,
+    /// The wait until then, from `Retry-After` (at most
+    /// [`MAX_SERVER_DELAY`](crate::MAX_SERVER_DELAY)); `None` when nothing
+    /// refills.
+    pub retry_after: Option<Duration>,
+}
+
+/// A create or rotate answered as a replay (see [`Error::KeyNotShown`]).
+#[non_exhaustive]
+#[derive(Clone, Debug, thiserror::Error)]
+#[error(
+    "the server answered a repeat of an earlier request: key {key_id} was made then, \
+     but its secret is shown only once; rotate key {key_id} to get a usable secret"
+)]
+pub struct KeyNotShown {
+    /// The key that was made (for a rotation, the new key): the one to
+    /// rotate.
+    pub key_id: KeyId,
+    /// The HTTP status of the replayed answer.
+    pub status: StatusCode,
+    /// Its `X-Request-Id`, if any.
+    pub request_id: Option<String>,
 }
 
 /// A problem found before any request was sent.

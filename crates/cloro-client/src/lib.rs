@@ -21,7 +21,10 @@
 //!
 //! Failed requests are retried with exponential backoff and jitter on 429,
 //! 503 and connection failures, honouring `Retry-After`, but only when the
-//! request is safe to repeat; see [`RetryPolicy`].
+//! request is safe to repeat; see [`RetryPolicy`]. Admin calls that act
+//! anew each time (create, rotate, credits) carry an [`IdempotencyKey`],
+//! which makes them safe to repeat. A `QUOTA_EXCEEDED` that lasts past the
+//! retry budget comes back at once, typed ([`Error::quota_exceeded`]).
 
 #![forbid(unsafe_code)]
 
@@ -32,17 +35,23 @@ mod client;
 mod connector;
 mod credentials;
 mod error;
+mod idempotency;
 mod response;
 mod retry;
 mod transport;
 
 pub use admin::{
     AdminClient, AuditQuery, CreatedKey, KeyListQuery, MAX_PAGES, Page, Pager, RotatedKey,
+    WithIdempotencyKey,
 };
 pub use builder::{ClientBuilder, DEFAULT_BASE_URL, TlsRoots};
 pub use client::{ApiRequest, Client};
 pub use credentials::AdminToken;
-pub use error::{ApiError, ConfigError, DecodeError, Error, TransportError, TransportErrorKind};
+pub use error::{
+    ApiError, ConfigError, DecodeError, Error, KeyNotShown, QuotaExceeded, TransportError,
+    TransportErrorKind,
+};
+pub use idempotency::{IdempotencyKey, IdempotencyKeyError, MAX_IDEMPOTENCY_KEY_LEN};
 pub use response::{ConcurrencyLimit, RateLimit, Response, ResponseMeta};
 pub use retry::{MAX_SERVER_DELAY, RetryPolicy};
 pub use transport::MAX_RESPONSE_BODY;
@@ -50,6 +59,6 @@ pub use transport::MAX_RESPONSE_BODY;
 /// The shared wire types and names (`wire::CreateKeyRequest`, `AccountId`,
 /// …), re-exported so callers need no direct dependency to name them.
 pub use cloro_auth_core;
-pub use cloro_auth_core::{ApiKey, ErrorCode};
+pub use cloro_auth_core::{ApiKey, ErrorCode, QuotaLimit};
 /// A DER certificate, for [`ClientBuilder::add_root_certificate`].
 pub use rustls_pki_types::CertificateDer;

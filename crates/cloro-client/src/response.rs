@@ -71,6 +71,10 @@ pub struct ResponseMeta {
     pub concurrency: Option<ConcurrencyLimit>,
     /// How many times the request was sent, retries included.
     pub attempts: u32,
+    /// Whether the server answered with its stored answer to an earlier
+    /// request with the same `Idempotency-Key` (`Idempotent-Replayed:
+    /// true`, SPEC §11): nothing was changed this time.
+    pub replayed: bool,
 }
 
 impl ResponseMeta {
@@ -81,6 +85,10 @@ impl ResponseMeta {
             rate_limit: RateLimit::from_headers(headers),
             concurrency: ConcurrencyLimit::from_headers(headers),
             attempts,
+            replayed: headers
+                .get("idempotent-replayed")
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.trim().eq_ignore_ascii_case("true")),
         }
     }
 }
@@ -166,6 +174,9 @@ mod tests {
         headers.insert("x-concurrent-current", "1".parse().unwrap());
         headers.insert("x-concurrent-remaining", "nine".parse().unwrap());
         assert_eq!(ConcurrencyLimit::from_headers(&headers), None);
+        assert!(!ResponseMeta::new(StatusCode::OK, &headers, 1).replayed);
+        headers.insert("idempotent-replayed", "true".parse().unwrap());
+        assert!(ResponseMeta::new(StatusCode::OK, &headers, 1).replayed);
         headers.insert("x-ratelimit-reset", u64::MAX.to_string().parse().unwrap());
         assert_eq!(
             RateLimit::from_headers(&headers).map(|limit| limit.reset),

@@ -4,8 +4,17 @@
 //! usually with `Retry-After`) and a connection that could not be made
 //! (nothing was sent). Everything else, a 401 above all, fails the same way
 //! every time, and a retry would only add load and latency. Only requests
-//! that are safe to repeat are retried at all; a key-creating POST that
-//! timed out may have created a key, and a second one would be an orphan.
+//! that are safe to repeat are retried at all: a key-creating POST without
+//! an `Idempotency-Key` that timed out may have created a key, and a second
+//! one would be an orphan. With one (the SDK sends its own on create,
+//! rotate and credits, the same on every attempt) the server acts once and
+//! answers repeats with the first answer, so those are retried; and a 409
+//! `IDEMPOTENCY_KEY_REUSED` to such a repeat (the first attempt is still
+//! running) is waited out like a 503.
+//!
+//! A 429 `QUOTA_EXCEEDED` is retried only when it names a wait that fits
+//! the budget: a quota that starts again next month, or credits that never
+//! refill (no `Retry-After` at all), come back to the caller at once.
 //!
 //! A server's numbers are not trusted to be sane (SPEC §9, "the SDK
 //! survives a hostile server"): `Retry-After` may be `18446744073709551615`,

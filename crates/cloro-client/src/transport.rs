@@ -16,9 +16,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use cloro_auth_core::ErrorCode;
 use cloro_auth_core::wire::ErrorBody;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use serde::Serialize;
@@ -28,6 +29,7 @@ use zeroize::Zeroize;
 
 use crate::connector::BoundedConnector;
 use crate::error::{ApiError, ConfigError, DecodeError, Error, TransportError, TransportErrorKind};
+use crate::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 use crate::response::{Response, ResponseMeta};
 use crate::retry::{RetryPolicy, retry_after, server_delay};
 
@@ -78,6 +80,10 @@ pub(crate) struct Call {
     pub(crate) headers: HeaderMap,
     /// Whether sending it twice has the same effect as sending it once.
     pub(crate) idempotent: bool,
+    /// Whether it carries an `Idempotency-Key`, which makes it idempotent
+    /// and lets a 409 `IDEMPOTENCY_KEY_REUSED` for a repeat still running
+    /// be waited out.
+    pub(crate) keyed: bool,
 }
 
 impl Call {
@@ -94,6 +100,7 @@ impl Call {
             body: None,
             headers: HeaderMap::new(),
             idempotent,
+            keyed: false,
         }
     }
 
@@ -111,6 +118,17 @@ impl Call {
         self.idempotent = idempotent;
         self
     }
+
+    /// Sends `key` as `Idempotency-Key` on every attempt. The server then
+    /// acts on the first attempt that reaches it and answers the others
+    /// with that answer (SPEC §11), so the request may be retried.
+    pub(crate) fn idempotency_key(mut self, key: &IdempotencyKey) -> Self {
+        self.headers
+            .insert(HeaderName::from_static(IDEMPOTENCY_KEY), key.header_value());
+        self.idempotent = true;
+        self.keyed = true;
+        self
+    }
 }
 
 /// An answer, read in full.
@@ -121,25 +139,59 @@ struct Raw {
 }
 
 impl Raw {
-    /// Whether the server said "try later": the only statuses retried.
-    fn asks_for_retry(&self) -> bool {
-        matches!(
-            self.status,
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        )
+    /// Whether the server said "try later", and the wait it named: `None`
+    /// when this answer is not to be retried, `Some(None)` when it may be
+    /// after the policy's backoff. See [`retry_hint`].
+    fn retry_hint(&self, keyed: bool, attempt: u32) -> Option<Option<Duration>> {
+        retry_hint(self.status, &self.headers, &self.body, keyed, attempt)
     }
+}
 
-    /// `Retry-After`, or `details.retry_after` when a proxy dropped the
-    /// header; either at most [`MAX_SERVER_DELAY`](crate::MAX_SERVER_DELAY).
-    fn retry_after(&self) -> Option<Duration> {
-        retry_after(&self.headers).or_else(|| {
-            serde_json::from_slice::<ErrorBody>(&self.body)
-                .ok()?
-                .error
-                .details
-                .retry_after
-                .map(server_delay)
-        })
+/// Which answers are worth sending again, given that the request is safe
+/// to repeat, and the wait the server asked for (`Retry-After`, or
+/// `details.retry_after` when a proxy dropped the header; either at most
+/// [`MAX_SERVER_DELAY`](crate::MAX_SERVER_DELAY)).
+///
+/// - 429 and 503: the server says "later".
+/// - But a 429 `QUOTA_EXCEEDED` only with a wait: credits that never
+///   refill answer no `Retry-After`, and no backoff makes them come back.
+///   (A wait past the policy's budget, a monthly quota's say, is not
+///   slept either: [`RetryPolicy::next_wait`] hands it to the caller.)
+/// - A 409 `IDEMPOTENCY_KEY_REUSED` to a request with an
+///   `Idempotency-Key`, when it answers a repeat of ours (`attempt` > 1:
+///   the same key and the same bytes, so not "another body" but "the
+///   first is still running"), or when the server names a wait. The next
+///   attempt then gets the first one's answer.
+fn retry_hint(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    keyed: bool,
+    attempt: u32,
+) -> Option<Option<Duration>> {
+    if !matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT
+    ) {
+        return None;
+    }
+    let error = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|body| body.error);
+    let code = error.as_ref().map(|error| error.code);
+    let wait =
+        retry_after(headers).or_else(|| error.as_ref()?.details.retry_after.map(server_delay));
+    match status {
+        StatusCode::TOO_MANY_REQUESTS if code == Some(ErrorCode::QuotaExceeded) => wait.map(Some),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Some(wait),
+        StatusCode::CONFLICT
+            if keyed
+                && code == Some(ErrorCode::IdempotencyKeyReused)
+                && (attempt > 1 || wait.is_some()) =>
+        {
+            Some(wait)
+        }
+        _ => None,
     }
 }
 
@@ -156,7 +208,7 @@ impl Transport {
         loop {
             let outcome = self.attempt(call, &uri, authorization).await;
             let retryable = match &outcome {
-                Ok(raw) if raw.asks_for_retry() => Some(raw.retry_after()),
+                Ok(raw) => raw.retry_hint(call.keyed, attempt),
                 Err(error) if error.kind == TransportErrorKind::Connect => Some(None),
                 _ => None,
             };
@@ -488,6 +540,79 @@ mod tests {
         }
         let error = BaseUrl::parse("https://user:hunter2@auth.example.com", false).unwrap_err();
         assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+
+    fn error_body(code: &str, details: &str) -> Vec<u8> {
+        format!(
+            r#"{{"error": {{"code": "{code}", "message": "m", "details": {details}, "timestamp": "2026-01-15T12:00:00Z", "request_id": "r"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn which_answers_are_retried() {
+        let none = HeaderMap::new();
+        let mut after = HeaderMap::new();
+        after.insert("retry-after", "3".parse().unwrap());
+        let three = Some(Duration::from_secs(3));
+        let hint = |status: u16, headers: &HeaderMap, body: &[u8], keyed, attempt| {
+            retry_hint(
+                StatusCode::from_u16(status).unwrap(),
+                headers,
+                body,
+                keyed,
+                attempt,
+            )
+        };
+        let rate = error_body("RATE_LIMIT_EXCEEDED", "{}");
+        assert_eq!(hint(429, &after, &rate, false, 1), Some(three));
+        assert_eq!(hint(429, &none, &rate, false, 1), Some(None));
+        assert_eq!(hint(503, &none, b"<html>", false, 1), Some(None));
+        assert_eq!(
+            hint(401, &none, &error_body("INVALID_API_KEY", "{}"), true, 2),
+            None
+        );
+        assert_eq!(hint(500, &none, b"", true, 1), None);
+
+        // A quota only with a wait to take: credits that never refill say none.
+        let quota = error_body(
+            "QUOTA_EXCEEDED",
+            r#"{"limit": "credits", "resets_at": null}"#,
+        );
+        assert_eq!(hint(429, &none, &quota, false, 1), None);
+        assert_eq!(hint(429, &none, &quota, true, 2), None);
+        let monthly = error_body(
+            "QUOTA_EXCEEDED",
+            r#"{"limit": "quota", "plan": "free", "resets_at": "2026-02-01T00:00:00Z", "retry_after": 7200}"#,
+        );
+        let hours = Some(Some(Duration::from_secs(7200)));
+        assert_eq!(hint(429, &none, &monthly, false, 1), hours);
+        // ... which the policy then refuses to sleep: past its budget.
+        assert_eq!(
+            RetryPolicy::default().next_wait(1, Duration::ZERO, Some(Duration::from_secs(7200))),
+            None
+        );
+
+        // 409 IDEMPOTENCY_KEY_REUSED: a repeat of ours is one still running.
+        let reused = error_body("IDEMPOTENCY_KEY_REUSED", "{}");
+        assert_eq!(hint(409, &none, &reused, true, 1), None);
+        assert_eq!(hint(409, &none, &reused, true, 2), Some(None));
+        assert_eq!(hint(409, &after, &reused, true, 1), Some(three));
+        assert_eq!(hint(409, &none, &reused, false, 2), None);
+        assert_eq!(
+            hint(409, &none, &error_body("KEY_REVOKED", "{}"), true, 2),
+            None
+        );
+    }
+
+    #[test]
+    fn an_idempotency_key_makes_a_post_repeatable() {
+        let key = IdempotencyKey::new("k-1").unwrap();
+        let call = Call::new(Method::POST, "/admin/v1/keys").idempotency_key(&key);
+        assert!(call.idempotent && call.keyed);
+        assert_eq!(call.headers.get("idempotency-key").unwrap(), "k-1");
+        let plain = Call::new(Method::POST, "/admin/v1/keys");
+        assert!(!plain.idempotent && !plain.keyed);
     }
 
     #[test]

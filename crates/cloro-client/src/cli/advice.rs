@@ -4,7 +4,7 @@
 //! speaks of CLI commands and environment variables, which a program using
 //! the SDK does not have.
 
-use cloro_auth_core::ErrorCode;
+use cloro_auth_core::{ErrorCode, QuotaLimit};
 
 use crate::error::{ApiError, Error, TransportErrorKind};
 
@@ -32,6 +32,10 @@ pub fn advice(error: &Error) -> String {
             format!("{error}; check that CLORO_BASE_URL points at a Cloro server")
         }
         Error::Encode(message) => format!("cannot encode the request body: {message}"),
+        Error::KeyNotShown(error) => format!(
+            "key {id} was made by an earlier run of this request and its secret is shown only once; get a usable one with cloro keys rotate {id}",
+            id = error.key_id
+        ),
     }
 }
 
@@ -82,6 +86,11 @@ fn api_advice(error: &ApiError) -> String {
             ErrorCode::ConcurrentLimitExceeded => {
                 "too many requests in flight for this key; let some finish, then retry".into()
             }
+            ErrorCode::QuotaExceeded => quota_advice(error, &wait),
+            ErrorCode::IdempotencyKeyReused => {
+                "this idempotency key was used for another request, or its first request is still running; wait a moment and retry, or pass a new --idempotency-key"
+                    .into()
+            }
             ErrorCode::TooManyFailedAttempts => {
                 format!("too many unknown keys from this address; fix CLORO_API_KEY, then {wait}")
             }
@@ -121,6 +130,32 @@ fn api_advice(error: &ApiError) -> String {
             // is the best advice there is.
             _ => error.message.clone(),
         }
+}
+
+/// `QUOTA_EXCEEDED`: when it comes back, and who can give more.
+fn quota_advice(error: &ApiError, wait: &str) -> String {
+    let Some(quota) = error.quota_exceeded() else {
+        return error.message.clone();
+    };
+    let back = match (quota.resets_at, quota.retry_after) {
+        (Some(at), _) => format!(
+            "it comes back at {}",
+            at.round(jiff::Unit::Second).unwrap_or(at)
+        ),
+        (None, Some(_)) => wait.to_owned(),
+        (None, None) => "nothing refills it".to_owned(),
+    };
+    match (quota.limit, quota.plan) {
+        (Some(QuotaLimit::Credits), _) => format!(
+            "this key's credits are used up; {back}, or add some with cloro keys credits ID --add N"
+        ),
+        (_, Some(plan)) => format!(
+            "the quota of plan {plan} is used up for this period; {back}, or move the account to a larger plan with cloro accounts set-plan"
+        ),
+        _ => format!(
+            "this key's quota is used up for this period; {back}, or raise it with cloro keys update ID --quota N/month"
+        ),
+    }
 }
 
 #[cfg(test)]

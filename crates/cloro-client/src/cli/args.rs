@@ -7,8 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use cloro_auth_core::wire::KeyPurpose;
+use cloro_auth_core::wire::{
+    AppliesTo, KeyPurpose, MAX_QUOTA_COUNT, QuotaPeriod, QuotaPolicy, Refill,
+};
 use cloro_auth_core::{AccountId, Environment, KeyId, PlanName, Scope, parse_duration, parse_rate};
+
+use crate::idempotency::IdempotencyKey;
 
 /// Manage Cloro API keys.
 ///
@@ -81,6 +85,8 @@ pub enum KeysCommand {
     /// Replace a key with a new one that has the same settings; prints the
     /// new key once, on stdout.
     Rotate(RotateArgs),
+    /// Set or add to a key's credits (exactly one of --set and --add).
+    Credits(CreditsArgs),
 }
 
 /// `cloro accounts …`.
@@ -88,6 +94,12 @@ pub enum KeysCommand {
 pub enum AccountsCommand {
     /// Show an account's plan and key count.
     Show {
+        /// The account id.
+        account: AccountId,
+    },
+    /// Show an account's quota for this period: used, left, and when it
+    /// starts again.
+    Quota {
         /// The account id.
         account: AccountId,
     },
@@ -146,6 +158,24 @@ impl From<EnvironmentArg> for Environment {
     }
 }
 
+/// Who shares a quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AppliesToArg {
+    /// Each key has its own.
+    Key,
+    /// All of the account's keys share one.
+    Account,
+}
+
+impl From<AppliesToArg> for AppliesTo {
+    fn from(applies_to: AppliesToArg) -> Self {
+        match applies_to {
+            AppliesToArg::Key => AppliesTo::Key,
+            AppliesToArg::Account => AppliesTo::Account,
+        }
+    }
+}
+
 /// `cloro keys create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -176,9 +206,48 @@ pub struct CreateArgs {
     /// Requests in flight at once.
     #[arg(long, value_name = "N")]
     pub concurrency: Option<NonZeroU32>,
+    /// The key's own quota, e.g. 10000/month or 500/day (calendar periods
+    /// in UTC); the plan's when absent.
+    #[arg(long, value_name = "COUNT/PERIOD", value_parser = quota)]
+    pub quota: Option<QuotaPolicy>,
+    /// Who shares the key's quota: the key alone (the default for a key's
+    /// own quota) or every key of its account.
+    #[arg(long, value_enum, value_name = "WHO", requires = "quota")]
+    pub quota_applies_to: Option<AppliesToArg>,
+    /// Uses the key may make (each request costs its route's units);
+    /// unlimited when absent.
+    #[arg(long, value_name = "N", value_parser = credit_count)]
+    pub credits: Option<u64>,
+    /// Set the credits to COUNT at the start of each day or month (UTC),
+    /// e.g. 500/day.
+    #[arg(long, value_name = "COUNT/PERIOD", value_parser = refill)]
+    pub refill: Option<Refill>,
     /// A label, KEY=VALUE (repeat for more).
     #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = key_value)]
     pub metadata: Vec<(String, String)>,
+    /// Makes a repeat of this command (by a script that lost the answer)
+    /// create nothing new for 24 h; 1 to 255 visible ASCII characters.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// `cloro keys credits`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("credits_change").required(true).args(["set", "add"])))]
+pub struct CreditsArgs {
+    /// The key id, `key_…`.
+    pub id: KeyId,
+    /// The new balance.
+    #[arg(long, value_name = "N", value_parser = credit_count)]
+    pub set: Option<u64>,
+    /// Credits to add to the balance.
+    #[arg(long, value_name = "N", value_parser = credit_count)]
+    pub add: Option<u64>,
+    /// Makes a repeat of this command change nothing for 24 h (so an
+    /// --add retried by a script adds once); 1 to 255 visible ASCII
+    /// characters.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// `cloro keys list`.
@@ -226,7 +295,8 @@ pub struct AuditArgs {
         .multiple(true)
         .args([
             "name", "expires_in", "no_expiry", "scopes", "rate_limit", "plan_rate_limit",
-            "concurrency", "no_concurrency_limit", "metadata", "remove_metadata",
+            "concurrency", "no_concurrency_limit", "quota", "no_quota", "credits",
+            "no_credits", "refill", "no_refill", "metadata", "remove_metadata",
             "clear_metadata", "enable", "disable",
         ])
 ))]
@@ -260,6 +330,27 @@ pub struct UpdateArgs {
     /// Remove the concurrency limit.
     #[arg(long)]
     pub no_concurrency_limit: bool,
+    /// A new quota of the key's own (replacing the old), e.g. 10000/month.
+    #[arg(long, value_name = "COUNT/PERIOD", value_parser = quota, conflicts_with = "no_quota")]
+    pub quota: Option<QuotaPolicy>,
+    /// Who shares the new quota: the key alone or every key of its account.
+    #[arg(long, value_enum, value_name = "WHO", requires = "quota")]
+    pub quota_applies_to: Option<AppliesToArg>,
+    /// Drop the key's own quota and use its plan's.
+    #[arg(long)]
+    pub no_quota: bool,
+    /// A new credit balance (see also cloro keys credits --add).
+    #[arg(long, value_name = "N", value_parser = credit_count, conflicts_with = "no_credits")]
+    pub credits: Option<u64>,
+    /// Make the key's credits unlimited.
+    #[arg(long)]
+    pub no_credits: bool,
+    /// A new refill, e.g. 500/day.
+    #[arg(long, value_name = "COUNT/PERIOD", value_parser = refill, conflicts_with = "no_refill")]
+    pub refill: Option<Refill>,
+    /// Stop refilling the key's credits.
+    #[arg(long)]
+    pub no_refill: bool,
     /// Set a label, KEY=VALUE (repeat for more).
     #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = key_value)]
     pub metadata: Vec<(String, String)>,
@@ -292,6 +383,10 @@ pub struct RotateArgs {
     /// The new key never expires.
     #[arg(long)]
     pub no_expiry: bool,
+    /// Makes a repeat of this command rotate nothing more for 24 h; 1 to
+    /// 255 visible ASCII characters.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -307,6 +402,61 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 
 fn rate(text: &str) -> Result<(NonZeroU32, NonZeroU32), String> {
     parse_rate(text).map_err(|why| why.to_string())
+}
+
+/// `--quota COUNT/PERIOD`: at least 1 per day or month.
+fn quota(text: &str) -> Result<QuotaPolicy, String> {
+    let (requests, period) = count_per_period(text, 1, "10000/month")?;
+    Ok(QuotaPolicy {
+        requests,
+        period,
+        applies_to: None,
+    })
+}
+
+/// `--refill COUNT/PERIOD`: the balance each day or month starts with
+/// (0 is allowed: a key that is emptied each period).
+fn refill(text: &str) -> Result<Refill, String> {
+    let (amount, interval) = count_per_period(text, 0, "500/day")?;
+    Ok(Refill { amount, interval })
+}
+
+fn count_per_period(text: &str, least: u64, example: &str) -> Result<(u64, QuotaPeriod), String> {
+    let Some((count, period)) = text.trim().split_once('/') else {
+        return Err(format!("expected COUNT/PERIOD, e.g. {example}"));
+    };
+    let count = count_in(count, least)?;
+    let period = match period.trim() {
+        "day" | "d" | "daily" => QuotaPeriod::Day,
+        "month" | "mo" | "monthly" => QuotaPeriod::Month,
+        other => {
+            return Err(format!(
+                "the period is day or month (calendar periods in UTC), not `{}`; e.g. {example}",
+                other.escape_default()
+            ));
+        }
+    };
+    Ok((count, period))
+}
+
+/// `--credits`, `--set`, `--add`: 0 to 2^53 − 1.
+fn credit_count(text: &str) -> Result<u64, String> {
+    count_in(text, 0)
+}
+
+/// A whole number from `least` to [`MAX_QUOTA_COUNT`], the largest a JSON
+/// number holds exactly, so that what the server stores is what was typed.
+fn count_in(text: &str, least: u64) -> Result<u64, String> {
+    let text = text.trim();
+    let range = || format!("a whole number from {least} to {MAX_QUOTA_COUNT}");
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(format!("expected {}", range()));
+    }
+    match text.parse::<u64>() {
+        Ok(count) if (least..=MAX_QUOTA_COUNT).contains(&count) => Ok(count),
+        Ok(0) => Err(format!("must be at least {least}")),
+        _ => Err(format!("must be at most {MAX_QUOTA_COUNT}")),
+    }
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -362,6 +512,107 @@ mod tests {
         );
     }
 
+    fn create_args(extra: &[&str]) -> Result<CreateArgs, clap::Error> {
+        let mut argv = vec!["cloro", "keys", "create", "--account", "a", "--name", "n"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Keys(KeysCommand::Create(args)) => Ok(args),
+            other => panic!("not create: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn quotas_credits_and_refills_parse() {
+        let args = create_args(&[
+            "--quota",
+            "10000/month",
+            "--quota-applies-to",
+            "account",
+            "--credits",
+            "500",
+            "--refill",
+            "500/day",
+            "--idempotency-key",
+            "order-42",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.quota,
+            Some(QuotaPolicy {
+                requests: 10_000,
+                period: QuotaPeriod::Month,
+                applies_to: None,
+            })
+        );
+        assert_eq!(args.quota_applies_to, Some(AppliesToArg::Account));
+        assert_eq!(args.credits, Some(500));
+        assert_eq!(
+            args.refill,
+            Some(Refill {
+                amount: 500,
+                interval: QuotaPeriod::Day,
+            })
+        );
+        assert_eq!(args.idempotency_key.unwrap().as_str(), "order-42");
+        // The edges: 2^53 − 1 is the most, 0 credits and a refill to 0 are fine.
+        let edge = create_args(&[
+            "--quota",
+            "9007199254740991/day",
+            "--credits",
+            "0",
+            "--refill",
+            "0/month",
+        ])
+        .unwrap();
+        assert_eq!(edge.quota.unwrap().requests, MAX_QUOTA_COUNT);
+        assert_eq!(edge.credits, Some(0));
+        assert_eq!(edge.refill.unwrap().amount, 0);
+    }
+
+    #[test]
+    fn bad_quota_values_name_the_flag() {
+        for (flag, value, why) in [
+            ("--quota", "0/month", "at least 1"),
+            ("--quota", "10/week", "day or month"),
+            ("--quota", "10000", "COUNT/PERIOD"),
+            ("--quota", "-5/day", "whole number"),
+            (
+                "--quota",
+                "9007199254740992/month",
+                "at most 9007199254740991",
+            ),
+            ("--quota", "99999999999999999999999/month", "at most"),
+            ("--refill", "x", "COUNT/PERIOD"),
+            ("--refill", "5/year", "day or month"),
+            ("--refill", "1.5/day", "whole number"),
+            ("--credits", "9007199254740992", "at most 9007199254740991"),
+            ("--credits", "lots", "whole number"),
+            ("--credits", "", "whole number"),
+        ] {
+            // `--flag=value`, so that `-5/day` is a value, not a flag.
+            let error = create_args(&[&format!("{flag}={value}")]).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{flag} {value}");
+            let text = error.to_string();
+            assert!(text.contains(flag), "{flag} {value}: {text}");
+            assert!(text.contains(why), "{flag} {value}: {text}");
+        }
+    }
+
+    #[test]
+    fn credits_takes_exactly_one_change() {
+        let cli =
+            Cli::try_parse_from(["cloro", "keys", "credits", "key_1", "--add", "100"]).unwrap();
+        let Command::Keys(KeysCommand::Credits(args)) = cli.command else {
+            panic!("not credits");
+        };
+        assert_eq!((args.set, args.add), (None, Some(100)));
+        let cli = Cli::try_parse_from(["cloro", "keys", "credits", "key_1", "--set", "0"]).unwrap();
+        let Command::Keys(KeysCommand::Credits(args)) = cli.command else {
+            panic!("not credits");
+        };
+        assert_eq!((args.set, args.add), (Some(0), None));
+    }
+
     #[test]
     fn bad_values_are_usage_errors() {
         for argv in [
@@ -389,6 +640,57 @@ mod tests {
                 "0",
             ],
             &["cloro", "keys", "update", "key_1"],
+            &[
+                "cloro",
+                "keys",
+                "update",
+                "key_1",
+                "--quota",
+                "5/day",
+                "--no-quota",
+            ],
+            &[
+                "cloro",
+                "keys",
+                "update",
+                "key_1",
+                "--credits",
+                "5",
+                "--no-credits",
+            ],
+            &[
+                "cloro",
+                "keys",
+                "update",
+                "key_1",
+                "--refill",
+                "5/day",
+                "--no-refill",
+            ],
+            &[
+                "cloro",
+                "keys",
+                "update",
+                "key_1",
+                "--quota-applies-to",
+                "key",
+            ],
+            &["cloro", "keys", "credits", "key_1"],
+            &[
+                "cloro", "keys", "credits", "key_1", "--set", "1", "--add", "1",
+            ],
+            &["cloro", "keys", "credits", "key_1", "--add", "-1"],
+            &[
+                "cloro",
+                "keys",
+                "credits",
+                "key_1",
+                "--add",
+                "1",
+                "--idempotency-key",
+                "has space",
+            ],
+            &["cloro", "accounts", "quota", "not an account"],
             &["cloro", "keys", "update", "key_1", "--enable", "--disable"],
             &[
                 "cloro",

@@ -6,19 +6,20 @@ use std::io::Write;
 use std::time::Duration;
 
 use cloro_auth_core::wire::{
-    CreateKeyRequest, ListAuditResponse, ListKeysResponse, Patch, RateLimitPolicy,
-    RotateKeyRequest, UpdateKeyRequest,
+    AppliesTo, CreateKeyRequest, ListAuditResponse, ListKeysResponse, Patch, QuotaPolicy,
+    RateLimitPolicy, RotateKeyRequest, UpdateKeyRequest,
 };
 use jiff::Timestamp;
 
 use super::Failure;
 use super::args::{
-    AccountsCommand, AuditArgs, Cli, Command, CreateArgs, KeysCommand, ListArgs, RotateArgs,
-    UpdateArgs,
+    AccountsCommand, AuditArgs, Cli, Command, CreateArgs, CreditsArgs, KeysCommand, ListArgs,
+    RotateArgs, UpdateArgs,
 };
 use super::output::Out;
 use crate::admin::{AdminClient, AuditQuery, KeyListQuery};
 use crate::builder::ClientBuilder;
+use crate::idempotency::IdempotencyKey;
 
 /// Runs one command.
 pub(crate) async fn execute(
@@ -54,6 +55,10 @@ pub(crate) async fn execute(
             let info = builder.build_admin()?.account(&account).await?;
             out.account(info.value())?;
         }
+        Command::Accounts(AccountsCommand::Quota { account }) => {
+            let quota = builder.build_admin()?.account_quota(&account).await?;
+            out.account_quota(quota.value())?;
+        }
         Command::Accounts(AccountsCommand::SetPlan { account, plan }) => {
             let info = builder.build_admin()?.set_plan(&account, plan).await?;
             out.account(info.value())?;
@@ -65,7 +70,12 @@ pub(crate) async fn execute(
 async fn keys(command: KeysCommand, admin: &AdminClient, out: &mut Out<'_>) -> Result<(), Failure> {
     match command {
         KeysCommand::Create(args) => {
-            let created = admin.create_key(&create_request(args)?).await?;
+            let idempotency_key = args.idempotency_key.clone();
+            let request = create_request(args)?;
+            let created = match idempotency_key {
+                Some(key) => admin.with_idempotency_key(key).create_key(&request).await?,
+                None => admin.create_key(&request).await?,
+            };
             out.created(created.value())?;
         }
         KeysCommand::List(args) => list(args, admin, out).await?,
@@ -84,10 +94,37 @@ async fn keys(command: KeysCommand, admin: &AdminClient, out: &mut Out<'_>) -> R
         }
         KeysCommand::Rotate(args) => {
             let id = args.id;
-            let rotated = admin.rotate_key(&id, &rotate_request(&args)?).await?;
+            let request = rotate_request(&args)?;
+            let rotated = match args.idempotency_key {
+                Some(key) => {
+                    admin
+                        .with_idempotency_key(key)
+                        .rotate_key(&id, &request)
+                        .await?
+                }
+                None => admin.rotate_key(&id, &request).await?,
+            };
             out.rotated(rotated.value())?;
         }
+        KeysCommand::Credits(args) => credits(args, admin, out).await?,
     }
+    Ok(())
+}
+
+async fn credits(args: CreditsArgs, admin: &AdminClient, out: &mut Out<'_>) -> Result<(), Failure> {
+    let id = args.id;
+    let key = args.idempotency_key.unwrap_or_else(IdempotencyKey::random);
+    let keyed = admin.with_idempotency_key(key);
+    // clap's group makes exactly one of the two present.
+    let info = match (args.set, args.add) {
+        (Some(set), _) => keyed.set_credits(&id, set).await?,
+        (None, Some(add)) => keyed.add_credits(&id, add).await?,
+        (None, None) => return Err(Failure::Usage("give --set N or --add N".into())),
+    };
+    if info.meta().replayed {
+        out.note("this command ran before with this --idempotency-key; nothing was changed now")?;
+    }
+    out.key_info(info.value())?;
     Ok(())
 }
 
@@ -138,6 +175,12 @@ fn create_request(args: CreateArgs) -> Result<CreateKeyRequest, Failure> {
             ..RateLimitPolicy::new(requests, per_seconds)
         });
     request.concurrency_limit = args.concurrency;
+    request.quota = args.quota.map(|quota| QuotaPolicy {
+        applies_to: args.quota_applies_to.map(AppliesTo::from),
+        ..quota
+    });
+    request.credits = args.credits;
+    request.refill = args.refill;
     request.metadata = args.metadata.into_iter().collect();
     Ok(request)
 }
@@ -167,6 +210,24 @@ fn update_request(args: UpdateArgs) -> Result<UpdateKeyRequest, Failure> {
         patch.concurrency_limit = Patch::Value(limit);
     } else if args.no_concurrency_limit {
         patch.concurrency_limit = Patch::Null;
+    }
+    if let Some(quota) = args.quota {
+        patch.quota = Patch::Value(QuotaPolicy {
+            applies_to: args.quota_applies_to.map(AppliesTo::from),
+            ..quota
+        });
+    } else if args.no_quota {
+        patch.quota = Patch::Null;
+    }
+    if let Some(credits) = args.credits {
+        patch.credits = Patch::Value(credits);
+    } else if args.no_credits {
+        patch.credits = Patch::Null;
+    }
+    if let Some(refill) = args.refill {
+        patch.refill = Patch::Value(refill);
+    } else if args.no_refill {
+        patch.refill = Patch::Null;
     }
     if args.clear_metadata {
         patch.metadata = Patch::Null;
@@ -249,6 +310,78 @@ mod tests {
                 "metadata": {"old": null, "team": "a"},
                 "enabled": false,
             })
+        );
+    }
+
+    #[test]
+    fn quota_credits_and_refill_patch_and_clear() {
+        let set = parse_update(&[
+            "cloro",
+            "keys",
+            "update",
+            "key_1",
+            "--quota",
+            "10000/month",
+            "--quota-applies-to",
+            "account",
+            "--credits",
+            "500",
+            "--refill",
+            "500/day",
+        ]);
+        assert_eq!(
+            serde_json::to_value(&set).unwrap(),
+            serde_json::json!({
+                "quota": {"requests": 10000, "period": "month", "applies_to": "account"},
+                "credits": 500,
+                "refill": {"amount": 500, "interval": "day"},
+            })
+        );
+        let cleared = parse_update(&[
+            "cloro",
+            "keys",
+            "update",
+            "key_1",
+            "--no-quota",
+            "--no-credits",
+            "--no-refill",
+        ]);
+        assert_eq!(
+            serde_json::to_value(&cleared).unwrap(),
+            serde_json::json!({"quota": null, "credits": null, "refill": null})
+        );
+    }
+
+    #[test]
+    fn create_carries_quota_credits_and_refill() {
+        let cli = Cli::try_parse_from([
+            "cloro",
+            "keys",
+            "create",
+            "--account",
+            "a",
+            "--name",
+            "n",
+            "--quota",
+            "10000/month",
+            "--credits",
+            "500",
+            "--refill",
+            "500/day",
+        ])
+        .unwrap();
+        let Command::Keys(KeysCommand::Create(args)) = cli.command else {
+            panic!("not create");
+        };
+        let json = serde_json::to_value(create_request(args).unwrap()).unwrap();
+        assert_eq!(
+            json["quota"],
+            serde_json::json!({"requests": 10000, "period": "month"})
+        );
+        assert_eq!(json["credits"], 500);
+        assert_eq!(
+            json["refill"],
+            serde_json::json!({"amount": 500, "interval": "day"})
         );
     }
 

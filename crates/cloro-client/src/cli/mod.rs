@@ -1,5 +1,6 @@
-//! The `cloro` command line (SPEC §7): `whoami`, `keys`, `audit`, `plans`
-//! and `accounts`, over the SDK.
+//! The `cloro` command line (SPEC §7, §11): `whoami`, `keys` (credits
+//! included), `audit`, `plans` and `accounts` (quota included), over the
+//! SDK.
 //!
 //! Credentials come only from the environment (`CLORO_API_KEY`,
 //! `CLORO_ADMIN_TOKEN`), never from flags: a flag would put the secret in
@@ -8,7 +9,8 @@
 //! human-mode create or rotate prints on stdout, so `KEY=$(cloro keys
 //! create …)` works.
 //!
-//! Exit codes: 0 success, 1 the server refused ([`EXIT_API_ERROR`]), 2 bad
+//! Exit codes: 0 success, 1 the server refused, or answered a repeated
+//! create or rotate without its secret ([`EXIT_API_ERROR`]), 2 bad
 //! usage or configuration ([`EXIT_USAGE`], as clap uses), 3 no usable
 //! answer (connection, TLS, timeout, unreadable answer) or no way to write
 //! the output ([`EXIT_UNREACHABLE`]).
@@ -23,8 +25,8 @@ use std::process::ExitCode;
 
 pub use advice::advice;
 pub use args::{
-    AccountsCommand, AuditArgs, Cli, Command, CreateArgs, EnvironmentArg, KeysCommand, ListArgs,
-    PurposeArg, RotateArgs, UpdateArgs,
+    AccountsCommand, AppliesToArg, AuditArgs, Cli, Command, CreateArgs, CreditsArgs,
+    EnvironmentArg, KeysCommand, ListArgs, PurposeArg, RotateArgs, UpdateArgs,
 };
 
 use crate::builder::ClientBuilder;
@@ -100,7 +102,9 @@ pub async fn run(cli: Cli, builder: ClientBuilder, out: &mut dyn Write, err: &mu
 
 fn exit_code(failure: &Failure) -> u8 {
     match failure {
-        Failure::Sdk(Error::Api(_)) => EXIT_API_ERROR,
+        // A replayed create or rotate is the server's answer too: it
+        // refused to show the secret again.
+        Failure::Sdk(Error::Api(_) | Error::KeyNotShown(_)) => EXIT_API_ERROR,
         Failure::Sdk(Error::Config(_) | Error::Encode(_)) | Failure::Usage(_) => EXIT_USAGE,
         Failure::Sdk(_) | Failure::Output(_) => EXIT_UNREACHABLE,
     }

@@ -8,8 +8,8 @@
 use std::io::{self, Write};
 
 use cloro_auth_core::wire::{
-    AccountInfo, AppliesTo, KeyInfo, ListAuditResponse, ListKeysResponse, PlansResponse,
-    RateLimitPolicy,
+    AccountInfo, AccountQuotaResponse, AppliesTo, KeyInfo, ListAuditResponse, ListKeysResponse,
+    PlansResponse, QuotaPolicy, RateLimitPolicy, Refill,
 };
 use jiff::Timestamp;
 use serde::Serialize;
@@ -83,6 +83,12 @@ impl<'a> Out<'a> {
                 "concurrency",
                 info.concurrency_limit
                     .map_or_else(|| "no limit".into(), |n| n.to_string()),
+            ),
+            ("quota", key_quota(info)),
+            ("credits", credits(info)),
+            (
+                "refill",
+                info.refill.as_ref().map_or_else(|| "never".into(), refill),
             ),
             ("created", time(&info.created_at)),
             (
@@ -177,10 +183,20 @@ impl<'a> Out<'a> {
             "ENV",
             "PURPOSE",
             "STATUS",
+            "QUOTA",
+            "CREDITS",
             "EXPIRES",
             "LAST USED",
         ]);
         for key in &page.keys {
+            let credits = match (key.credits, &key.refill) {
+                (Some(left), Some(refill)) => format!(
+                    "{left} (to {} each {})",
+                    refill.amount,
+                    refill.interval.as_str()
+                ),
+                _ => credits(key),
+            };
             table.row(vec![
                 key.id.to_string(),
                 key.name.clone(),
@@ -188,6 +204,8 @@ impl<'a> Out<'a> {
                 key.environment.to_string(),
                 wire_name(&key.purpose),
                 key.status.to_string(),
+                key_quota(key),
+                credits,
                 key.expires_at.as_ref().map_or_else(|| "never".into(), time),
                 key.last_used_at
                     .as_ref()
@@ -230,13 +248,16 @@ impl<'a> Out<'a> {
         if self.json {
             return self.print_json(plans);
         }
-        let mut table = Table::new(&["PLAN", "RATE LIMIT", "CONCURRENCY", "DEFAULT"]);
+        let mut table = Table::new(&["PLAN", "RATE LIMIT", "CONCURRENCY", "QUOTA", "DEFAULT"]);
         for plan in &plans.plans {
             table.row(vec![
                 plan.name.to_string(),
                 rate(&plan.rate_limit),
                 plan.concurrency_limit
                     .map_or_else(|| "no limit".into(), |n| n.to_string()),
+                plan.quota
+                    .as_ref()
+                    .map_or_else(|| "none".into(), |q| quota(q, AppliesTo::Account)),
                 if plan.name == plans.default_plan {
                     "yes"
                 } else {
@@ -255,6 +276,51 @@ impl<'a> Out<'a> {
         writeln!(self.out, "{:<13} {}", "account", account.account_id)?;
         writeln!(self.out, "{:<13} {}", "plan", account.plan)?;
         writeln!(self.out, "{:<13} {}", "keys", account.key_count)
+    }
+
+    pub(crate) fn account_quota(&mut self, answer: &AccountQuotaResponse) -> io::Result<()> {
+        if self.json {
+            return self.print_json(answer);
+        }
+        let count = |value: Option<u64>| value.map_or_else(|| "-".into(), |n| n.to_string());
+        let policy = match &answer.quota {
+            Some(policy) => quota(policy, AppliesTo::Account),
+            None => "none (the plan has no quota)".into(),
+        };
+        let per_key = answer
+            .quota
+            .is_some_and(|policy| policy.applies_to_or(AppliesTo::Account) == AppliesTo::Key);
+        let rows = [
+            ("account", answer.account_id.to_string()),
+            ("plan", answer.plan.to_string()),
+            ("quota", policy),
+            (
+                "used",
+                if per_key {
+                    "- (counted per key)".into()
+                } else {
+                    count(answer.used)
+                },
+            ),
+            ("remaining", count(answer.remaining)),
+            (
+                "resets",
+                answer.resets_at.as_ref().map_or_else(|| "-".into(), time),
+            ),
+        ];
+        for (field, value) in rows {
+            writeln!(self.out, "{field:<13} {value}")?;
+        }
+        Ok(())
+    }
+
+    /// A line for people on stderr (nothing in JSON mode, where stdout is
+    /// the whole answer and stderr only errors).
+    pub(crate) fn note(&mut self, text: &str) -> io::Result<()> {
+        if self.json {
+            return Ok(());
+        }
+        writeln!(self.err, "{text}")
     }
 }
 
@@ -278,6 +344,11 @@ pub(crate) fn report(failure: &Failure, json: bool, err: &mut dyn Write) -> io::
             "status": error.and_then(Error::status).map(|status| status.as_u16()),
             "request_id": error.and_then(Error::request_id),
             "retry_after": error.and_then(Error::retry_after).map(|after| after.as_secs()),
+            // A script that lost a new key's secret needs the id to rotate.
+            "key_id": match error {
+                Some(Error::KeyNotShown(not_shown)) => Some(not_shown.key_id.to_string()),
+                _ => None,
+            },
         }});
         serde_json::to_writer(&mut *err, &body)?;
         return writeln!(err);
@@ -351,6 +422,33 @@ fn rate(policy: &RateLimitPolicy) -> String {
     text
 }
 
+/// `10000/month per account`: who shares it, given the default of where
+/// it is set (a plan's: the account; a key's own: the key).
+fn quota(policy: &QuotaPolicy, default: AppliesTo) -> String {
+    let who = match policy.applies_to_or(default) {
+        AppliesTo::Account => "per account",
+        AppliesTo::Key => "per key",
+    };
+    format!("{}/{} {who}", policy.requests, policy.period.as_str())
+}
+
+/// A key's own quota, or that it follows its plan's.
+fn key_quota(info: &KeyInfo) -> String {
+    info.quota
+        .as_ref()
+        .map_or_else(|| "the plan's".into(), |q| quota(q, AppliesTo::Key))
+}
+
+fn credits(info: &KeyInfo) -> String {
+    info.credits
+        .map_or_else(|| "unlimited".into(), |left| format!("{left} left"))
+}
+
+/// `to 500 each day`.
+fn refill(refill: &Refill) -> String {
+    format!("to {} each {}", refill.amount, refill.interval.as_str())
+}
+
 /// A timestamp to the second, RFC 3339.
 fn time(at: &Timestamp) -> String {
     at.round(jiff::Unit::Second).unwrap_or(*at).to_string()
@@ -377,6 +475,8 @@ fn join<T: ToString>(items: impl Iterator<Item = T>) -> String {
 mod tests {
     use std::num::NonZeroU32;
 
+    use cloro_auth_core::wire::QuotaPeriod;
+
     use super::*;
 
     #[test]
@@ -399,5 +499,26 @@ mod tests {
         policy.burst = Some(n(7));
         policy.applies_to = AppliesTo::Account;
         assert_eq!(rate(&policy), "5/10s (burst 7) per account");
+    }
+
+    #[test]
+    fn quotas_read_well() {
+        let mut policy = QuotaPolicy {
+            requests: 10_000,
+            period: QuotaPeriod::Month,
+            applies_to: None,
+        };
+        assert_eq!(quota(&policy, AppliesTo::Key), "10000/month per key");
+        assert_eq!(
+            quota(&policy, AppliesTo::Account),
+            "10000/month per account"
+        );
+        policy.applies_to = Some(AppliesTo::Account);
+        assert_eq!(quota(&policy, AppliesTo::Key), "10000/month per account");
+        let daily = Refill {
+            amount: 500,
+            interval: QuotaPeriod::Day,
+        };
+        assert_eq!(refill(&daily), "to 500 each day");
     }
 }

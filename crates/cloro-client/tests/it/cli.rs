@@ -8,31 +8,36 @@ use crate::support::{ADMIN_TOKEN, Server};
 
 /// What one run of `cloro` left behind.
 #[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|why| panic!("stdout is not JSON ({why}): {self:?}"))
     }
 
-    fn ok(self) -> Self {
+    pub(crate) fn ok(self) -> Self {
         assert_eq!(self.code, 0, "{self:?}");
         self
     }
 }
 
 /// Runs `cloro args…` against `server`, with only the `CLORO_*` variables in `env`.
-async fn cloro(server: &Server, env: &[(&str, &str)], args: &[&str]) -> Run {
+pub(crate) async fn cloro(server: &Server, env: &[(&str, &str)], args: &[&str]) -> Run {
+    cloro_at(&server.base_url, env, args).await
+}
+
+/// Runs `cloro args…` against the server at `base_url`.
+pub(crate) async fn cloro_at(base_url: &str, env: &[(&str, &str)], args: &[&str]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloro"));
     command
         .args(args)
         .env_clear()
-        .env("CLORO_BASE_URL", &server.base_url);
+        .env("CLORO_BASE_URL", base_url);
     for (name, value) in env {
         command.env(name, value);
     }
@@ -44,7 +49,7 @@ async fn cloro(server: &Server, env: &[(&str, &str)], args: &[&str]) -> Run {
     }
 }
 
-const ADMIN: &[(&str, &str)] = &[("CLORO_ADMIN_TOKEN", ADMIN_TOKEN)];
+pub(crate) const ADMIN: &[(&str, &str)] = &[("CLORO_ADMIN_TOKEN", ADMIN_TOKEN)];
 
 #[tokio::test]
 async fn key_lifecycle_through_the_cli() {

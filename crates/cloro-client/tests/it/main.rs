@@ -8,6 +8,8 @@
 
 mod cli;
 mod hostile;
+mod quota_server;
+mod quotas;
 mod redaction;
 mod retries;
 mod sdk;

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use cloro_client::cloro_auth_core::AccountId;
 use cloro_client::cloro_auth_core::wire::CreateKeyRequest;
-use cloro_client::{AdminToken, ClientBuilder, Error, ErrorCode, TransportErrorKind};
+use cloro_client::{ClientBuilder, Error, ErrorCode, TransportErrorKind};
 use http::Method;
 
 use crate::support::{
-    ADMIN_TOKEN, Canned, KEY_INFO, Scripted, quick_retries, refused_url, unknown_key,
+    Canned, KEY_INFO, Scripted, admin, created, issued_key, quick_retries, refused_url, unknown_key,
 };
 
 fn client(base_url: &str) -> cloro_client::Client {
@@ -88,17 +88,14 @@ async fn a_retry_after_past_the_time_budget_returns_at_once() {
 
 #[tokio::test]
 async fn posts_are_retried_only_when_marked_idempotent() {
-    // Creating a key is never retried: a second attempt could mint a key
-    // that nobody ever sees.
+    // A POST nobody declared idempotent is sent once: a second could act twice.
     let server = Scripted::start(vec![Canned::error(503, "AUTH_UNAVAILABLE")]).await;
-    let admin = ClientBuilder::new()
-        .base_url(&server.base_url)
-        .retry_policy(quick_retries())
-        .admin_token(AdminToken::new(ADMIN_TOKEN).unwrap())
-        .build_admin()
-        .unwrap();
-    let request = CreateKeyRequest::new(AccountId::new("acct").unwrap(), "k");
-    let error = admin.create_key(&request).await.unwrap_err();
+    let error = client(&server.base_url)
+        .request(Method::POST, "/v1/monitor")
+        .json(&serde_json::json!({"url": "https://example.com"}))
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::AuthUnavailable));
     assert_eq!(server.arrivals().len(), 1);
 
@@ -117,8 +114,46 @@ async fn posts_are_retried_only_when_marked_idempotent() {
         .unwrap();
     assert_eq!(answer.meta().attempts, 2);
     assert_eq!(server.arrivals().len(), 2);
+    assert!(
+        server.seen()[0].idempotency_key().is_none(),
+        "the SDK keys only the admin calls it knows the server deduplicates"
+    );
 }
 
+#[tokio::test]
+async fn a_create_is_retried_with_one_idempotency_key() {
+    // With the key the server acts once, so a 503 is retried like a GET's,
+    // and every attempt carries the same key.
+    let server = Scripted::start(vec![
+        Canned::error(503, "AUTH_UNAVAILABLE"),
+        Canned::error(503, "AUTH_UNAVAILABLE"),
+        created(&issued_key()),
+    ])
+    .await;
+    let answer = admin(&server.base_url)
+        .create_key(&CreateKeyRequest::new(AccountId::new("acct").unwrap(), "k"))
+        .await
+        .unwrap();
+    assert_eq!(answer.meta().attempts, 3);
+    assert!(!answer.meta().replayed);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    let key = seen[0].idempotency_key().unwrap().to_owned();
+    assert_eq!(key.len(), 32, "{key}");
+    assert!(key.bytes().all(|byte| byte.is_ascii_hexdigit()), "{key}");
+    for attempt in &seen {
+        assert_eq!(attempt.idempotency_key(), Some(key.as_str()));
+        assert_eq!(attempt.body, seen[0].body);
+    }
+
+    // The next create is another request, with another key.
+    let again = Scripted::start(vec![created(&issued_key())]).await;
+    admin(&again.base_url)
+        .create_key(&CreateKeyRequest::new(AccountId::new("acct").unwrap(), "k"))
+        .await
+        .unwrap();
+    assert_ne!(again.seen()[0].idempotency_key(), Some(key.as_str()));
+}
 #[tokio::test]
 async fn unreadable_answers_are_decoding_errors() {
     let server = Scripted::start(vec![Canned::ok("<html>hello</html>")]).await;

@@ -11,7 +11,7 @@ use cloro_client::{AdminClient, AdminToken, ClientBuilder, RetryPolicy};
 use cloro_server::App;
 use cloro_server::config::{Flags, Settings};
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -21,7 +21,8 @@ use tokio_rustls::TlsAcceptor;
 /// The admin token of every test server.
 pub(crate) const ADMIN_TOKEN: &str = "test_admin_token_0123456789abcdefghijklmnop";
 
-/// The usual default plan and a second one to move accounts to.
+/// The usual default plan, a second one to move accounts to, and one with
+/// a tiny daily quota (SPEC §11) to run out of.
 const PLANS: &str = r#"
 default_plan = "free"
 [plans.free]
@@ -29,6 +30,9 @@ rate_limit = { requests = 1000, per_seconds = 3600 }
 [plans.pro]
 rate_limit = { requests = 500, per_seconds = 1, burst = 500 }
 concurrency_limit = 10
+[plans.metered]
+rate_limit = { requests = 1000, per_seconds = 3600 }
+quota = { requests = 2, period = "day" }
 "#;
 
 /// Retries fast enough for tests, still several of them.
@@ -125,6 +129,15 @@ impl Canned {
         }
     }
 
+    /// A SPEC §4 error body with `code` and `details` (a JSON object).
+    pub(crate) fn error_with(status: u16, code: &str, details: &str) -> Canned {
+        let mut canned = Canned::error(status, code);
+        canned.body = canned
+            .body
+            .replace(r#""details": {}"#, &format!(r#""details": {details}"#));
+        canned
+    }
+
     /// 200 with `body`.
     pub(crate) fn ok(body: &str) -> Canned {
         Canned {
@@ -150,11 +163,36 @@ pub(crate) const KEY_INFO: &str = r#"{
     "revoked_at": null, "revoked_reason": null, "last_used_at": null, "status": "active"
 }"#;
 
+/// What a scripted server was sent.
+#[derive(Clone, Debug)]
+pub(crate) struct Seen {
+    pub(crate) at: Instant,
+    pub(crate) method: http::Method,
+    /// Path and query.
+    pub(crate) path: String,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Seen {
+    /// The `Idempotency-Key` it carried.
+    pub(crate) fn idempotency_key(&self) -> Option<&str> {
+        self.headers
+            .get("idempotency-key")
+            .map(|value| value.to_str().unwrap())
+    }
+
+    /// The body as JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
 /// A server that answers the n-th request with the n-th canned answer
-/// (the last one again once the list runs out) and records when each came.
+/// (the last one again once the list runs out) and records what came when.
 pub(crate) struct Scripted {
     pub(crate) base_url: String,
-    arrivals: Arc<Mutex<Vec<Instant>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -162,10 +200,10 @@ impl Scripted {
     pub(crate) async fn start(answers: Vec<Canned>) -> Scripted {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let seen_all = Arc::new(Mutex::new(Vec::new()));
         let answers = Arc::new(answers);
         let (stop, mut stopped) = oneshot::channel::<()>();
-        let seen = Arc::clone(&arrivals);
+        let seen = Arc::clone(&seen_all);
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -174,14 +212,28 @@ impl Scripted {
                 };
                 let answers = Arc::clone(&answers);
                 let seen = Arc::clone(&seen);
-                let service = service_fn(move |_request: Request<Incoming>| {
-                    let index = {
-                        let mut seen = seen.lock().unwrap();
-                        seen.push(Instant::now());
-                        seen.len() - 1
-                    };
-                    let canned = answers[index.min(answers.len() - 1)].clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let at = Instant::now();
+                    let answers = Arc::clone(&answers);
+                    let seen = Arc::clone(&seen);
                     async move {
+                        let (parts, body) = request.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        let index = {
+                            let mut seen = seen.lock().unwrap();
+                            seen.push(Seen {
+                                at,
+                                method: parts.method,
+                                path: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map_or_else(String::new, ToString::to_string),
+                                headers: parts.headers,
+                                body,
+                            });
+                            seen.len() - 1
+                        };
+                        let canned = answers[index.min(answers.len() - 1)].clone();
                         let mut response = Response::new(Full::new(Bytes::from(canned.body)));
                         *response.status_mut() = canned.status;
                         for (name, value) in canned.headers {
@@ -198,14 +250,19 @@ impl Scripted {
         });
         Scripted {
             base_url: format!("http://{address}"),
-            arrivals,
+            seen: seen_all,
             stop: Some(stop),
         }
     }
 
     /// When each request arrived.
     pub(crate) fn arrivals(&self) -> Vec<Instant> {
-        self.arrivals.lock().unwrap().clone()
+        self.seen().iter().map(|seen| seen.at).collect()
+    }
+
+    /// Every request, in the order they came.
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
     }
 }
 
@@ -228,4 +285,38 @@ pub(crate) async fn refused_url() -> String {
 /// A syntactically valid key that no server issued.
 pub(crate) fn unknown_key() -> cloro_client::ApiKey {
     cloro_client::ApiKey::from_random_bytes(cloro_auth_core::Environment::Test, [0x5a; 16])
+}
+
+/// An admin client of a scripted server, with quick retries.
+pub(crate) fn admin(base_url: &str) -> AdminClient {
+    ClientBuilder::new()
+        .base_url(base_url)
+        .retry_policy(quick_retries())
+        .admin_token(AdminToken::new(ADMIN_TOKEN).unwrap())
+        .build_admin()
+        .unwrap()
+}
+
+/// A well-formed key for scripted create and rotate answers.
+pub(crate) fn issued_key() -> cloro_client::ApiKey {
+    cloro_client::ApiKey::from_random_bytes(cloro_auth_core::Environment::Test, [0x11; 16])
+}
+
+/// 201 to a create, with `key` and [`KEY_INFO`].
+pub(crate) fn created(key: &cloro_client::ApiKey) -> Canned {
+    let mut canned = Canned::ok(&format!(
+        r#"{{"key": "{}", "key_info": {KEY_INFO}}}"#,
+        key.expose_secret()
+    ));
+    canned.status = StatusCode::CREATED;
+    canned
+}
+
+/// 201 to a repeated create: the first answer, without its plaintext
+/// (SPEC §11).
+pub(crate) fn replayed_create() -> Canned {
+    let mut canned = Canned::ok(&format!(r#"{{"key": null, "key_info": {KEY_INFO}}}"#))
+        .with("idempotent-replayed", "true");
+    canned.status = StatusCode::CREATED;
+    canned
 }
