@@ -166,8 +166,10 @@ impl KeyAdmin {
     /// setting them makes a key with unlimited credits a limited one.
     ///
     /// The change to the record (and its audit event) is committed before
-    /// the balance moves, so a retry after a failure never adds twice
-    /// without a trace; with an `Idempotency-Key` it never adds twice at all.
+    /// the balance moves. With an `operation` (the request's
+    /// `Idempotency-Key`) the balance moves once per operation, also when a
+    /// first attempt timed out after the ledger applied it and the client
+    /// retried.
     ///
     /// # Errors
     /// `KeyNotFound`, `KeyRevoked`, `InvalidField` (not exactly one of `set`
@@ -176,6 +178,7 @@ impl KeyAdmin {
         &self,
         id: &KeyId,
         request: &CreditsRequest,
+        operation: Option<&str>,
         actor: &str,
         now: Timestamp,
     ) -> Result<KeyRecord, AdminError> {
@@ -220,14 +223,19 @@ impl KeyAdmin {
             })
             .await?;
         let refill = record.refill.map(|refill| RefillWindow::of(&refill, now));
-        self.ledger
-            .adjust_credits(
-                &record.account_id,
-                &record.meter_id(),
-                change,
-                refill.as_ref(),
-            )
-            .await?;
+        let (account, meter) = (record.account_id, record.meter_id());
+        match operation {
+            Some(operation) => {
+                self.ledger
+                    .adjust_credits_once(&account, &meter, change, refill.as_ref(), operation)
+                    .await?
+            }
+            None => {
+                self.ledger
+                    .adjust_credits(&account, &meter, change, refill.as_ref())
+                    .await?
+            }
+        };
         self.with_balance(record, now).await
     }
 

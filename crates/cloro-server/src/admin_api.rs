@@ -195,9 +195,15 @@ where
             no_query(query)?;
             let id = key_id(id)?;
             let request: CreditsRequest = parse_body(&read_body(body).await?)?;
+            // The idempotency layer validated the key; the ledger applies
+            // the change once per key, also across a retry after a timeout.
+            let operation = parts
+                .headers
+                .get("idempotency-key")
+                .and_then(|value| value.to_str().ok());
             let record = app
                 .admin()
-                .change_credits(&id, &request, ACTOR, now)
+                .change_credits(&id, &request, operation, ACTOR, now)
                 .await
                 .map_err(admin_error)?;
             tracing::info!(key_id = %record.id, account_id = %record.account_id, "key credits changed");

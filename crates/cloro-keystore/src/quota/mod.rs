@@ -205,6 +205,22 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
         refill: Option<&RefillWindow>,
     ) -> Result<u64, StoreError>;
 
+    /// [`Ledger::adjust_credits`] at most once per `operation` (for 24 h):
+    /// a retry of a change whose first attempt timed out after it was
+    /// applied answers the first result instead of adding again. The
+    /// default suits ledgers whose `adjust_credits` never fails after
+    /// applying a change (the in-process one).
+    async fn adjust_credits_once(
+        &self,
+        account: &AccountId,
+        meter_id: &KeyId,
+        change: CreditsChange,
+        refill: Option<&RefillWindow>,
+        _operation: &str,
+    ) -> Result<u64, StoreError> {
+        self.adjust_credits(account, meter_id, change, refill).await
+    }
+
     /// Makes the counts durable where the ledger keeps them in process (the
     /// embedded store); the verifier calls it every second and at shutdown.
     async fn persist(&self) -> Result<(), StoreError> {

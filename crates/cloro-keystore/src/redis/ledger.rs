@@ -28,8 +28,15 @@ use crate::store::StoreError;
 /// Sets or adds to a balance after a refill that was due. `KEYS[1]` the
 /// hash; `ARGV[1]` the meter id, `ARGV[2]` `set` or `add`, `ARGV[3]` the
 /// amount, `ARGV[4]` the cap, `ARGV[5]`/`ARGV[6]`/`ARGV[7]` the refill
-/// amount (or `-`), period letter and number. Returns the new balance.
+/// amount (or `-`), period letter and number; `ARGV[8]` an operation id
+/// (or `-`), remembered for a day in `KEYS[2]` so that the same operation
+/// is applied once. Returns the new balance (for a repeated operation, the
+/// balance its first run answered).
 const ADJUST_LUA: &str = r"
+if ARGV[8] ~= '-' then
+  local done = redis.call('GET', KEYS[2])
+  if done then return tonumber(done) end
+end
 local remaining = 0
 local period = ARGV[6]
 local index = tonumber(ARGV[7])
@@ -59,6 +66,9 @@ else
 end
 remaining = math.min(remaining, tonumber(ARGV[4]))
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f/%s/%.0f', remaining, period, index))
+if ARGV[8] ~= '-' then
+  redis.call('SET', KEYS[2], string.format('%.0f', remaining), 'EX', 86400)
+end
 return remaining
 ";
 
@@ -169,14 +179,51 @@ impl Ledger for RedisLedger {
         change: CreditsChange,
         refill: Option<&RefillWindow>,
     ) -> Result<u64, StoreError> {
-        let (operation, amount) = match change {
+        self.adjust(account, meter_id, change, refill, None).await
+    }
+
+    async fn adjust_credits_once(
+        &self,
+        account: &AccountId,
+        meter_id: &KeyId,
+        change: CreditsChange,
+        refill: Option<&RefillWindow>,
+        operation: &str,
+    ) -> Result<u64, StoreError> {
+        self.adjust(account, meter_id, change, refill, Some(operation))
+            .await
+    }
+}
+
+impl RedisLedger {
+    async fn adjust(
+        &self,
+        account: &AccountId,
+        meter_id: &KeyId,
+        change: CreditsChange,
+        refill: Option<&RefillWindow>,
+        operation: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let (kind, amount) = match change {
             CreditsChange::Set(value) => ("set", value),
             CreditsChange::Add(value) => ("add", value),
         };
-        let keys = [credits_key(account)];
+        // The operation id is hashed, so any text a caller chose makes a
+        // short key name of the account's slot.
+        let operation = operation.map(|text| {
+            String::from_utf8_lossy(&cloro_auth_core::KeyHash::of(text.as_bytes()).to_hex())
+                .into_owned()
+        });
+        let keys = [
+            credits_key(account),
+            format!(
+                "cloro:{{a:{account}}}:credits_op:{}",
+                operation.as_deref().unwrap_or("-")
+            ),
+        ];
         let mut args = vec![
             meter_id.to_string(),
-            operation.to_owned(),
+            kind.to_owned(),
             amount.to_string(),
             MAX_QUOTA_COUNT.to_string(),
         ];
@@ -188,7 +235,9 @@ impl Ledger for RedisLedger {
             ]),
             None => args.extend(["-", "-", "0"].map(str::to_owned)),
         }
-        // Once: an `add` that ran twice would add twice.
+        args.push(operation.unwrap_or_else(|| "-".to_owned()));
+        // Once: an `add` that ran twice would add twice. (With an operation
+        // id a second run would be harmless, but one attempt is enough.)
         self.connection
             .bounded(self.connection.query_once(self.adjust.with(&keys, &args)))
             .await

@@ -571,3 +571,41 @@ async fn a_plan_quota_per_key_counts_each_key_on_its_own() {
     assert!(quota["used"].is_null(), "no account-wide count: {quota}");
     server.stop().await;
 }
+
+/// A credit change retried after a timeout (the first run applied, the
+/// answer was lost) must not add twice: the Redis ledger remembers the
+/// operation, the request's `Idempotency-Key`.
+#[tokio::test]
+async fn a_credit_operation_applies_once_on_redis() {
+    let redis = RedisServer::start();
+    let server = TestServer::redis(&redis.url(), "").await;
+    let (_, id) = create(&server, "acct_once", r#","credits":5"#).await;
+    let ledger = server.app.guard().verifier().ledger().clone();
+    let account = AccountId::new("acct_once").unwrap();
+    let meter = cloro_auth_core::KeyId::new(&id).unwrap();
+    for _ in 0..3 {
+        let balance = ledger
+            .adjust_credits_once(
+                &account,
+                &meter,
+                cloro_keystore::CreditsChange::Add(10),
+                None,
+                "retry-me",
+            )
+            .await
+            .unwrap();
+        assert_eq!(balance, 15);
+    }
+    let other = ledger
+        .adjust_credits_once(
+            &account,
+            &meter,
+            cloro_keystore::CreditsChange::Add(1),
+            None,
+            "next",
+        )
+        .await
+        .unwrap();
+    assert_eq!(other, 16);
+    server.stop().await;
+}
