@@ -305,7 +305,7 @@ impl Verifier {
                     break;
                 };
                 verifier.persist_ledger().await;
-                if tick % per_maintenance == 0
+                if tick.is_multiple_of(per_maintenance)
                     && let Err(error) = verifier.maintain(verifier.clock.now()).await
                 {
                     tracing::warn!(%error, "usage flush failed; counts are kept for the next one");
