@@ -7,6 +7,7 @@
 mod contract;
 mod embedded;
 mod idempotency;
+mod ledger;
 mod memory;
 mod redis;
 mod redis_cluster;
