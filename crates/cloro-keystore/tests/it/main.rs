@@ -11,6 +11,7 @@ mod ledger;
 mod memory;
 mod redis;
 mod redis_cluster;
+mod redis_quota;
 mod redis_verifier;
 mod usage;
 mod verifier;
