@@ -3,6 +3,13 @@
 //! [≤ 50 ns, zero store calls], 100k distinct cached keys visited uniformly
 //! [≤ 800 ns], and two threads against one [throughput ≥ 1.8×].
 //!
+//! `verify_quota` puts a plan quota (SPEC §11) on the same path, and a
+//! quota with credits, first on this node's in-memory ledger and then on a
+//! private redis-server, each beside the same path without them in the same
+//! run (the figures to compare are the ratios). The Redis cases also count
+//! the commands Redis ran per verification: one script, with or without a
+//! quota, is the contract (the rate limit and the meter share a round trip).
+//!
 //! A cache hit never awaits, so each call is polled once with a no-op waker:
 //! that measures the verifier, not an executor. The request (with its
 //! timestamp) is built once per run: the server reads the clock per request
@@ -20,12 +27,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use cloro_auth_core::wire::{CreateKeyRequest, RateLimitPolicy};
-use cloro_auth_core::{AccountId, KeyHash};
-use cloro_keystore::{
-    BoundedTable, GcraParams, KeyAdmin, KeyedHasher, LocalNotifier, LocalRateLimiter, MemoryStore,
-    Plans, Verifier, VerifierConfig, VerifyRequest,
+use std::collections::BTreeMap;
+
+use cloro_auth_core::wire::{
+    CreateKeyRequest, MAX_QUOTA_COUNT, QuotaPeriod, QuotaPolicy, RateLimitPolicy,
 };
+use cloro_auth_core::{AccountId, KeyHash, PlanName};
+use cloro_keystore::{
+    BoundedTable, GcraParams, KeyAdmin, KeyStore, KeyedHasher, Ledger, LocalLedger, LocalNotifier,
+    LocalRateLimiter, MemoryStore, Meter, Plan, Plans, QuotaMeter, QuotaSubject, RedisLedger,
+    RedisOptions, RedisRateLimiter, RedisStore, SharedRateLimiter, Verifier, VerifierConfig,
+    VerifyRequest, Window,
+};
+use cloro_test_support::RedisServer;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 
@@ -44,33 +58,60 @@ struct Bench {
     store: Arc<MemoryStore>,
     verifier: Arc<Verifier>,
     headers: Vec<String>,
+    /// Kept so a metered request can arm its ledger timeout (a tokio timer
+    /// needs a runtime to be entered); never driven during a measurement.
+    runtime: tokio::runtime::Runtime,
+}
+
+/// A limit no benchmark reaches, so every call takes the full allowed path.
+fn unlimited() -> RateLimitPolicy {
+    RateLimitPolicy::new(
+        NonZeroU32::new(1_000_000_000).unwrap(),
+        NonZeroU32::new(1).unwrap(),
+    )
+}
+
+/// The default plan with a monthly account quota no benchmark reaches.
+fn quota_plans() -> Arc<Plans> {
+    let name = PlanName::new("metered").unwrap();
+    let plan = Plan {
+        rate_limit: unlimited(),
+        concurrency_limit: None,
+        quota: Some(QuotaPolicy {
+            requests: MAX_QUOTA_COUNT,
+            period: QuotaPeriod::Month,
+            applies_to: None,
+        }),
+    };
+    Arc::new(Plans::new(name, BTreeMap::from([(name, plan)])).unwrap())
 }
 
 /// `count` keys in a memory store, each verified once so the cache is warm.
 fn setup(count: usize) -> Bench {
+    setup_with(count, Arc::new(Plans::builtin()), None)
+}
+
+/// [`setup`] on `plans`, each key holding `credits` if given.
+fn setup_with(count: usize, plans: Arc<Plans>, credits: Option<u64>) -> Bench {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let store = Arc::new(MemoryStore::new());
-    let plans = Arc::new(Plans::builtin());
     let config = VerifierConfig {
         cache_ttl: Duration::from_secs(3600),
         ..Default::default()
     };
     let verifier = Verifier::new(store.clone(), plans.clone(), None, &config);
-    let admin = KeyAdmin::new(store.clone(), plans, Arc::new(LocalNotifier::default()));
-    // A limit no benchmark reaches, so every call takes the full allowed path.
-    let unlimited = RateLimitPolicy::new(
-        NonZeroU32::new(1_000_000_000).unwrap(),
-        NonZeroU32::new(1).unwrap(),
-    );
+    let admin = KeyAdmin::new(store.clone(), plans, Arc::new(LocalNotifier::default()))
+        .with_ledger(verifier.ledger().clone());
     let headers = runtime.block_on(async {
         let mut headers = Vec::with_capacity(count);
         for i in 0..count {
             let mut request =
                 CreateKeyRequest::new(AccountId::new("acct_bench").unwrap(), format!("k{i}"));
-            request.rate_limit = Some(unlimited);
+            request.rate_limit = Some(unlimited());
+            request.credits = credits;
             let issued = admin
                 .create(request, "bench", Timestamp::now())
                 .await
@@ -88,6 +129,7 @@ fn setup(count: usize) -> Bench {
         store,
         verifier,
         headers,
+        runtime,
     }
 }
 
@@ -243,5 +285,221 @@ fn components(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_key, many_keys, parallel, components);
+/// The verify hot path with a plan quota, and with a quota and credits, on
+/// this node's ledger, beside the same path without either.
+fn quota_local(c: &mut Criterion) {
+    let cases = [
+        ("local_off", setup_with(1, Arc::new(Plans::builtin()), None)),
+        ("local_plan_quota", setup_with(1, quota_plans(), None)),
+        (
+            "local_plan_quota_and_credits",
+            setup_with(1, quota_plans(), Some(MAX_QUOTA_COUNT)),
+        ),
+    ];
+    let request = request_now();
+    let mut group = c.benchmark_group("verify_quota");
+    for (name, bench) in &cases {
+        let _entered = bench.runtime.enter();
+        let header = &bench.headers[0];
+        let lookups_before = bench.store.lookup_count();
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let verified = poll_once(
+                    bench
+                        .verifier
+                        .verify([black_box(header).as_bytes()], &request),
+                );
+                assert!(verified.is_ok());
+            })
+        });
+        assert_eq!(
+            bench.store.lookup_count(),
+            lookups_before,
+            "{name}: stayed cached"
+        );
+    }
+    // Where the quota's share of the figures above goes: the period of the
+    // request (computed per request), and the ledger's charge on its own.
+    let now = Timestamp::now();
+    group.bench_function("part_window_containing", |b| {
+        b.iter(|| Window::containing(QuotaPeriod::Month, black_box(now)))
+    });
+    let ledger = LocalLedger::in_memory();
+    let account = AccountId::new("acct_bench").unwrap();
+    let quota = QuotaMeter {
+        subject: QuotaSubject::Account,
+        limit: MAX_QUOTA_COUNT,
+        window: Window::containing(QuotaPeriod::Month, now),
+        plan: None,
+    };
+    let meter = Meter {
+        account,
+        cost: 1,
+        quota: Some(quota),
+        credits: None,
+    };
+    group.bench_function("part_local_ledger_charge_quota", |b| {
+        b.iter(|| assert!(ledger.charge_now(black_box(&meter)).is_charged()))
+    });
+    // The verifier bounds every ledger call with a tokio timeout, also the
+    // in-process ledger's, which answers at once.
+    let _entered = cases[1].1.runtime.enter();
+    group.bench_function("part_tokio_timeout_of_a_ready_future", |b| {
+        b.iter(|| {
+            poll_once(tokio::time::timeout(
+                Duration::from_millis(250),
+                std::future::ready(black_box(1)),
+            ))
+        })
+    });
+    group.finish();
+}
+
+/// One Redis-backed node and a warm key.
+struct RedisBench {
+    runtime: tokio::runtime::Runtime,
+    verifier: Arc<Verifier>,
+    header: String,
+}
+
+fn redis_setup(server: &RedisServer, plans: Arc<Plans>, credits: Option<u64>) -> RedisBench {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (verifier, header) = runtime.block_on(async {
+        let store = Arc::new(RedisStore::connect(&server.url(), RedisOptions::default()).unwrap());
+        let limiter: Arc<dyn SharedRateLimiter> =
+            Arc::new(RedisRateLimiter::new(store.connection()));
+        let ledger: Arc<dyn Ledger> = Arc::new(RedisLedger::new(store.connection()));
+        let config = VerifierConfig {
+            cache_ttl: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let keys: Arc<dyn KeyStore> = store.clone();
+        let verifier = Verifier::with_ledger(
+            keys.clone(),
+            plans.clone(),
+            Some(limiter),
+            ledger.clone(),
+            &config,
+        );
+        let admin =
+            KeyAdmin::new(keys, plans, Arc::new(LocalNotifier::default())).with_ledger(ledger);
+        let mut request = CreateKeyRequest::new(AccountId::new("acct_bench").unwrap(), "redis");
+        request.rate_limit = Some(unlimited());
+        request.credits = credits;
+        let issued = admin
+            .create(request, "bench", Timestamp::now())
+            .await
+            .unwrap();
+        let header = format!("Bearer {}", issued.key.expose_secret());
+        verifier
+            .verify([header.as_bytes()], &request_now())
+            .await
+            .unwrap();
+        (verifier, header)
+    });
+    RedisBench {
+        runtime,
+        verifier,
+        header,
+    }
+}
+
+/// From `INFO commandstats`: calls of the script commands (each one round
+/// trip) and of every command but `INFO`, which includes those the
+/// scripts ran inside Redis.
+fn command_calls(connection: &mut redis::Connection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(connection)
+        .unwrap();
+    let (mut scripts, mut all) = (0, 0);
+    for line in info.lines() {
+        let Some((name, stats)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|line| line.split_once(':'))
+        else {
+            continue;
+        };
+        let calls: u64 = stats
+            .split(',')
+            .find_map(|field| field.strip_prefix("calls="))
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0);
+        if name == "evalsha" || name == "eval" {
+            scripts += calls;
+        }
+        if name != "info" {
+            all += calls;
+        }
+    }
+    (scripts, all)
+}
+
+/// The same three cases on a private redis-server (rate limit, quota and
+/// credits in one script), with the commands per verification counted.
+fn quota_redis(c: &mut Criterion) {
+    const COUNTED: u64 = 1000;
+    let server = RedisServer::start();
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let cases = [
+        (
+            "redis_off",
+            redis_setup(&server, Arc::new(Plans::builtin()), None),
+        ),
+        (
+            "redis_plan_quota",
+            redis_setup(&server, quota_plans(), None),
+        ),
+        (
+            "redis_plan_quota_and_credits",
+            redis_setup(&server, quota_plans(), Some(MAX_QUOTA_COUNT)),
+        ),
+    ];
+    let request = request_now();
+    let mut group = c.benchmark_group("verify_quota");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for (name, bench) in &cases {
+        let verify = || {
+            let verified = bench
+                .runtime
+                .block_on(bench.verifier.verify([bench.header.as_bytes()], &request));
+            assert!(verified.is_ok());
+        };
+        let (scripts_before, all_before) = command_calls(&mut raw);
+        for _ in 0..COUNTED {
+            verify();
+        }
+        let (scripts_after, all_after) = command_calls(&mut raw);
+        let scripts = scripts_after - scripts_before;
+        // Every command but the scripts' own ran inside a script: the
+        // script calls are the round trips.
+        eprintln!(
+            "{name}: {:.2} round trips per verification ({:.2} redis commands with those the script ran)",
+            scripts as f64 / COUNTED as f64,
+            (all_after - all_before) as f64 / COUNTED as f64
+        );
+        assert_eq!(scripts, COUNTED, "{name}: one round trip each");
+        assert_eq!(bench.verifier.stats().limiter_fallbacks.get(), 0, "{name}");
+        group.bench_function(*name, |b| b.iter(verify));
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    single_key,
+    many_keys,
+    parallel,
+    components,
+    quota_local,
+    quota_redis
+);
 criterion_main!(benches);

@@ -187,18 +187,20 @@ impl LocalLedger {
     /// Charges `meter` (see [`Ledger::charge`]); never fails.
     pub fn charge_now(&self, meter: &Meter) -> MeterOutcome {
         let cost = meter.cost;
+        // `Some(None)`: limited credits with no balance written. That reads
+        // as 0 and stays unwritten: a charge that started a balance would
+        // have it refilled at the next period start, inventing credits.
         let mut balance = meter.credits.map(|credits| {
-            let mut balance = self
-                .balances
-                .entry(BalanceCell {
-                    account: meter.account,
-                    meter_id: credits.meter_id,
-                })
-                .or_insert_with(|| Balance::unwritten(credits.refill.as_ref()));
+            let mut balance = self.balances.get_mut(&BalanceCell {
+                account: meter.account,
+                meter_id: credits.meter_id,
+            })?;
             balance.refill_if_due(credits.refill.as_ref());
-            balance
+            Some(balance)
         });
-        let credits_left = balance.as_ref().map(|balance| balance.remaining);
+        let credits_left = balance
+            .as_ref()
+            .map(|balance| balance.as_ref().map_or(0, |balance| balance.remaining));
         let quota = meter.quota.map(|quota| {
             let cell = Self::quota_cell(&meter.account, &quota.subject, &quota.window);
             let count = self.quotas.entry(cell).or_insert_with(|| QuotaCount {
@@ -236,14 +238,14 @@ impl LocalLedger {
                 }
             }
         }
-        if let Some(balance) = balance.as_mut() {
+        if let Some(Some(balance)) = balance.as_mut() {
             balance.remaining -= cost;
             balance.dirty = true;
         }
         MeterOutcome {
             refused_by: None,
             quota_left,
-            credits_left: balance.map(|balance| balance.remaining),
+            credits_left: balance.map(|balance| balance.map_or(0, |balance| balance.remaining)),
         }
     }
 

@@ -87,12 +87,16 @@ end
 local credits_left = -1
 local period = ARGV[8]
 local index = tonumber(ARGV[9])
+-- Only a balance that was written is written back: a free request must
+-- not start one, which the next period would refill (inventing credits).
+local written = false
 if ARGV[6] ~= '-' then
   credits_left = 0
   local balance = redis.call('HGET', KEYS[3], ARGV[6])
   if balance then
     local r, p, i = string.match(balance, '^(%d+)/([dm%-])/(%-?%d+)$')
     if r then
+      written = true
       credits_left = tonumber(r)
       if ARGV[7] == '-' then
         period = p
@@ -119,6 +123,8 @@ if quota_left >= 0 then
 end
 if credits_left >= 0 then
   credits_left = credits_left - cost
+end
+if written then
   redis.call('HSET', KEYS[3], ARGV[6], string.format('%.0f/%s/%.0f', credits_left, period, index))
 end
 return {1, now, tat, 1, quota_left, credits_left}

@@ -7,9 +7,11 @@
 mod contract;
 mod embedded;
 mod idempotency;
+mod ledger;
 mod memory;
 mod redis;
 mod redis_cluster;
+mod redis_quota;
 mod redis_verifier;
 mod usage;
 mod verifier;
