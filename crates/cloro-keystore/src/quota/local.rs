@@ -263,6 +263,10 @@ impl Ledger for LocalLedger {
         Ok(self.charge_now(meter))
     }
 
+    fn charge_in_process(&self, meter: &Meter) -> Option<MeterOutcome> {
+        Some(self.charge_now(meter))
+    }
+
     async fn quota_used(
         &self,
         account: &AccountId,

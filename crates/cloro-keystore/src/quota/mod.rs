@@ -179,6 +179,13 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
     /// Charges one request.
     async fn charge(&self, meter: &Meter) -> Result<MeterOutcome, StoreError>;
 
+    /// Charges one request at once where that needs no I/O (the
+    /// in-process ledger), so the hot path skips the future and its
+    /// timeout; `None` where it must go through [`Ledger::charge`].
+    fn charge_in_process(&self, _meter: &Meter) -> Option<MeterOutcome> {
+        None
+    }
+
     /// Units counted against `subject`'s quota in `window`.
     async fn quota_used(
         &self,

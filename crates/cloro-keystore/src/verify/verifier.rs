@@ -614,6 +614,8 @@ impl Verifier {
             // Redis is out: this node's share of what it last saw, and
             // nothing for what it never saw.
             self.fallback.charge(meter)
+        } else if let Some(outcome) = self.ledger.charge_in_process(meter) {
+            Some(outcome)
         } else {
             within(timeout, self.ledger.charge(meter), || {
                 no_answer_within(timeout)
