@@ -21,6 +21,7 @@ use cloro_auth_core::{AccountId, KeyId, QuotaLimit};
 use dashmap::DashMap;
 use jiff::Timestamp;
 
+use super::period::{period_letter, period_of};
 use super::{CreditsChange, Ledger, Meter, MeterOutcome, QuotaSubject, RefillWindow, Window};
 use crate::store::{CounterStore, StoreError};
 use crate::table::KeyedHasher;
@@ -415,21 +416,6 @@ impl Ledger for LocalLedger {
 
 // Counter names: `q/<account>/<a | k:key_id>/<d|m>/<index>/<end>` and
 // `c/<account>/<meter_id>`. Account and key ids never hold `/` or `:`.
-
-fn period_letter(period: QuotaPeriod) -> &'static str {
-    match period {
-        QuotaPeriod::Day => "d",
-        QuotaPeriod::Month => "m",
-    }
-}
-
-fn period_of(letter: &str) -> Option<QuotaPeriod> {
-    match letter {
-        "d" => Some(QuotaPeriod::Day),
-        "m" => Some(QuotaPeriod::Month),
-        _ => None,
-    }
-}
 
 fn encode_quota(cell: &QuotaCell, end: i64) -> String {
     let subject = match cell.subject {

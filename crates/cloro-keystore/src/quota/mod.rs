@@ -19,6 +19,7 @@ mod period;
 pub(crate) use fallback::FallbackShares;
 pub use local::LocalLedger;
 pub use period::Window;
+pub(crate) use period::period_letter;
 
 use core::fmt;
 

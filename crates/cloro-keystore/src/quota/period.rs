@@ -67,6 +67,24 @@ impl Window {
     }
 }
 
+/// The letter of a period in counter names and stored balances, the same
+/// in process and in the Redis scripts: `d` or `m`.
+pub(crate) fn period_letter(period: QuotaPeriod) -> &'static str {
+    match period {
+        QuotaPeriod::Day => "d",
+        QuotaPeriod::Month => "m",
+    }
+}
+
+/// The period of [`period_letter`]'s letter.
+pub(crate) fn period_of(letter: &str) -> Option<QuotaPeriod> {
+    match letter {
+        "d" => Some(QuotaPeriod::Day),
+        "m" => Some(QuotaPeriod::Month),
+        _ => None,
+    }
+}
+
 fn unix_seconds(date: Date) -> i64 {
     Offset::UTC
         .to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))

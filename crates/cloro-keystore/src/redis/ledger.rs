@@ -15,13 +15,13 @@
 use core::fmt;
 
 use async_trait::async_trait;
-use cloro_auth_core::wire::{MAX_QUOTA_COUNT, QuotaPeriod};
+use cloro_auth_core::wire::MAX_QUOTA_COUNT;
 use cloro_auth_core::{AccountId, KeyId};
 
 use super::connection::{LuaScript, RedisConnection};
 use super::limiter::{STEP_LUA, meter_arguments};
 use crate::quota::{
-    CreditsChange, Ledger, Meter, MeterOutcome, QuotaSubject, RefillWindow, Window,
+    CreditsChange, Ledger, Meter, MeterOutcome, QuotaSubject, RefillWindow, Window, period_letter,
 };
 use crate::store::StoreError;
 
@@ -253,14 +253,6 @@ fn parse_balance(text: &str) -> Option<(u64, &str, i64)> {
     parts.next().is_none().then_some((remaining, period, index))
 }
 
-/// The letter of a period in counter names and balances.
-pub(super) fn period_letter(period: QuotaPeriod) -> &'static str {
-    match period {
-        QuotaPeriod::Day => "d",
-        QuotaPeriod::Month => "m",
-    }
-}
-
 /// The counter of `subject`'s quota in `window`.
 pub(super) fn quota_key(account: &AccountId, subject: &QuotaSubject, window: &Window) -> String {
     let subject = match subject {
@@ -281,6 +273,8 @@ pub(super) fn credits_key(account: &AccountId) -> String {
 
 #[cfg(test)]
 mod tests {
+    use cloro_auth_core::wire::QuotaPeriod;
+
     use super::*;
 
     #[test]

@@ -25,10 +25,10 @@ use cloro_auth_core::wire::RateLimitPolicy;
 use cloro_auth_core::{AccountId, QuotaLimit};
 
 use super::connection::{LuaScript, RedisConnection};
-use super::ledger::{credits_key, period_letter, quota_key};
+use super::ledger::{credits_key, quota_key};
 use crate::limits::{GcraParams, RateDecision, RateState, SharedRateLimiter, Subject, gcra_decide};
 use crate::log_limit::LogLimit;
-use crate::quota::{Meter, MeterOutcome};
+use crate::quota::{Meter, MeterOutcome, period_letter};
 use crate::store::StoreError;
 
 /// One GCRA step in Redis and, when the request has a meter, its quota and
