@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use super::period::{period_letter, period_of};
 use super::{CreditsChange, Ledger, Meter, MeterOutcome, QuotaSubject, RefillWindow, Window};
 use crate::store::{CounterStore, StoreError};
-use crate::table::KeyedHasher;
+use rustc_hash::FxBuildHasher;
 
 /// One quota counter: whose, and which period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,9 +94,14 @@ impl Balance {
 }
 
 /// Quota counters and credit balances in this process.
+///
+/// The maps hash with Fx rather than the keyed hasher of the tables that
+/// hold client-chosen keys: their keys are account ids (set by operators)
+/// and key ids (random, made by us), so no client can aim collisions at
+/// them, and every metered request hashes one or two cells.
 pub struct LocalLedger {
-    quotas: DashMap<QuotaCell, QuotaCount, KeyedHasher>,
-    balances: DashMap<BalanceCell, Balance, KeyedHasher>,
+    quotas: DashMap<QuotaCell, QuotaCount, FxBuildHasher>,
+    balances: DashMap<BalanceCell, Balance, FxBuildHasher>,
     durable: Option<Arc<dyn CounterStore>>,
     /// Counters of ended periods, to remove from the counter store.
     ended: std::sync::Mutex<Vec<String>>,
@@ -125,8 +130,8 @@ impl LocalLedger {
     /// A ledger that lives and dies with the process (the memory store).
     pub fn in_memory() -> Self {
         LocalLedger {
-            quotas: DashMap::with_hasher(KeyedHasher::default()),
-            balances: DashMap::with_hasher(KeyedHasher::default()),
+            quotas: DashMap::with_hasher(FxBuildHasher),
+            balances: DashMap::with_hasher(FxBuildHasher),
             durable: None,
             ended: std::sync::Mutex::new(Vec::new()),
             persisting: tokio::sync::Mutex::new(()),
@@ -204,11 +209,21 @@ impl LocalLedger {
             .map(|balance| balance.as_ref().map_or(0, |balance| balance.remaining));
         let quota = meter.quota.map(|quota| {
             let cell = Self::quota_cell(&meter.account, &quota.subject, &quota.window);
-            let count = self.quotas.entry(cell).or_insert_with(|| QuotaCount {
-                used: AtomicU64::new(0),
-                saved: AtomicU64::new(0),
-                end: quota.window.end,
-            });
+            // A shared (read) lock on the shard for a counter that exists,
+            // which is every request but a period's first: the count itself
+            // is an atomic, so requests of one account do not queue here.
+            let count = match self.quotas.get(&cell) {
+                Some(count) => count,
+                None => self
+                    .quotas
+                    .entry(cell)
+                    .or_insert_with(|| QuotaCount {
+                        used: AtomicU64::new(0),
+                        saved: AtomicU64::new(0),
+                        end: quota.window.end,
+                    })
+                    .downgrade(),
+            };
             (count, quota.limit)
         });
         let quota_left_now = quota
