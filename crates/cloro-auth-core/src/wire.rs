@@ -19,6 +19,13 @@ use core::num::NonZeroU32;
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod leaked;
+
+pub use leaked::{
+    LeakFeedback, LeakLabel, LeakedToken, MAX_LEAKED_KEYS, RevokeLeakedRequest,
+    RevokeLeakedResponse,
+};
+
 use crate::error::ErrorCode;
 use crate::key::{ApiKey, Environment};
 use crate::name::{AccountId, KeyId, PlanName, Scope};
@@ -522,6 +529,10 @@ pub enum AuditAction {
     /// A key was rotated.
     #[serde(rename = "key.rotated")]
     KeyRotated,
+    /// A key was reported leaked (by a secret-scanning partner or an
+    /// operator); the details say where and what was done.
+    #[serde(rename = "key.leaked")]
+    KeyLeaked,
     /// An account changed plan.
     #[serde(rename = "account.updated")]
     AccountUpdated,
