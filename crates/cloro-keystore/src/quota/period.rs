@@ -68,7 +68,9 @@ impl Window {
     pub fn seconds_left(&self, at: Timestamp) -> u64 {
         // With `at` = s + f (whole seconds s, fraction 0 <= f < 1), the
         // time left rounded up is `end - s` for any f: no division needed.
-        u64::try_from(self.end - floor_second(at)).unwrap_or(0).max(1)
+        u64::try_from(self.end - floor_second(at))
+            .unwrap_or(0)
+            .max(1)
     }
 
     /// When the next period starts.
