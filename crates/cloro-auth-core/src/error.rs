@@ -42,6 +42,9 @@ pub enum ErrorCode {
     InvalidRequest,
     /// A missing or wrong admin token.
     InvalidAdminToken,
+    /// A secret-scanning report whose signature is missing or does not
+    /// verify (§12): nothing was changed.
+    InvalidSignature,
     /// No key with that id.
     KeyNotFound,
     /// No account with that id.
@@ -65,7 +68,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in SPEC §4 order.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::MissingApiKey,
         ErrorCode::MissingBearerPrefix,
         ErrorCode::MalformedAuthorization,
@@ -81,6 +84,7 @@ impl ErrorCode {
         ErrorCode::AuthUnavailable,
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidAdminToken,
+        ErrorCode::InvalidSignature,
         ErrorCode::KeyNotFound,
         ErrorCode::AccountNotFound,
         ErrorCode::NotFound,
@@ -110,6 +114,7 @@ impl ErrorCode {
             ErrorCode::AuthUnavailable => "AUTH_UNAVAILABLE",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::InvalidAdminToken => "INVALID_ADMIN_TOKEN",
+            ErrorCode::InvalidSignature => "INVALID_SIGNATURE",
             ErrorCode::KeyNotFound => "KEY_NOT_FOUND",
             ErrorCode::AccountNotFound => "ACCOUNT_NOT_FOUND",
             ErrorCode::NotFound => "NOT_FOUND",
@@ -139,7 +144,8 @@ impl ErrorCode {
             | ErrorCode::InvalidApiKey
             | ErrorCode::ExpiredApiKey
             | ErrorCode::RevokedApiKey
-            | ErrorCode::InvalidAdminToken => 401,
+            | ErrorCode::InvalidAdminToken
+            | ErrorCode::InvalidSignature => 401,
             ErrorCode::InsufficientPermissions => 403,
             ErrorCode::KeyNotFound | ErrorCode::AccountNotFound | ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,

@@ -238,6 +238,36 @@ impl fmt::Debug for RedactedKey {
     }
 }
 
+/// `text` with everything that looks like one of our keys (`sk_live_` or
+/// `sk_test_` and the letters and digits after it, well-formed or not)
+/// cut to its redacted start, `sk_live_1a2b...`. The one masker for text a
+/// client sent that may be echoed back or logged, such as a JSON parser's
+/// "invalid type: string \"sk_live_…\"" message.
+pub fn redact_keys_in(text: &str) -> alloc::string::String {
+    let mut out = alloc::string::String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("sk_") {
+        let (before, candidate) = rest.split_at(at);
+        out.push_str(before);
+        let is_key = candidate.starts_with("sk_live_") || candidate.starts_with("sk_test_");
+        if !is_key {
+            out.push_str("sk_");
+            rest = &candidate[3..];
+            continue;
+        }
+        let tail = &candidate[PREFIX_LEN..];
+        let secret_len = tail.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        let shown = secret_len.min(REDACTED_RANDOM_DIGITS);
+        out.push_str(&candidate[..PREFIX_LEN + shown]);
+        if secret_len > shown {
+            out.push_str("...");
+        }
+        rest = &tail[secret_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +346,24 @@ mod tests {
         let key = key_from([3; 16]);
         let expected: [u8; 32] = sha2::Sha256::digest(key.expose_secret().as_bytes()).into();
         assert_eq!(key.hash().as_bytes(), &expected);
+    }
+
+    #[test]
+    fn keys_in_text_are_cut_to_their_start() {
+        let key = ApiKey::from_random_bytes(Environment::Live, [7; 16]);
+        let text = alloc::format!(
+            "invalid type: string \"{}\", expected a sequence",
+            key.expose_secret()
+        );
+        let redacted = redact_keys_in(&text);
+        assert!(!redacted.contains(&key.expose_secret()[12..]), "{redacted}");
+        assert!(redacted.contains(key.redacted().as_str()), "{redacted}");
+        assert_eq!(redact_keys_in("sk_test_ab"), "sk_test_ab");
+        assert_eq!(
+            redact_keys_in("a sk_ b sk_live_0123456789zz!"),
+            "a sk_ b sk_live_0123...!"
+        );
+        assert_eq!(redact_keys_in("no keys, just sk_"), "no keys, just sk_");
+        assert_eq!(redact_keys_in("sk_live_"), "sk_live_");
     }
 }

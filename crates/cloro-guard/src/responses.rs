@@ -110,6 +110,13 @@ impl ApiError {
         error
     }
 
+    /// Sets the `WWW-Authenticate` challenge of a 401 outside the API-key
+    /// and admin realms (a signed partner report).
+    pub fn with_challenge(mut self, challenge: &'static str) -> Self {
+        self.challenge = Some(challenge.to_owned());
+        self
+    }
+
     /// Sets `Retry-After` (at least 1 s), as 503s need.
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds.max(1));

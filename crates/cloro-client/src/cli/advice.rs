@@ -105,6 +105,9 @@ fn api_advice(error: &ApiError) -> String {
                 "set CLORO_ADMIN_TOKEN to the server's admin token (API keys are not admin tokens)"
                     .into()
             }
+            ErrorCode::InvalidSignature => {
+                "the server did not believe a signed report; check the partner's public keys in [secret_scanning]".into()
+            }
             ErrorCode::KeyNotFound => {
                 "no key has this id; find it with cloro keys list --account ACCOUNT".into()
             }
