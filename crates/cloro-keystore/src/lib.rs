@@ -35,7 +35,9 @@ mod table;
 mod url_mask;
 mod verify;
 
-pub use admin::{AdminError, IssuedKey, KeyAdmin, Rotation};
+pub use admin::{
+    AdminError, IssuedKey, KeyAdmin, LeakReport, LeakedKeyAction, RevokedLeaked, Rotation,
+};
 pub use clock::Clock;
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
 pub use limits::{

@@ -3,6 +3,10 @@
 //! atomic [`KeyBatch`] with its audit event, retried on a lost race, and
 //! followed by an invalidation so every node drops its cached copy.
 
+mod leaked;
+
+pub use leaked::{LeakReport, LeakedKeyAction, RevokedLeaked};
+
 use std::sync::Arc;
 
 use cloro_auth_core::wire::{
@@ -323,6 +327,7 @@ impl KeyAdmin {
             revoked_at: None,
             revoked_reason: None,
             rotated_to: None,
+            leaked_at: None,
             version: 1,
             usage: Default::default(),
             credits: None,
@@ -601,6 +606,8 @@ impl KeyAdmin {
                     usage: Default::default(),
                     revoked_at: None,
                     revoked_reason: None,
+                    // A fresh secret: the old one's leak is not the new one's.
+                    leaked_at: None,
                     // The new key draws on the same quota and balance: a
                     // rotation never buys a fresh one.
                     meter_id: Some(current.meter_id()),
@@ -718,9 +725,34 @@ impl KeyAdmin {
         )
             -> Result<(KeyRecord, Vec<KeyRecord>, Vec<(&'static str, String)>), AdminError>,
     {
+        self.change_or_keep(id, actor, now, action, |current| compute(current).map(Some))
+            .await
+    }
+
+    /// [`KeyAdmin::change`] where `compute` may find, on the record as it is
+    /// now (also after losing a race), that there is nothing to do: it
+    /// answers `None`, and nothing is written, audited or invalidated.
+    async fn change_or_keep<F>(
+        &self,
+        id: &KeyId,
+        actor: &str,
+        now: Timestamp,
+        action: AuditAction,
+        mut compute: F,
+    ) -> Result<(KeyRecord, Vec<KeyRecord>), AdminError>
+    where
+        F: FnMut(
+            &KeyRecord,
+        ) -> Result<
+            Option<(KeyRecord, Vec<KeyRecord>, Vec<(&'static str, String)>)>,
+            AdminError,
+        >,
+    {
         for _ in 0..COMMIT_ATTEMPTS {
             let current = self.stored(id).await?;
-            let (mut next, new_records, details) = compute(&current)?;
+            let Some((mut next, new_records, details)) = compute(&current)? else {
+                return Ok((current, Vec::new()));
+            };
             next.version = current.version + 1;
             let event = audit(actor, action, &next, now, details)?;
             let mut writes = vec![RecordWrite {

@@ -66,6 +66,10 @@ pub struct KeyRecord {
     /// The key that replaced this one in a rotation.
     #[serde(default)]
     pub rotated_to: Option<KeyId>,
+    /// When it was first reported leaked (SPEC §12); a later report of the
+    /// same key changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaked_at: Option<Timestamp>,
     /// Starts at 1; every committed change adds one.
     pub version: u64,
     /// Batched usage, filled in by the store on reads and never written
