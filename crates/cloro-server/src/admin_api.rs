@@ -13,8 +13,8 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use cloro_auth_core::wire::{
     AccountInfo, CreateKeyRequest, CreateKeyResponse, CreditsRequest, ListAuditResponse,
-    ListKeysResponse, RevokeKeyRequest, RotateKeyRequest, RotateKeyResponse, SetPlanRequest,
-    UpdateKeyRequest,
+    ListKeysResponse, RevokeKeyRequest, RevokeLeakedRequest, RevokeLeakedResponse,
+    RotateKeyRequest, RotateKeyResponse, SetPlanRequest, UpdateKeyRequest,
 };
 use cloro_auth_core::{
     AccountId, ApiKey, AuthError, ErrorCode, KeyId, Malformed, bearer_token, query_carries_key,
@@ -190,6 +190,23 @@ where
             let id = key_id(id)?;
             let request = parse_optional_body(&read_body(body).await?)?;
             rotate_key(app, &id, &request, now).await
+        }
+        AdminRoute::RevokeLeaked => {
+            no_query(query)?;
+            let request: RevokeLeakedRequest = parse_body(&read_body(body).await?)?;
+            let revoked = app
+                .admin()
+                .revoke_leaked(&request.keys, request.reason.as_deref(), ACTOR, now)
+                .await
+                .map_err(admin_error)?;
+            for record in &revoked.revoked {
+                tracing::warn!(key_id = %record.id, account_id = %record.account_id, "key revoked as leaked");
+            }
+            let response = RevokeLeakedResponse {
+                revoked: revoked.revoked.iter().map(|r| r.to_info(now)).collect(),
+                not_found: revoked.not_found,
+            };
+            Ok(json(StatusCode::OK, &response))
         }
         AdminRoute::KeyCredits => {
             no_query(query)?;
@@ -536,7 +553,9 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> Refusal {
         }
         Category::Data => {
             let path = error.path().to_string();
-            let message = inner.to_string();
+            // serde quotes a mistyped string whole; a key sent where it
+            // does not belong must not come back in the answer.
+            let message = cloro_auth_core::redact_keys_in(&inner.to_string());
             // A missing field fails at the object that lacks it, so the path
             // is the object's; the field's name is only in the message.
             let field = if path == "." {

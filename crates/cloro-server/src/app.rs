@@ -1,6 +1,7 @@
 //! The application: what the server is built from (store, verifier, admin,
 //! tokens) and the router that sends each request to its handler.
 
+use crate::secret_scanning::{KeySource, PartnerKeys, SecretScanning};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct App {
     /// `GET /openapi.json`'s body, with this configuration's plan names
     /// (made once; each answer shares it).
     openapi: bytes::Bytes,
+    /// Secret-scanning partners' keys and the leaked-key action.
+    secret_scanning: SecretScanning,
 }
 
 /// Tasks the server runs beside requests; dropping this stops them. (The
@@ -241,7 +244,15 @@ impl App {
         .with_check_observer(metrics.check_observer());
 
         let gateway = Gateway::new(settings.upstream.as_ref(), settings.upstream_timeout);
+        let clock = verifier.clock().clone();
+        let partner_keys = |source: &KeySource| PartnerKeys::new(source.clone(), clock.clone());
+        let secret_scanning = SecretScanning {
+            action: settings.secret_scanning.leaked_key_action,
+            github: Some(partner_keys(&settings.secret_scanning.github)),
+            gitlab: settings.secret_scanning.gitlab.as_ref().map(partner_keys),
+        };
         let app = Arc::new(App {
+            secret_scanning,
             settings,
             guard,
             admin,
@@ -280,6 +291,11 @@ impl App {
     /// The admin side of the store.
     pub fn admin(&self) -> &KeyAdmin {
         &self.admin
+    }
+
+    /// Secret-scanning partners (SPEC §12).
+    pub(crate) fn secret_scanning(&self) -> &SecretScanning {
+        &self.secret_scanning
     }
 
     /// The admin token.
@@ -436,6 +452,9 @@ impl App {
                 self.gateway
                     .forward(&self.guard, request, peer.ip(), request_id)
                     .await
+            }
+            Handler::SecretScanning(partner) => {
+                crate::secret_scanning::handle(self, partner, request, request_id).await
             }
             Handler::Admin(route) => {
                 let id = matched.id.map(str::to_owned);

@@ -12,12 +12,14 @@ use std::time::Duration;
 use clap::Parser;
 use cloro_auth_core::wire::RateLimitPolicy;
 use cloro_auth_core::{PlanName, Scope, parse_byte_size, parse_duration, parse_rate};
-use cloro_keystore::{Plan, Plans, mask_url, mask_url_list};
+use cloro_keystore::{LeakedKeyAction, Plan, Plans, mask_url, mask_url_list};
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use cloro_auth_core::wire::MAX_QUOTA_COUNT;
 use cloro_guard::{RouteCosts, RouteScopes};
+
+use crate::secret_scanning::{GITHUB_KEYS_URL, KeySource};
 
 /// `cloro-server`'s flags. Serving is the only thing it does, so the flags
 /// alone are a whole command.
@@ -159,6 +161,101 @@ struct FileConfig {
     route_scopes: BTreeMap<String, Scope>,
     #[serde(default)]
     route_costs: BTreeMap<String, u64>,
+    #[serde(default)]
+    secret_scanning: SecretScanningFile,
+}
+
+/// `[secret_scanning]`: what a leak report does, and each partner's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretScanningFile {
+    #[serde(default)]
+    leaked_key_action: LeakedKeyAction,
+    github: Option<PartnerKeysFile>,
+    gitlab: Option<PartnerKeysFile>,
+}
+
+/// `[secret_scanning.github]` or `[secret_scanning.gitlab]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartnerKeysFile {
+    public_keys_url: Option<String>,
+    public_keys_file: Option<PathBuf>,
+}
+
+/// Secret-scanning partners (SPEC §12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretScanningSettings {
+    /// What a report does to a key.
+    pub leaked_key_action: LeakedKeyAction,
+    /// Where GitHub's keys come from (GitHub's URL unless configured).
+    pub github: KeySource,
+    /// Where GitLab's keys come from; `None`: GitLab reports are refused.
+    pub gitlab: Option<KeySource>,
+}
+
+impl SecretScanningSettings {
+    fn from_file(file: SecretScanningFile) -> Result<Self, ConfigError> {
+        let github = match file.github {
+            Some(keys) => key_source("secret_scanning.github", keys)?,
+            None => None,
+        };
+        let github = match github {
+            Some(source) => source,
+            None => KeySource::Url(http::Uri::from_static(GITHUB_KEYS_URL)),
+        };
+        let gitlab = match file.gitlab {
+            Some(keys) => Some(key_source("secret_scanning.gitlab", keys)?.ok_or_else(|| {
+                invalid(
+                    "secret_scanning.gitlab",
+                    "give public_keys_url or public_keys_file (GitLab publishes no default)",
+                )
+            })?),
+            None => None,
+        };
+        Ok(SecretScanningSettings {
+            leaked_key_action: file.leaked_key_action,
+            github,
+            gitlab,
+        })
+    }
+}
+
+/// A partner's key source: a file, or a URL that is `https://` (or
+/// `http://` to a loopback address: a local mirror, or a test).
+fn key_source(
+    setting: &'static str,
+    keys: PartnerKeysFile,
+) -> Result<Option<KeySource>, ConfigError> {
+    match (keys.public_keys_url, keys.public_keys_file) {
+        (Some(_), Some(_)) => Err(invalid(
+            setting,
+            "give public_keys_url or public_keys_file, not both",
+        )),
+        (None, Some(path)) => Ok(Some(KeySource::File(path))),
+        (None, None) => Ok(None),
+        (Some(url), None) => {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|_| invalid(setting, format!("`{}` is not a URL", mask_url(&url))))?;
+            let loopback = uri.host().is_some_and(|host| {
+                host == "localhost"
+                    || host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+            match uri.scheme_str() {
+                Some("https") if uri.host().is_some() => Ok(Some(KeySource::Url(uri))),
+                Some("http") if loopback => Ok(Some(KeySource::Url(uri))),
+                _ => Err(invalid(
+                    setting,
+                    "public_keys_url must be https:// (http:// only to a loopback address)",
+                )),
+            }
+        }
+    }
 }
 
 /// Where keys are kept.
@@ -228,6 +325,8 @@ pub struct Settings {
     pub route_scopes: RouteScopes,
     /// What routes cost in quota and credit units (SPEC §11; default 1).
     pub route_costs: RouteCosts,
+    /// Secret-scanning partners (SPEC §12).
+    pub secret_scanning: SecretScanningSettings,
 }
 
 /// How long connections may take and how many may be open (SPEC §9).
@@ -521,6 +620,7 @@ impl Settings {
         }
         let route_costs =
             RouteCosts::new(&file.route_costs).map_err(|e| invalid("route_costs", e))?;
+        let secret_scanning = SecretScanningSettings::from_file(file.secret_scanning)?;
         Ok(Settings {
             listen: flags
                 .listen
@@ -543,6 +643,7 @@ impl Settings {
             plans,
             route_scopes,
             route_costs,
+            secret_scanning,
         })
     }
 }

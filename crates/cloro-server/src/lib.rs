@@ -19,6 +19,7 @@ mod held_body;
 mod idempotency;
 mod metrics;
 pub mod routes;
+pub mod secret_scanning;
 mod serve;
 
 pub use admin_token::{AdminToken, AdminTokenError, MIN_ADMIN_TOKEN_LEN};

@@ -10,6 +10,8 @@ use http::{HeaderValue, Method, Response};
 
 use cloro_guard::{ApiError, Body, full};
 
+use crate::secret_scanning::Partner;
+
 /// What answers a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Handler {
@@ -27,6 +29,8 @@ pub(crate) enum Handler {
     Verify,
     /// Any other `/v1/*`, any method: forwarded upstream.
     Gateway,
+    /// A secret-scanning partner's signed report (SPEC §12).
+    SecretScanning(Partner),
     /// An admin route; the admin token is checked before anything else.
     Admin(AdminRoute),
 }
@@ -48,6 +52,8 @@ pub(crate) enum AdminRoute {
     RotateKey,
     /// `POST /admin/v1/keys/{id}/credits`.
     KeyCredits,
+    /// `POST /admin/v1/keys/revoke-leaked`.
+    RevokeLeaked,
     /// `GET /admin/v1/audit`.
     Audit,
     /// `GET /admin/v1/plans`.
@@ -75,17 +81,20 @@ pub(crate) enum RouteLabel {
     Gateway,
     /// `/admin/*`.
     Admin,
+    /// `/partners/*`: secret-scanning reports.
+    Partners,
     /// Health, readiness, metrics, the OpenAPI document, and paths no
     /// route serves.
     Ops,
 }
 
 impl RouteLabel {
-    pub(crate) const ALL: [RouteLabel; 5] = [
+    pub(crate) const ALL: [RouteLabel; 6] = [
         RouteLabel::Whoami,
         RouteLabel::Verify,
         RouteLabel::Gateway,
         RouteLabel::Admin,
+        RouteLabel::Partners,
         RouteLabel::Ops,
     ];
 
@@ -95,6 +104,7 @@ impl RouteLabel {
             RouteLabel::Verify => "verify",
             RouteLabel::Gateway => "gateway",
             RouteLabel::Admin => "admin",
+            RouteLabel::Partners => "partners",
             RouteLabel::Ops => "ops",
         }
     }
@@ -186,6 +196,14 @@ pub const ROUTES: &[Route] = &[
         label: RouteLabel::Admin,
     },
     Route {
+        // Before `{id}` in meaning, not only in order: `matchit` prefers a
+        // static segment, so no key id can be `revoke-leaked`.
+        path: "/admin/v1/keys/revoke-leaked",
+        methods: Methods::Each(&[(Method::POST, admin(AdminRoute::RevokeLeaked))]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
         path: "/admin/v1/keys/{id}",
         methods: Methods::Each(&[
             (Method::GET, admin(AdminRoute::GetKey)),
@@ -256,6 +274,25 @@ pub const ROUTES: &[Route] = &[
         methods: Methods::Any(admin(AdminRoute::Unknown)),
         documented: false,
         label: RouteLabel::Admin,
+    },
+    // Secret-scanning partners, with a signature instead of a token.
+    Route {
+        path: "/partners/github/secret-scanning",
+        methods: Methods::Each(&[(
+            Method::POST,
+            HandlerRef(Handler::SecretScanning(Partner::GitHub)),
+        )]),
+        documented: true,
+        label: RouteLabel::Partners,
+    },
+    Route {
+        path: "/partners/gitlab/secret-detection",
+        methods: Methods::Each(&[(
+            Method::POST,
+            HandlerRef(Handler::SecretScanning(Partner::GitLab)),
+        )]),
+        documented: true,
+        label: RouteLabel::Partners,
     },
     // Operational.
     Route {

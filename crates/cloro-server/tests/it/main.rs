@@ -13,6 +13,7 @@ mod flood;
 mod gateway;
 mod hostile;
 mod idempotency;
+mod leaked;
 mod nginx;
 mod ops;
 mod process;
