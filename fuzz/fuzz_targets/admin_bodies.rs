@@ -10,7 +10,8 @@
 use std::fmt::Debug;
 
 use cloro_auth_core::wire::{
-    CreateKeyRequest, RevokeKeyRequest, RotateKeyRequest, SetPlanRequest, UpdateKeyRequest,
+    CreateKeyRequest, RevokeKeyRequest, RevokeLeakedRequest, RotateKeyRequest, SetPlanRequest,
+    UpdateKeyRequest,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
@@ -22,6 +23,7 @@ fuzz_target!(|body: &[u8]| {
     round_trip::<RevokeKeyRequest>(body);
     round_trip::<RotateKeyRequest>(body);
     round_trip::<SetPlanRequest>(body);
+    round_trip::<RevokeLeakedRequest>(body);
 });
 
 /// The server's `parse_body`: the error's path and message are built too,

@@ -23,6 +23,7 @@ const TARGETS: &[&str] = &[
     "original_uri",
     "admin_bodies",
     "config",
+    "leak_report",
 ];
 
 /// The toolchain cargo-fuzz is made for. Without a sanitizer it needs no

@@ -256,7 +256,12 @@ pub fn redact_keys_in(text: &str) -> alloc::string::String {
             continue;
         }
         let tail = &candidate[PREFIX_LEN..];
-        let secret_len = tail.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        let mut secret_len = tail.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        // A run ending in `sk` before a `_` may be the start of the next
+        // key (`sk_live_sk_live_…`): leave those two letters to it.
+        if tail[secret_len..].starts_with('_') && tail[..secret_len].ends_with("sk") {
+            secret_len -= 2;
+        }
         let shown = secret_len.min(REDACTED_RANDOM_DIGITS);
         out.push_str(&candidate[..PREFIX_LEN + shown]);
         if secret_len > shown {
@@ -365,5 +370,13 @@ mod tests {
         );
         assert_eq!(redact_keys_in("no keys, just sk_"), "no keys, just sk_");
         assert_eq!(redact_keys_in("sk_live_"), "sk_live_");
+        assert_eq!(
+            redact_keys_in("sk_live_sk_live_0123456789"),
+            "sk_live_sk_live_0123..."
+        );
+        assert_eq!(
+            redact_keys_in("sk_test_abcsk_test_0123456789"),
+            "sk_test_abcsk_test_0123..."
+        );
     }
 }

@@ -454,7 +454,7 @@ impl App {
                     .await
             }
             Handler::SecretScanning(partner) => {
-                crate::secret_scanning::handle(self, partner, request, request_id).await
+                crate::secret_scanning::handle(self, partner, request, peer.ip(), request_id).await
             }
             Handler::Admin(route) => {
                 let id = matched.id.map(str::to_owned);

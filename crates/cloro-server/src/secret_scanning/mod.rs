@@ -12,11 +12,13 @@ mod public_keys;
 pub use public_keys::KeySource;
 pub(crate) use public_keys::{GITHUB_KEYS_URL, PartnerKeys};
 
+use std::net::IpAddr;
+
 use base64::Engine as _;
 use bytes::Bytes;
 use cloro_auth_core::wire::{LeakFeedback, LeakLabel, LeakedToken, MAX_LEAKED_KEYS};
-use cloro_auth_core::{ApiKey, ErrorCode, KeyHash};
-use cloro_keystore::{LeakReport, LeakedKeyAction};
+use cloro_auth_core::{ApiKey, AuthError, ErrorCode, KeyHash};
+use cloro_keystore::{LeakReport, LeakedKeyAction, LogLimit};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -88,13 +90,14 @@ pub(crate) async fn handle<B>(
     app: &App,
     partner: Partner,
     request: Request<B>,
+    peer: IpAddr,
     request_id: &str,
 ) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
-    match answer(app, partner, request).await {
+    match answer(app, partner, request, peer).await {
         Ok(response) => response,
         Err(error) => error.into_response(request_id),
     }
@@ -104,6 +107,7 @@ async fn answer<B>(
     app: &App,
     partner: Partner,
     request: Request<B>,
+    peer: IpAddr,
 ) -> Result<Response<Body>, Refusal>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -125,22 +129,50 @@ where
         )
     })?;
     let (parts, body) = request.into_parts();
-    let (identifier, signature) = signature_headers(partner, &parts.headers)?;
+    // Anyone may post here, and each check costs a signature verification:
+    // a forged report draws on the same per-address allowance as a wrong
+    // admin token (SPEC §9), and once it is spent the address is refused
+    // before any of that work.
+    let attempts = app.guard().verifier().failed_attempts();
+    let subject = attempts.subject(app.guard().client(peer, &parts.headers));
+    let now_nanos = i64::try_from(app.clock().now().as_nanosecond()).unwrap_or(i64::MAX);
+    attempts.check(&subject, now_nanos).map_err(locked_out)?;
+    let refuse = |why: Refusal| {
+        let _ = attempts.charge(&subject, now_nanos).map_err(locked_out)?;
+        Err::<Response<Body>, Refusal>(why)
+    };
+    let (identifier, signature) = match signature_headers(partner, &parts.headers) {
+        Ok(headers) => headers,
+        Err(why) => return refuse(why),
+    };
     let body = read_report(body).await?;
     // Signature first: nothing of an unsigned body is parsed, let alone
     // acted on.
     let Some(public_key) = keys.key(&identifier).await else {
-        return Err(unauthorised(
+        return refuse(unauthorised(
             partner,
             "the public key identifier is not one of the partner's keys",
         ));
     };
-    ring::signature::UnparsedPublicKey::new(
+    let verified = ring::signature::UnparsedPublicKey::new(
         &ring::signature::ECDSA_P256_SHA256_ASN1,
         &public_key[..],
     )
-    .verify(&body, &signature)
-    .map_err(|_| unauthorised(partner, "the signature does not match the body"))?;
+    .verify(&body, &signature);
+    if verified.is_err() {
+        static FORGED: LogLimit = LogLimit::per_second();
+        if let Some(suppressed) = FORGED.admit() {
+            tracing::warn!(
+                suppressed,
+                partner = partner.name(),
+                "a secret-scanning report's signature did not verify"
+            );
+        }
+        return refuse(unauthorised(
+            partner,
+            "the signature does not match the body",
+        ));
+    }
     let tokens: Vec<LeakedToken> = serde_json::from_slice(&body).map_err(|error| {
         ApiError::invalid_field(
             "body",
@@ -243,6 +275,14 @@ where
             "the body could not be read",
         ))),
     }
+}
+
+/// The 429 for an address that used up its allowance of failed checks.
+fn locked_out(error: AuthError) -> Refusal {
+    let retry_after = error.retry_after().unwrap_or(1);
+    Box::new(ApiError::from_auth(&error).with_message(format!(
+        "too many unsigned or forged reports from this address; it is refused for {retry_after} s"
+    )))
 }
 
 /// 401 `INVALID_SIGNATURE`: the report is not believed, and nothing was

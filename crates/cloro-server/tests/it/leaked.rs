@@ -544,3 +544,35 @@ async fn operators_revoke_keys_by_plaintext_and_no_answer_echoes_one() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_reports_use_up_the_address_allowance() {
+    let github = Partner::new("github-key-1");
+    let forger = Partner::new("github-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    let toml = format!("max_failed_auth = \"3/minute\"\n{}", config(&keys.url, ""));
+    let server = TestServer::embedded(&toml).await;
+    let key = server.create_key(|_| {}).await;
+    // Cached as valid, so the lockout below does not stop it.
+    assert_eq!(
+        server.get_with_key("/v1/whoami", &key).await.status,
+        StatusCode::OK
+    );
+    let body = tokens(&[&key]);
+    for _ in 0..3 {
+        assert_eq!(
+            report(&server, &forger, &body).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Spent: even GitHub's own signature waits now, and nothing changed.
+    let answer = report(&server, &github, &body).await;
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer.code(), "TOO_MANY_FAILED_ATTEMPTS");
+    assert!(answer.header("retry-after").is_some());
+    assert_eq!(
+        server.get_with_key("/v1/whoami", &key).await.status,
+        StatusCode::OK
+    );
+    server.stop().await;
+}
