@@ -13,18 +13,25 @@
 //! A replayed create or rotate carries no plaintext (it is never stored):
 //! that is [`Error::KeyNotShown`], naming the key to rotate.
 //!
+//! Revoking leaked keys by their plaintext sends secrets, so only text that
+//! is a well-formed key leaves the machine ([`LeakedKey`]), at most
+//! [`MAX_LEAKED_KEYS`] to a request, and each request body is wiped once
+//! sent.
+//!
 //! Paging trusts the server's cursors only so far: one that points back at
 //! the page just read, or a list longer than [`MAX_PAGES`], ends in an
 //! error instead of a loop that never ends (SPEC §9).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use cloro_auth_core::wire::{
     AccountInfo, AccountQuotaResponse, AuditEvent, CreateKeyRequest, CreateKeyResponse,
-    CreditsRequest, KeyInfo, ListAuditResponse, ListKeysResponse, PlansResponse, RevokeKeyRequest,
-    RotateKeyRequest, RotateKeyResponse, SetPlanRequest, UpdateKeyRequest,
+    CreditsRequest, KeyInfo, ListAuditResponse, ListKeysResponse, MAX_LEAKED_KEYS, PlansResponse,
+    RevokeKeyRequest, RevokeLeakedRequest, RevokeLeakedResponse, RotateKeyRequest,
+    RotateKeyResponse, SetPlanRequest, UpdateKeyRequest,
 };
 use cloro_auth_core::{AccountId, ApiKey, KeyId, PlanName};
 use http::{HeaderValue, Method};
@@ -75,6 +82,60 @@ pub struct RotatedKey {
     pub key_info: KeyInfo,
     /// The old key's record, with the end of its grace period.
     pub previous: KeyInfo,
+}
+
+/// Text someone found that may be a Cloro key (in a ticket, a log, a
+/// paste), for [`AdminClient::revoke_leaked_keys`]. Only a well-formed key
+/// is kept, as an [`ApiKey`] (redacted `Debug`, wiped on drop): any other
+/// text names no key we issued, so there is nothing to send for it and it
+/// is not kept at all.
+#[derive(Clone)]
+pub struct LeakedKey {
+    /// `None` for text that is not a Cloro key.
+    key: Option<ApiKey>,
+}
+
+impl LeakedKey {
+    /// `text` without surrounding whitespace (no key has any; a paste often
+    /// does), checked against the key format (SPEC §2) with the server's
+    /// own check, so the two cannot disagree on what could be a key.
+    pub fn new(text: impl AsRef<[u8]>) -> Self {
+        let text = text.as_ref().trim_ascii();
+        // The format is ASCII only, so text that is not UTF-8 is no key.
+        let key = std::str::from_utf8(text)
+            .ok()
+            .and_then(|text| ApiKey::parse_token(text).ok());
+        LeakedKey { key }
+    }
+
+    /// The key, when the text was a well-formed one.
+    pub fn api_key(&self) -> Option<&ApiKey> {
+        self.key.as_ref()
+    }
+}
+
+impl From<ApiKey> for LeakedKey {
+    fn from(key: ApiKey) -> Self {
+        LeakedKey { key: Some(key) }
+    }
+}
+
+impl From<&ApiKey> for LeakedKey {
+    fn from(key: &ApiKey) -> Self {
+        LeakedKey {
+            key: Some(key.clone()),
+        }
+    }
+}
+
+impl fmt::Debug for LeakedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            // ApiKey's Debug is the redacted start.
+            Some(key) => f.debug_tuple("LeakedKey").field(key).finish(),
+            None => f.write_str("LeakedKey(<not a Cloro key>)"),
+        }
+    }
 }
 
 /// Which keys to list (`GET /admin/v1/keys`).
@@ -467,6 +528,93 @@ impl AdminClient {
         decode(self.transport.send(&call, &self.authorization).await?)
     }
 
+    /// `POST /admin/v1/keys/revoke-leaked` (SPEC §12): revokes keys by
+    /// their plaintext, for keys found where they should not be. Keys that
+    /// were revoked already are listed too, each key once, in the order
+    /// given; the answer never holds a plaintext. Idempotent, so retried.
+    ///
+    /// Text that is not a well-formed key ([`LeakedKey::api_key`] is
+    /// `None`) is counted in `not_found` and never sent, so a paste that
+    /// caught other secrets does not ship them to the server. The rest go
+    /// [`MAX_LEAKED_KEYS`] to a request, so any number works; the answers
+    /// are merged (`revoked` concatenated, `not_found` summed, `meta` the
+    /// last request's with `attempts` counting every request's). With no
+    /// well-formed key nothing is sent and `meta().attempts` is 0.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: cloro_client::AdminClient) -> Result<(), cloro_client::Error> {
+    /// use cloro_client::LeakedKey;
+    /// let pasted = "sk_live_…\nsk_live_…\n";
+    /// let keys: Vec<LeakedKey> = pasted.lines().map(LeakedKey::new).collect();
+    /// let answer = admin.revoke_leaked_keys(&keys, Some("pasted in a ticket")).await?;
+    /// for key in &answer.value().revoked {
+    ///     println!("revoked {} ({})", key.id, key.start);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The [`Error`] of the first request that fails; the keys of the
+    /// requests before it stay revoked, and calling again is harmless. A
+    /// `reason` the server finds too long is `INVALID_REQUEST`.
+    pub async fn revoke_leaked_keys(
+        &self,
+        keys: &[LeakedKey],
+        reason: Option<&str>,
+    ) -> Result<Response<RevokeLeakedResponse>, Error> {
+        let well_formed: Vec<&ApiKey> = keys.iter().filter_map(LeakedKey::api_key).collect();
+        let mut merged = RevokeLeakedResponse {
+            revoked: Vec::new(),
+            not_found: u64::try_from(keys.len() - well_formed.len()).unwrap_or(u64::MAX),
+        };
+        // The server lists each key once per request; a key named in two
+        // requests must not be listed twice either.
+        let mut listed = HashSet::new();
+        let mut meta: Option<ResponseMeta> = None;
+        for batch in well_formed.chunks(MAX_LEAKED_KEYS) {
+            let (answer, last) = self.revoke_leaked_batch(batch, reason).await?.into_parts();
+            merged.not_found = merged.not_found.saturating_add(answer.not_found);
+            merged.revoked.extend(
+                answer
+                    .revoked
+                    .into_iter()
+                    .filter(|info| listed.insert(info.id)),
+            );
+            let earlier = meta.map_or(0, |meta| meta.attempts);
+            meta = Some(ResponseMeta {
+                attempts: earlier.saturating_add(last.attempts),
+                ..last
+            });
+        }
+        Ok(Response::new(
+            merged,
+            meta.unwrap_or_else(ResponseMeta::not_sent),
+        ))
+    }
+
+    /// One request of [`AdminClient::revoke_leaked_keys`], at most
+    /// [`MAX_LEAKED_KEYS`] keys.
+    async fn revoke_leaked_batch(
+        &self,
+        keys: &[&ApiKey],
+        reason: Option<&str>,
+    ) -> Result<Response<RevokeLeakedResponse>, Error> {
+        let mut body = RevokeLeakedRequest {
+            keys: keys
+                .iter()
+                .map(|key| key.expose_secret().to_owned())
+                .collect(),
+            reason: reason.map(str::to_owned),
+        };
+        let call = Call::new(Method::POST, "/admin/v1/keys/revoke-leaked").json(&body);
+        body.keys.zeroize();
+        let mut call = call?.idempotent(true);
+        let sent = self.transport.send(&call, &self.authorization).await;
+        call.wipe_body();
+        decode(sent?)
+    }
+
     /// `POST /admin/v1/keys/{id}/rotate`: a new key with the old one's
     /// settings. Sent with a random `Idempotency-Key`, so a retry never
     /// rotates twice.
@@ -746,5 +894,31 @@ mod tests {
             AuditQuery::new(account).limit(3).path(),
             "/admin/v1/audit?account_id=acct_1&limit=3"
         );
+    }
+
+    #[test]
+    fn leaked_keys_keep_only_what_could_be_a_key() {
+        let key = ApiKey::from_random_bytes(cloro_auth_core::Environment::Live, [0x3c; 16]);
+        let secret = key.expose_secret();
+        let pasted = LeakedKey::new(format!("  {secret}\r\n"));
+        assert_eq!(pasted.api_key(), Some(&key));
+        assert_eq!(LeakedKey::from(&key).api_key(), Some(&key));
+        let debug = format!("{pasted:?}");
+        assert!(debug.contains(key.redacted().as_str()), "{debug}");
+        assert!(!debug.contains(&secret[12..]), "{debug}");
+
+        // Wrong checksum, another service's token, not UTF-8, nothing.
+        let mut mistyped = secret.to_owned();
+        mistyped.replace_range(20..21, if &secret[20..21] == "0" { "1" } else { "0" });
+        for text in [
+            mistyped.as_bytes(),
+            b"ghp_0123456789abcdef0123456789abcdef0123".as_slice(),
+            b"sk_live_\xff",
+            b"",
+        ] {
+            let leaked = LeakedKey::new(text);
+            assert!(leaked.api_key().is_none(), "{text:?}");
+            assert_eq!(format!("{leaked:?}"), "LeakedKey(<not a Cloro key>)");
+        }
     }
 }

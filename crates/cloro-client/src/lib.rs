@@ -41,8 +41,8 @@ mod retry;
 mod transport;
 
 pub use admin::{
-    AdminClient, AuditQuery, CreatedKey, KeyListQuery, MAX_PAGES, Page, Pager, RotatedKey,
-    WithIdempotencyKey,
+    AdminClient, AuditQuery, CreatedKey, KeyListQuery, LeakedKey, MAX_PAGES, Page, Pager,
+    RotatedKey, WithIdempotencyKey,
 };
 pub use builder::{ClientBuilder, DEFAULT_BASE_URL, TlsRoots};
 pub use client::{ApiRequest, Client};

@@ -91,6 +91,13 @@ impl ResponseMeta {
                 .is_some_and(|value| value.trim().eq_ignore_ascii_case("true")),
         }
     }
+
+    /// The meta of an answer the SDK knew without asking (a revoke-leaked
+    /// call with nothing that could be a key): `attempts` 0 says that no
+    /// request was sent.
+    pub(crate) fn not_sent() -> Self {
+        ResponseMeta::new(StatusCode::OK, &HeaderMap::new(), 0)
+    }
 }
 
 /// A successful answer: the decoded body and its [`ResponseMeta`].

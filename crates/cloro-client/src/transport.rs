@@ -119,6 +119,14 @@ impl Call {
         self
     }
 
+    /// Wipes a body that held secrets, once the call is done with (best
+    /// effort, as in [`decode_secret`]: only while the buffer is ours alone).
+    pub(crate) fn wipe_body(&mut self) {
+        if let Some(Ok(mut owned)) = self.body.take().map(Bytes::try_into_mut) {
+            owned.as_mut().zeroize();
+        }
+    }
+
     /// Sends `key` as `Idempotency-Key` on every attempt. The server then
     /// acts on the first attempt that reaches it and answers the others
     /// with that answer (SPEC §11), so the request may be retried.

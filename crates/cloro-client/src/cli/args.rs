@@ -2,10 +2,14 @@
 //! the core's types here (`AccountId`, `Scope`, rates, durations), so a
 //! typo is a usage error before any request.
 
+use std::convert::Infallible;
+use std::ffi::OsStr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use cloro_auth_core::wire::{
     AppliesTo, KeyPurpose, MAX_QUOTA_COUNT, QuotaPeriod, QuotaPolicy, Refill,
@@ -87,6 +91,10 @@ pub enum KeysCommand {
     Rotate(RotateArgs),
     /// Set or add to a key's credits (exactly one of --set and --add).
     Credits(CreditsArgs),
+    /// Revoke keys by their plaintext, read from standard input, one per
+    /// line (never from arguments, which every process listing shows), e.g.
+    /// `cloro keys revoke-leaked < leaked.txt`.
+    RevokeLeaked(RevokeLeakedArgs),
 }
 
 /// `cloro accounts …`.
@@ -248,6 +256,42 @@ pub struct CreditsArgs {
     /// characters.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// `cloro keys revoke-leaked`: the keys come on standard input.
+#[derive(Debug, Args)]
+pub struct RevokeLeakedArgs {
+    /// Why, for each key's record and the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Always empty. A key given as an argument is in the shell history
+    /// and every process listing already; this refuses it, in words that do
+    /// not repeat it (clap's own message for a stray argument quotes it).
+    #[arg(hide = true, value_name = "KEY", value_parser = RefuseKeyArgument)]
+    pub keys_as_arguments: Vec<Infallible>,
+}
+
+/// Refuses every value of `cloro keys revoke-leaked`'s hidden positional
+/// without quoting it.
+#[derive(Clone, Copy, Debug)]
+struct RefuseKeyArgument;
+
+impl TypedValueParser for RefuseKeyArgument {
+    type Value = Infallible;
+
+    fn parse_ref(
+        &self,
+        _command: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        _value: &OsStr,
+    ) -> Result<Infallible, clap::Error> {
+        Err(clap::Error::raw(
+            ErrorKind::UnknownArgument,
+            "keys are read from standard input only, one per line, never from arguments \
+             (those show in every process listing and the shell history): \
+             cloro keys revoke-leaked < leaked.txt\n",
+        ))
+    }
 }
 
 /// `cloro keys list`.
@@ -611,6 +655,31 @@ mod tests {
             panic!("not credits");
         };
         assert_eq!((args.set, args.add), (Some(0), None));
+    }
+
+    #[test]
+    fn revoke_leaked_takes_no_key_as_an_argument() {
+        let cli =
+            Cli::try_parse_from(["cloro", "keys", "revoke-leaked", "--reason", "in a ticket"])
+                .unwrap();
+        let Command::Keys(KeysCommand::RevokeLeaked(args)) = cli.command else {
+            panic!("not revoke-leaked");
+        };
+        assert_eq!(args.reason.as_deref(), Some("in a ticket"));
+        assert!(args.keys_as_arguments.is_empty());
+
+        let key = "sk_live_0123456789abcdef0123456789abcdef01234567";
+        for argv in [
+            &["cloro", "keys", "revoke-leaked", key][..],
+            &["cloro", "keys", "revoke-leaked", "--reason", "r", "--", key],
+            &["cloro", "--json", "keys", "revoke-leaked", "not-a-key", key],
+        ] {
+            let error = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{argv:?}");
+            let text = error.render().to_string();
+            assert!(text.contains("standard input"), "{text}");
+            assert!(!text.contains("0123456789abcdef"), "{text}");
+        }
     }
 
     #[test]

@@ -10,14 +10,15 @@ use cloro_auth_core::wire::{
     RateLimitPolicy, RotateKeyRequest, UpdateKeyRequest,
 };
 use jiff::Timestamp;
+use zeroize::{Zeroize, Zeroizing};
 
-use super::Failure;
 use super::args::{
     AccountsCommand, AuditArgs, Cli, Command, CreateArgs, CreditsArgs, KeysCommand, ListArgs,
-    RotateArgs, UpdateArgs,
+    RevokeLeakedArgs, RotateArgs, UpdateArgs,
 };
 use super::output::Out;
-use crate::admin::{AdminClient, AuditQuery, KeyListQuery};
+use super::{Failure, Input};
+use crate::admin::{AdminClient, AuditQuery, KeyListQuery, LeakedKey};
 use crate::builder::ClientBuilder;
 use crate::idempotency::IdempotencyKey;
 
@@ -25,6 +26,7 @@ use crate::idempotency::IdempotencyKey;
 pub(crate) async fn execute(
     cli: Cli,
     builder: ClientBuilder,
+    input: Input<'_>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Failure> {
@@ -45,7 +47,9 @@ pub(crate) async fn execute(
             let me = client.whoami().await?;
             out.whoami(&me)?;
         }
-        Command::Keys(command) => keys(command, &builder.build_admin()?, &mut out).await?,
+        Command::Keys(command) => {
+            keys(command, &builder.build_admin()?, input, &mut out).await?;
+        }
         Command::Audit(args) => audit(args, &builder.build_admin()?, &mut out).await?,
         Command::Plans => {
             let plans = builder.build_admin()?.plans().await?;
@@ -67,7 +71,12 @@ pub(crate) async fn execute(
     Ok(())
 }
 
-async fn keys(command: KeysCommand, admin: &AdminClient, out: &mut Out<'_>) -> Result<(), Failure> {
+async fn keys(
+    command: KeysCommand,
+    admin: &AdminClient,
+    input: Input<'_>,
+    out: &mut Out<'_>,
+) -> Result<(), Failure> {
     match command {
         KeysCommand::Create(args) => {
             let idempotency_key = args.idempotency_key.clone();
@@ -107,8 +116,63 @@ async fn keys(command: KeysCommand, admin: &AdminClient, out: &mut Out<'_>) -> R
             out.rotated(rotated.value())?;
         }
         KeysCommand::Credits(args) => credits(args, admin, out).await?,
+        KeysCommand::RevokeLeaked(args) => revoke_leaked(args, admin, input, out).await?,
     }
     Ok(())
+}
+
+/// `admin` is built before this runs, so a missing or malformed admin
+/// token is said before anyone pastes keys into a command that cannot send
+/// them; with no keys at all, nothing is sent.
+async fn revoke_leaked(
+    args: RevokeLeakedArgs,
+    admin: &AdminClient,
+    input: Input<'_>,
+    out: &mut Out<'_>,
+) -> Result<(), Failure> {
+    let keys = read_leaked_keys(input, out)?;
+    if keys.is_empty() {
+        return Err(Failure::Usage(
+            "no keys on standard input; give them one per line, e.g. cloro keys revoke-leaked < leaked.txt"
+                .into(),
+        ));
+    }
+    let answer = admin
+        .revoke_leaked_keys(&keys, args.reason.as_deref())
+        .await?;
+    out.revoked_leaked(answer.value())?;
+    Ok(())
+}
+
+/// One key a line, surrounding whitespace and blank lines ignored. Each
+/// line is wiped once read (the reader's own buffer is out of reach); what
+/// is kept is a well-formed key or nothing ([`LeakedKey`]).
+fn read_leaked_keys(input: Input<'_>, out: &mut Out<'_>) -> Result<Vec<LeakedKey>, Failure> {
+    if input.terminal {
+        let end = if cfg!(windows) {
+            "Ctrl-Z, Enter"
+        } else {
+            "Ctrl-D"
+        };
+        out.prompt(&format!("paste keys, one per line, then {end}"))?;
+    }
+    let mut keys = Vec::new();
+    let mut line = Zeroizing::new(Vec::new());
+    loop {
+        line.zeroize();
+        // Read as bytes: a line that is not UTF-8 is no key, not a reason
+        // to stop.
+        let read = input
+            .reader
+            .read_until(b'\n', &mut line)
+            .map_err(|why| Failure::Usage(format!("cannot read standard input: {why}")))?;
+        if read == 0 {
+            return Ok(keys);
+        }
+        if !line.trim_ascii().is_empty() {
+            keys.push(LeakedKey::new(line.as_slice()));
+        }
+    }
 }
 
 async fn credits(args: CreditsArgs, admin: &AdminClient, out: &mut Out<'_>) -> Result<(), Failure> {

@@ -4,7 +4,9 @@
 //!
 //! Credentials come only from the environment (`CLORO_API_KEY`,
 //! `CLORO_ADMIN_TOKEN`), never from flags: a flag would put the secret in
-//! the shell history and in every process listing. Output is a table for
+//! the shell history and in every process listing. For the same reason
+//! `keys revoke-leaked` reads the keys it revokes from standard input
+//! ([`Input`]) and refuses them as arguments. Output is a table for
 //! people, or JSON with `--json` for scripts; a new key is the only thing a
 //! human-mode create or rotate prints on stdout, so `KEY=$(cloro keys
 //! create …)` works.
@@ -20,13 +22,13 @@ mod args;
 mod commands;
 mod output;
 
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 pub use advice::advice;
 pub use args::{
     AccountsCommand, AppliesToArg, AuditArgs, Cli, Command, CreateArgs, CreditsArgs,
-    EnvironmentArg, KeysCommand, ListArgs, PurposeArg, RotateArgs, UpdateArgs,
+    EnvironmentArg, KeysCommand, ListArgs, PurposeArg, RevokeLeakedArgs, RotateArgs, UpdateArgs,
 };
 
 use crate::builder::ClientBuilder;
@@ -46,8 +48,22 @@ pub(crate) enum Failure {
     Sdk(Error),
     /// Writing the output failed (a closed pipe, say).
     Output(std::io::Error),
-    /// A local file or argument was unusable.
+    /// A local file, argument or standard input was unusable.
     Usage(String),
+}
+
+/// Standard input, or what a test puts in its place.
+pub struct Input<'a> {
+    reader: &'a mut dyn BufRead,
+    terminal: bool,
+}
+
+impl<'a> Input<'a> {
+    /// `reader`; `terminal` when a person types into it, so that a command
+    /// reading it first says how to end.
+    pub fn new(reader: &'a mut dyn BufRead, terminal: bool) -> Self {
+        Input { reader, terminal }
+    }
 }
 
 impl From<Error> for Failure {
@@ -75,11 +91,14 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_UNREACHABLE);
         }
     };
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let code = runtime.block_on(run(
         cli,
         ClientBuilder::from_env(),
+        Input::new(&mut stdin.lock(), terminal),
         &mut stdout.lock(),
         &mut stderr.lock(),
     ));
@@ -87,10 +106,17 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 /// Runs `cli` with `builder` (credentials and base URL already read),
-/// writing results to `out` and messages to `err`; returns the exit code.
-pub async fn run(cli: Cli, builder: ClientBuilder, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+/// reading `input` (only `keys revoke-leaked` does), writing results to
+/// `out` and messages to `err`; returns the exit code.
+pub async fn run(
+    cli: Cli,
+    builder: ClientBuilder,
+    input: Input<'_>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let json = cli.json;
-    match commands::execute(cli, builder, out, err).await {
+    match commands::execute(cli, builder, input, out, err).await {
         Ok(()) => 0,
         Err(failure) => {
             // Nothing more can be said if stderr itself is gone.

@@ -3,13 +3,15 @@
 //! on stderr for a failure.
 //!
 //! Keys appear only in their redacted form (`start`), except the new key
-//! of a create or rotate, which is the point of those commands.
+//! of a create or rotate, which is the point of those commands. Keys read
+//! from standard input (`keys revoke-leaked`) never reach this file: it
+//! prints the server's answer, which holds no plaintext.
 
 use std::io::{self, Write};
 
 use cloro_auth_core::wire::{
     AccountInfo, AccountQuotaResponse, AppliesTo, KeyInfo, ListAuditResponse, ListKeysResponse,
-    PlansResponse, QuotaPolicy, RateLimitPolicy, Refill,
+    PlansResponse, QuotaPolicy, RateLimitPolicy, Refill, RevokeLeakedResponse,
 };
 use jiff::Timestamp;
 use serde::Serialize;
@@ -216,6 +218,32 @@ impl<'a> Out<'a> {
         self.more(page.next_cursor.as_deref())
     }
 
+    pub(crate) fn revoked_leaked(&mut self, answer: &RevokeLeakedResponse) -> io::Result<()> {
+        if self.json {
+            return self.print_json(answer);
+        }
+        if answer.revoked.is_empty() {
+            writeln!(self.out, "no key was revoked")?;
+        } else {
+            let mut table = Table::new(&["ID", "ACCOUNT", "KEY", "STATUS"]);
+            for key in &answer.revoked {
+                table.row(vec![
+                    key.id.to_string(),
+                    key.account_id.to_string(),
+                    key.start.clone(),
+                    key.status.to_string(),
+                ]);
+            }
+            table.write(self.out)?;
+        }
+        let strings = if answer.not_found == 1 {
+            "string"
+        } else {
+            "strings"
+        };
+        writeln!(self.out, "{} {strings} matched no key", answer.not_found)
+    }
+
     pub(crate) fn audit(&mut self, page: &ListAuditResponse) -> io::Result<()> {
         if self.json {
             return self.print_json(page);
@@ -312,6 +340,12 @@ impl<'a> Out<'a> {
             writeln!(self.out, "{field:<13} {value}")?;
         }
         Ok(())
+    }
+
+    /// A line for the person typing on stderr, in JSON mode too: it says
+    /// how to end the input, which scripts never see (they pipe it in).
+    pub(crate) fn prompt(&mut self, text: &str) -> io::Result<()> {
+        writeln!(self.err, "{text}")
     }
 
     /// A line for people on stderr (nothing in JSON mode, where stdout is

@@ -1,8 +1,11 @@
 //! The `cloro` binary against the real server: the key lifecycle, every
 //! command, `--json` output, stdout/stderr and exit codes.
 
+use std::process::Stdio;
+
 use cloro_client::ApiKey;
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 
 use crate::support::{ADMIN_TOKEN, Server};
 
@@ -33,6 +36,38 @@ pub(crate) async fn cloro(server: &Server, env: &[(&str, &str)], args: &[&str]) 
 
 /// Runs `cloro args…` against the server at `base_url`.
 pub(crate) async fn cloro_at(base_url: &str, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let output = command(base_url, env, args).output().await.unwrap();
+    Run::of(output)
+}
+
+/// Runs `cloro args…` against the server at `base_url` with `stdin` on its
+/// standard input.
+pub(crate) async fn cloro_fed(
+    base_url: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: &str,
+) -> Run {
+    let mut child = command(base_url, env, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let stdin = stdin.to_owned();
+    // Written alongside the wait, so a long input cannot fill the pipe
+    // while cloro waits to be read; a cloro that quit early (a usage error)
+    // closes it, which is no failure here.
+    let writer = tokio::spawn(async move {
+        let _ = pipe.write_all(stdin.as_bytes()).await;
+    });
+    let output = child.wait_with_output().await.unwrap();
+    writer.await.unwrap();
+    Run::of(output)
+}
+
+fn command(base_url: &str, env: &[(&str, &str)], args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloro"));
     command
         .args(args)
@@ -41,11 +76,16 @@ pub(crate) async fn cloro_at(base_url: &str, env: &[(&str, &str)], args: &[&str]
     for (name, value) in env {
         command.env(name, value);
     }
-    let output = command.output().await.unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
+    command
+}
+
+impl Run {
+    fn of(output: std::process::Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
     }
 }
 

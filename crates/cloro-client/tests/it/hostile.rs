@@ -523,7 +523,9 @@ async fn a_cursor_that_never_moves_stops_the_pager() {
 async fn cloro(builder: ClientBuilder, args: &[&str]) -> (u8, String) {
     let cli = Cli::try_parse_from(std::iter::once("cloro").chain(args.iter().copied())).unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cloro_client::cli::run(cli, builder, &mut out, &mut err).await;
+    let mut stdin = std::io::empty();
+    let input = cloro_client::cli::Input::new(&mut stdin, false);
+    let code = cloro_client::cli::run(cli, builder, input, &mut out, &mut err).await;
     (code, String::from_utf8(err).unwrap())
 }
 

@@ -8,6 +8,7 @@
 
 mod cli;
 mod hostile;
+mod leaked;
 mod quota_server;
 mod quotas;
 mod redaction;
