@@ -243,6 +243,7 @@ impl fmt::Debug for RedactedKey {
 /// cut to its redacted start, `sk_live_1a2b...`. The one masker for text a
 /// client sent that may be echoed back or logged, such as a JSON parser's
 /// "invalid type: string \"sk_live_…\"" message.
+#[cfg(feature = "alloc")]
 pub fn redact_keys_in(text: &str) -> alloc::string::String {
     let mut out = alloc::string::String::with_capacity(text.len());
     let mut rest = text;
@@ -353,6 +354,7 @@ mod tests {
         assert_eq!(key.hash().as_bytes(), &expected);
     }
 
+    #[cfg(feature = "alloc")]
     #[test]
     fn keys_in_text_are_cut_to_their_start() {
         let key = ApiKey::from_random_bytes(Environment::Live, [7; 16]);

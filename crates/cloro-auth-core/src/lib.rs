@@ -42,7 +42,9 @@ pub use header::{
     MAX_TOKEN_LEN, MIN_ADMIN_TOKEN_LEN, bearer_token, bearer_token_from_value,
     is_admin_token_shaped, is_b64token,
 };
-pub use key::{ApiKey, Environment, KEY_LEN, RedactedKey, redact_keys_in};
+#[cfg(feature = "alloc")]
+pub use key::redact_keys_in;
+pub use key::{ApiKey, Environment, KEY_LEN, RedactedKey};
 pub use name::{AccountId, KeyId, NameError, PlanName, Scope};
 #[cfg(feature = "alloc")]
 pub use path::normalise_path;
