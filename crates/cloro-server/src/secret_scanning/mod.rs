@@ -212,6 +212,7 @@ where
                             ErrorCode::AuthUnavailable,
                             "the key store could not be reached; send the report again",
                         )
+                        .with_retry_after(1)
                     })?;
                 match handled {
                     Some(record) => {
