@@ -246,6 +246,17 @@ fn key_source(
                         .parse::<std::net::IpAddr>()
                         .is_ok_and(|ip| ip.is_loopback())
             });
+            // A password in it would print in `Settings`' `Debug` and in
+            // the log line of a failed fetch; partners' key lists are public.
+            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                return Err(invalid(
+                    setting,
+                    format!(
+                        "`{}` carries credentials; a partner's key list is public, remove them",
+                        mask_url(&url)
+                    ),
+                ));
+            }
             match uri.scheme_str() {
                 Some("https") if uri.host().is_some() => Ok(Some(KeySource::Url(uri))),
                 Some("http") if loopback => Ok(Some(KeySource::Url(uri))),
@@ -988,6 +999,33 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+
+    #[test]
+    fn partner_key_urls_are_https_and_carry_no_credentials() {
+        let load = |url: &str| {
+            Settings::from_toml(
+                flags(&[]),
+                &format!("[secret_scanning.github]\npublic_keys_url = \"{url}\"\n"),
+            )
+        };
+        assert!(load("https://keys.example.com/list").is_ok());
+        assert!(load("http://127.0.0.1:9/list").is_ok());
+        for refused in [
+            "http://keys.example.com/list",
+            "ftp://keys.example.com/list",
+            "https://user:hunter2secret@keys.example.com/list",
+        ] {
+            let error = load(refused).unwrap_err().to_string();
+            assert!(error.contains("secret_scanning.github"), "{error}");
+            assert!(!error.contains("hunter2secret"), "{error}");
+        }
+        let default = Settings::from_toml(flags(&[]), "").unwrap();
+        assert_eq!(
+            default.secret_scanning.github,
+            KeySource::Url(http::Uri::from_static(GITHUB_KEYS_URL))
+        );
+        assert_eq!(default.secret_scanning.gitlab, None);
     }
 
     #[test]
