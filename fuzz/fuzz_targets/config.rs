@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 
-use cloro_server::config::{ConfigError, Flags, Settings};
+use cloro_config::{ConfigError, Flags, Settings};
 use libfuzzer_sys::fuzz_target;
 
 /// A password no input is likely to hold by chance; inputs that do hold it

@@ -12,7 +12,6 @@ mod admin_token;
 mod api;
 mod app;
 mod body_timeout;
-pub mod config;
 mod connection;
 mod gateway;
 mod held_body;
@@ -21,6 +20,9 @@ mod metrics;
 pub mod routes;
 pub mod secret_scanning;
 mod serve;
+
+/// The server's settings: the `cloro-config` crate, which reads them.
+pub use cloro_config as config;
 
 pub use admin_token::{AdminToken, AdminTokenError, MIN_ADMIN_TOKEN_LEN};
 pub use app::{App, Background, StartError};

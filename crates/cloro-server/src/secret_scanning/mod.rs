@@ -9,8 +9,8 @@
 
 mod public_keys;
 
-pub use public_keys::KeySource;
-pub(crate) use public_keys::{GITHUB_KEYS_URL, PartnerKeys};
+pub use cloro_config::KeySource;
+pub(crate) use public_keys::PartnerKeys;
 
 use std::net::IpAddr;
 

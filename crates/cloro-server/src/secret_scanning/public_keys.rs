@@ -6,11 +6,11 @@
 //! costs one fetch a minute, not one per report.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cloro_config::KeySource;
 use cloro_keystore::Clock;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
@@ -22,9 +22,6 @@ use jiff::Timestamp;
 use rustls_pki_types::SubjectPublicKeyInfoDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
-
-/// GitHub's documented list of its secret-scanning signing keys.
-pub(crate) const GITHUB_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
 
 /// How soon an unknown identifier may cause another fetch.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
@@ -42,16 +39,6 @@ const P256_SPKI_HEAD: [u8; 26] = [
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
-
-/// Where a partner's keys come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeySource {
-    /// Fetched over HTTPS (or HTTP to a loopback address, for a local
-    /// mirror and tests).
-    Url(Uri),
-    /// Read from this file: the same JSON the URL serves.
-    File(PathBuf),
-}
 
 /// The JSON both partners serve.
 #[derive(Deserialize)]

@@ -1,7 +1,10 @@
-//! Configuration (SPEC §7): every setting is a flag, a `CLORO_*` variable
-//! and a key of the optional TOML file; a flag beats the variable, which
-//! beats the file, which beats the default. Plans and route scopes live in
-//! the file only.
+//! Configuration of the Cloro auth server (SPEC §7): every setting is a
+//! flag, a `CLORO_*` variable and a key of the optional TOML file; a flag
+//! beats the variable, which beats the file, which beats the default. Plans
+//! and route scopes live in the file only. The server re-exports this crate
+//! as `cloro_server::config`.
+
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,7 +22,18 @@ use serde::Deserialize;
 use cloro_auth_core::wire::MAX_QUOTA_COUNT;
 use cloro_guard::{RouteCosts, RouteScopes};
 
-use crate::secret_scanning::{GITHUB_KEYS_URL, KeySource};
+/// Where GitHub publishes the keys that sign its secret-scanning reports.
+pub const GITHUB_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
+
+/// Where a secret-scanning partner's keys come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// Fetched over HTTPS (or HTTP to a loopback address, for a local
+    /// mirror and tests).
+    Url(http::Uri),
+    /// Read from this file: the same JSON the URL serves.
+    File(PathBuf),
+}
 
 /// `cloro-server`'s flags. Serving is the only thing it does, so the flags
 /// alone are a whole command.
