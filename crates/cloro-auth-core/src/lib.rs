@@ -31,6 +31,8 @@ mod path;
 mod query;
 mod status;
 mod units;
+#[cfg(feature = "alloc")]
+pub mod webhook;
 #[cfg(feature = "serde")]
 pub mod wire;
 

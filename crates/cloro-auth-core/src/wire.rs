@@ -20,10 +20,16 @@ use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod leaked;
+mod webhook;
 
 pub use leaked::{
     LeakFeedback, LeakLabel, LeakedToken, MAX_LEAKED_KEYS, RevokeLeakedRequest,
     RevokeLeakedResponse,
+};
+pub use webhook::{
+    CreateWebhookRequest, CreateWebhookResponse, DeliveryInfo, DeliveryStatus,
+    ListDeliveriesResponse, ListWebhooksResponse, MAX_WEBHOOK_URL_LEN, MAX_WEBHOOKS, WebhookData,
+    WebhookEventType, WebhookInfo, WebhookPayload,
 };
 
 use crate::error::ErrorCode;
