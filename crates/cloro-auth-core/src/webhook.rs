@@ -194,8 +194,7 @@ impl fmt::Display for SignatureError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for SignatureError {}
+impl core::error::Error for SignatureError {}
 
 /// `value` in decimal ASCII, written into the end of `digits`.
 fn decimal(mut value: u64, digits: &mut [u8; 20]) -> &[u8] {

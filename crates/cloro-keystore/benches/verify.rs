@@ -376,7 +376,7 @@ fn interleaved_ratio(off: &Bench, on: &Bench, request: &VerifyRequest) -> (f64, 
     let time = |bench: &Bench| {
         let _entered = bench.runtime.enter();
         let header = &bench.headers[0];
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         for _ in 0..PER_ROUND {
             let verified = poll_once(
                 bench

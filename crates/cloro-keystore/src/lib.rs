@@ -65,6 +65,7 @@ pub use store::{
     Claim, ClaimToken, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, IdempotencySlot, IdempotencyStore,
     RequestFingerprint, StoredAnswer,
 };
+pub use store::{Delivery, OutboxEvent, WEBHOOK_LEASE, WebhookRecord, WebhookStore};
 pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};
 pub use verify::{

@@ -49,6 +49,8 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::embedded_webhooks;
+use super::webhooks::OutboxEvent;
 use async_trait::async_trait;
 use cloro_auth_core::wire::AuditEvent;
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
@@ -157,6 +159,10 @@ impl EmbeddedStore {
             txn.open_table(USAGE).map(drop),
             txn.open_table(USAGE_APPLIED).map(drop),
             txn.open_table(USAGE_NODES).map(drop),
+            txn.open_table(embedded_webhooks::WEBHOOKS).map(drop),
+            txn.open_table(embedded_webhooks::OUTBOX).map(drop),
+            txn.open_table(embedded_webhooks::DELIVERIES).map(drop),
+            txn.open_table(embedded_webhooks::DUE).map(drop),
         ] {
             result.map_err(|error| redb_error("cannot create the tables", error))?;
         }
@@ -365,6 +371,7 @@ impl KeyStore for EmbeddedStore {
                     .map_err(|error| redb_error("cannot write the account plan", error))?;
                 insert_event(&mut open_write(&txn, AUDIT)?, &event)?;
             }
+            embedded_webhooks::enqueue(&txn, &[OutboxEvent::of_audit(&event, None)?])?;
             commit(txn)
         })
         .await
@@ -597,6 +604,8 @@ fn commit_batch(db: &Database, batch: &KeyBatch) -> Result<(), StoreError> {
             insert_event(&mut audit, event)?;
         }
     }
+    let records: Vec<&KeyRecord> = batch.writes.iter().map(|w| &w.record).collect();
+    embedded_webhooks::enqueue(&txn, &OutboxEvent::of_commit(&batch.audit, &records)?)?;
     commit(txn)
 }
 
@@ -684,7 +693,7 @@ fn read_plan(
     })
 }
 
-fn begin_read(db: &Database) -> Result<redb::ReadTransaction, StoreError> {
+pub(super) fn begin_read(db: &Database) -> Result<redb::ReadTransaction, StoreError> {
     db.begin_read()
         .map_err(|error| redb_error("cannot start a read transaction", error))
 }
@@ -704,7 +713,7 @@ pub(super) fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
         .map_err(|error| redb_error("cannot commit a write", error))
 }
 
-fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+pub(super) fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
     txn: &redb::ReadTransaction,
     table: TableDefinition<K, V>,
 ) -> Result<redb::ReadOnlyTable<K, V>, StoreError> {

@@ -17,7 +17,9 @@ use super::idempotency::{
     Claim, ClaimToken, IdempotencyRecord, IdempotencySlot, IdempotencyStore, RequestFingerprint,
     StoredAnswer,
 };
+use super::memory_webhooks::WebhookState;
 use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
+use super::webhooks::OutboxEvent;
 use super::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
 
 /// A `KeyStore` in a mutex: simple and obviously correct, not fast.
@@ -29,7 +31,7 @@ pub struct MemoryStore {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(super) struct State {
     keys: HashMap<KeyId, KeyRecord>,
     by_hash: HashMap<KeyHash, KeyId>,
     plans: HashMap<AccountId, PlanName>,
@@ -41,6 +43,8 @@ struct State {
     /// `Idempotency-Key` records by slot name; expired ones are dropped on
     /// every claim.
     idempotency: HashMap<String, IdempotencyRecord>,
+    /// Endpoints, outbox and deliveries (`memory_webhooks`).
+    pub(super) webhooks: WebhookState,
 }
 
 impl MemoryStore {
@@ -61,7 +65,7 @@ impl MemoryStore {
         self.lookups.load(Ordering::SeqCst)
     }
 
-    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+    pub(super) fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::unavailable(
                 "the in-memory store is switched off",
@@ -145,6 +149,9 @@ impl KeyStore for MemoryStore {
                 _ => return Err(StoreError::Conflict),
             }
         }
+        let records: Vec<&KeyRecord> = batch.writes.iter().map(|w| &w.record).collect();
+        let events = OutboxEvent::of_commit(&batch.audit, &records)?;
+        state.webhooks.enqueue(events);
         for write in batch.writes {
             state.by_hash.insert(write.record.hash, write.record.id);
             state.keys.insert(write.record.id, write.record);
@@ -194,9 +201,11 @@ impl KeyStore for MemoryStore {
         plan: &PlanName,
         event: AuditEvent,
     ) -> Result<(), StoreError> {
+        let outbox = OutboxEvent::of_audit(&event, None)?;
         let mut state = self.state()?;
         state.plans.insert(*account, *plan);
         state.audit.push(event);
+        state.webhooks.enqueue(vec![outbox]);
         Ok(())
     }
 

@@ -15,10 +15,13 @@
 mod counters;
 mod embedded;
 mod embedded_idempotency;
+mod embedded_webhooks;
 mod error;
 mod idempotency;
 mod memory;
+mod memory_webhooks;
 mod record;
+mod webhooks;
 
 pub use counters::CounterStore;
 pub use embedded::EmbeddedStore;
@@ -30,6 +33,7 @@ pub use idempotency::{
 };
 pub use memory::MemoryStore;
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
+pub use webhooks::{Delivery, OutboxEvent, WEBHOOK_LEASE, WebhookRecord, WebhookStore};
 
 use core::fmt;
 use core::time::Duration;

@@ -15,3 +15,4 @@ mod redis_quota;
 mod redis_verifier;
 mod usage;
 mod verifier;
+mod webhooks;
