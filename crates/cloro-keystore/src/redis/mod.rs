@@ -7,7 +7,8 @@
 //! [`RedisNotifier`] with its listener
 //! ([`ChangeNotifier`](crate::ChangeNotifier), `invalidation`), and the
 //! [`RedisIdempotencyStore`] ([`IdempotencyStore`](crate::IdempotencyStore),
-//! `idempotency`). They share
+//! `idempotency`), and the [`WebhookStore`](crate::WebhookStore) of the
+//! store (`webhooks`: endpoints, outbox and deliveries). They share
 //! one [`RedisConnection`] over a single Redis or a Redis Cluster
 //! (`connection`: the command timeout, the retry on a dropped connection)
 //! and one way to show where it points without its password (`target`).
@@ -19,6 +20,7 @@ mod ledger;
 mod limiter;
 mod store;
 mod target;
+mod webhooks;
 
 pub use connection::{RedisConnection, RedisOptions};
 pub use idempotency::RedisIdempotencyStore;

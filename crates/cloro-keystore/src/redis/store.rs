@@ -75,6 +75,7 @@ use futures_util::{StreamExt, stream};
 use jiff::Timestamp;
 
 use super::connection::{LuaScript, RedisConnection, RedisOptions};
+use crate::store::OutboxEvent;
 use crate::store::{
     AccountRecord, Cursor, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage, Page, PageRequest,
     StoreError, USAGE_DEDUP_WINDOW, UsageBatch,
@@ -91,17 +92,20 @@ const MAX_LIST_BATCH: usize = 256;
 
 /// Checks every version and writes all or nothing, in the account slot.
 ///
-/// `KEYS[1]` key index, `KEYS[2]` audit, `KEYS[2 + i]` record `i`.
-/// `ARGV[1]` the number of writes `n`; per write `i` (from 1) at `3i - 1`:
-/// the expected version (`""` when the record must not exist), the record
-/// JSON and its index member; then audit members to the end.
+/// `KEYS[1]` key index, `KEYS[2]` audit, `KEYS[3]` the outbox, `KEYS[4]`
+/// its events, `KEYS[4 + i]` record `i`. `ARGV[1]` the number of writes
+/// `n`; per write `i` (from 1) at `3i - 1`: the expected version (`""`
+/// when the record must not exist), the record JSON and its index member;
+/// then per audit event to the end, in threes: its audit member, its
+/// outbox position and its outbox event's JSON (SPEC §12: the event is
+/// written with the change).
 /// Returns 1 (written), 0 (a version check failed, nothing written) or -1
 /// (a write would move a record in the index, which records never do).
 const COMMIT_LUA: &str = r"
 local n = tonumber(ARGV[1])
 for i = 1, n do
   local expected = ARGV[3 * i - 1]
-  local current = redis.call('GET', KEYS[2 + i])
+  local current = redis.call('GET', KEYS[4 + i])
   if expected == '' then
     if current then return 0 end
   else
@@ -115,11 +119,13 @@ for i = 1, n do
   end
 end
 for i = 1, n do
-  redis.call('SET', KEYS[2 + i], ARGV[3 * i])
+  redis.call('SET', KEYS[4 + i], ARGV[3 * i])
   redis.call('ZADD', KEYS[1], 0, ARGV[3 * i + 1])
 end
-for j = 3 * n + 2, #ARGV do
+for j = 3 * n + 2, #ARGV, 3 do
   redis.call('ZADD', KEYS[2], 0, ARGV[j])
+  redis.call('ZADD', KEYS[3], 0, ARGV[j + 1])
+  redis.call('HSET', KEYS[4], ARGV[j + 1], ARGV[j + 2])
 end
 return 1
 ";
@@ -411,6 +417,11 @@ impl KeyStore for RedisStore {
         for event in &batch.audit {
             audit.push(audit_member(event, &batch.account_id)?);
         }
+        let written: Vec<&KeyRecord> = batch.writes.iter().map(|w| &w.record).collect();
+        let outbox = OutboxEvent::of_commit(&batch.audit, &written)?
+            .iter()
+            .map(outbox_entry)
+            .collect::<Result<Vec<_>, _>>()?;
         self.connection
             .bounded(async {
                 let new_records: Vec<&KeyRecord> = batch
@@ -420,8 +431,16 @@ impl KeyStore for RedisStore {
                     .map(|w| &w.record)
                     .collect();
                 self.claim_indexes(&batch.account_id, &new_records).await?;
+                if !outbox.is_empty() {
+                    self.note_outbox(&batch.account_id).await?;
+                }
 
-                let mut keys = vec![slot.keys(), slot.audit()];
+                let mut keys = vec![
+                    slot.keys(),
+                    slot.audit(),
+                    slot.outbox(),
+                    slot.outbox_events(),
+                ];
                 let mut args = vec![batch.writes.len().to_string()];
                 for (write, json) in batch.writes.iter().zip(&records) {
                     keys.push(slot.record(write.record.id.as_str()));
@@ -433,7 +452,11 @@ impl KeyStore for RedisStore {
                     args.push(json.clone());
                     args.push(position(write.record.created_at, write.record.id.as_str()));
                 }
-                args.extend(audit.iter().cloned());
+                for (member, (position, json)) in audit.iter().zip(&outbox) {
+                    args.push(member.clone());
+                    args.push(position.clone());
+                    args.push(json.clone());
+                }
                 // Sent once: run twice, the second run would find its own
                 // versions and answer a conflict.
                 let outcome: i64 = self
@@ -507,10 +530,13 @@ impl KeyStore for RedisStore {
         event: AuditEvent,
     ) -> Result<(), StoreError> {
         let member = audit_member(&event, account)?;
+        let (position, json) = outbox_entry(&OutboxEvent::of_audit(&event, None)?)?;
         self.connection
             .bounded(async {
                 let slot = AccountSlot::new(account);
-                // MULTI/EXEC: the plan and its audit event land together.
+                self.note_outbox(account).await?;
+                // MULTI/EXEC: the plan, its audit event and its outbox
+                // event land together.
                 let mut pipe = redis::pipe();
                 pipe.atomic();
                 pipe.cmd("SET").arg(slot.plan()).arg(plan.as_str()).ignore();
@@ -518,6 +544,16 @@ impl KeyStore for RedisStore {
                     .arg(slot.audit())
                     .arg(0)
                     .arg(member)
+                    .ignore();
+                pipe.cmd("ZADD")
+                    .arg(slot.outbox())
+                    .arg(0)
+                    .arg(&position)
+                    .ignore();
+                pipe.cmd("HSET")
+                    .arg(slot.outbox_events())
+                    .arg(&position)
+                    .arg(json)
                     .ignore();
                 self.connection.query::<()>(&pipe).await
             })
@@ -653,12 +689,12 @@ impl RedisStore {
 }
 
 /// The keys of one account, all in its hash slot.
-struct AccountSlot {
+pub(super) struct AccountSlot {
     tag: String,
 }
 
 impl AccountSlot {
-    fn new(account: &AccountId) -> Self {
+    pub(super) fn new(account: &AccountId) -> Self {
         AccountSlot {
             tag: format!("cloro:{{a:{account}}}"),
         }
@@ -687,6 +723,22 @@ impl AccountSlot {
     fn usage_applied(&self, node_id: u64) -> String {
         format!("{}:usage_applied:{node_id:016x}", self.tag)
     }
+
+    pub(super) fn outbox(&self) -> String {
+        format!("{}:outbox", self.tag)
+    }
+
+    pub(super) fn outbox_events(&self) -> String {
+        format!("{}:outbox_events", self.tag)
+    }
+}
+
+/// An outbox event as the account slot keeps it: its position (the
+/// member of `outbox`, the field of `outbox_events`) and its JSON.
+fn outbox_entry(event: &OutboxEvent) -> Result<(String, String), StoreError> {
+    let json = serde_json::to_string(event)
+        .map_err(|error| StoreError::corrupt("cannot encode an outbox event").caused_by(error))?;
+    Ok((position(event.at, &event.id), json))
 }
 
 fn hash_index_key(hash: &KeyHash) -> String {
@@ -728,7 +780,7 @@ fn decode_time(text: &str) -> Result<Timestamp, StoreError> {
 }
 
 /// An index member: time then id, so text order is `(time, id)` order.
-fn position(at: Timestamp, id: &str) -> String {
+pub(super) fn position(at: Timestamp, id: &str) -> String {
     format!("{}.{id}", encode_time(at))
 }
 

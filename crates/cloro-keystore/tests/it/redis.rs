@@ -59,6 +59,12 @@ async fn redis_store_keeps_the_contract() {
 }
 
 #[tokio::test]
+async fn redis_keeps_the_webhook_contract() {
+    let server = RedisServer::start();
+    crate::webhooks::run_webhook_contract(|| connect(&server, patient())).await;
+}
+
+#[tokio::test]
 async fn redis_keeps_the_idempotency_contract() {
     let server = RedisServer::start();
     crate::idempotency::run_idempotency_contract(|| {

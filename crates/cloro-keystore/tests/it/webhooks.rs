@@ -23,12 +23,31 @@ where
     S: KeyStore + WebhookStore,
     F: Fn() -> Arc<S>,
 {
-    every_change_is_in_the_outbox_with_its_key(make()).await;
-    a_failed_commit_queues_nothing(make()).await;
-    a_claim_hides_an_event_for_the_lease(make()).await;
-    fan_out_is_idempotent_and_empties_the_outbox(make()).await;
-    due_claims_and_attempts_reschedule(make()).await;
-    endpoints_are_listed_newest_first_and_removed_with_their_deliveries(make()).await;
+    every_change_is_in_the_outbox_with_its_key(drained(make()).await).await;
+    a_failed_commit_queues_nothing(drained(make()).await).await;
+    a_claim_hides_an_event_for_the_lease(drained(make()).await).await;
+    fan_out_is_idempotent_and_empties_the_outbox(drained(make()).await).await;
+    due_claims_and_attempts_reschedule(drained(make()).await).await;
+    endpoints_are_listed_newest_first_and_removed_with_their_deliveries(drained(make()).await)
+        .await;
+}
+
+/// `store` with nothing left in its outbox or due from earlier checks (the
+/// Redis stores of one server share everything).
+async fn drained<S: KeyStore + WebhookStore>(store: Arc<S>) -> Arc<S> {
+    let far = t(1_000_000_000);
+    for event in store.outbox(far, usize::MAX).await.unwrap() {
+        store.fan_out(&event, &[], far).await.unwrap();
+    }
+    for mut delivery in store.due(far, usize::MAX).await.unwrap() {
+        delivery.status = DeliveryStatus::Delivered;
+        delivery.next_attempt_at = None;
+        store.record_attempt(&delivery).await.unwrap();
+    }
+    for webhook in store.webhooks().await.unwrap() {
+        store.remove_webhook(&webhook.info.id).await.unwrap();
+    }
+    store
 }
 
 fn page(limit: usize) -> PageRequest {
