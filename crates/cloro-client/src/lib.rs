@@ -39,6 +39,7 @@ mod idempotency;
 mod response;
 mod retry;
 mod transport;
+pub mod webhooks;
 
 pub use admin::{
     AdminClient, AuditQuery, CreatedKey, KeyListQuery, LeakedKey, MAX_PAGES, Page, Pager,
