@@ -110,6 +110,14 @@ pub struct Flags {
     /// Memory for the embedded store's page cache [default: 64MiB].
     #[arg(long, env = "CLORO_STORE_CACHE_SIZE", value_parser = byte_size)]
     pub store_cache_size: Option<u64>,
+    /// The 32-byte key that seals webhook secrets at rest; made if missing.
+    /// Nodes sharing a Redis need the same file [default: <data-dir>/webhook-key].
+    #[arg(long, env = "CLORO_WEBHOOK_KEY_FILE")]
+    pub webhook_key_file: Option<PathBuf>,
+    /// Let webhooks go to loopback, private and link-local addresses
+    /// (tests, or receivers on a private network you trust).
+    #[arg(long, env = "CLORO_ALLOW_PRIVATE_WEBHOOKS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_private_webhooks: Option<bool>,
     /// TOML configuration file.
     #[arg(long, env = "CLORO_CONFIG")]
     pub config: Option<PathBuf>,
@@ -177,6 +185,8 @@ struct FileConfig {
     route_costs: BTreeMap<String, u64>,
     #[serde(default)]
     secret_scanning: SecretScanningFile,
+    webhook_key_file: Option<PathBuf>,
+    allow_private_webhooks: Option<bool>,
 }
 
 /// `[secret_scanning]`: what a leak report does, and each partner's keys.
@@ -352,6 +362,17 @@ pub struct Settings {
     pub route_costs: RouteCosts,
     /// Secret-scanning partners (SPEC §12).
     pub secret_scanning: SecretScanningSettings,
+    /// Webhook delivery (SPEC §12).
+    pub webhooks: WebhookSettings,
+}
+
+/// Webhook delivery (SPEC §12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// The file of the key that seals endpoint secrets.
+    pub key_file: PathBuf,
+    /// Whether deliveries may go to private addresses.
+    pub allow_private: bool,
 }
 
 /// How long connections may take and how many may be open (SPEC §9).
@@ -592,6 +613,10 @@ impl Settings {
                 None => verifier.max_failed_auth,
             },
         };
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| "./cloro-data".into());
         let redis_url = flags.redis_url.or(file.redis_url);
         let redis_cluster = flags.redis_cluster.or(file.redis_cluster).unwrap_or(false);
         let store = match redis_url {
@@ -605,12 +630,17 @@ impl Settings {
                     "needs --redis-url with the seed nodes",
                 ));
             }
-            None => StoreChoice::Embedded(
-                flags
-                    .data_dir
-                    .or(file.data_dir)
-                    .unwrap_or_else(|| "./cloro-data".into()),
-            ),
+            None => StoreChoice::Embedded(data_dir.clone()),
+        };
+        let webhooks = WebhookSettings {
+            key_file: flags
+                .webhook_key_file
+                .or(file.webhook_key_file)
+                .unwrap_or_else(|| data_dir.join("webhook-key")),
+            allow_private: flags
+                .allow_private_webhooks
+                .or(file.allow_private_webhooks)
+                .unwrap_or(false),
         };
         let upstream = flags
             .upstream
@@ -669,6 +699,7 @@ impl Settings {
             route_scopes,
             route_costs,
             secret_scanning,
+            webhooks,
         })
     }
 }
@@ -866,6 +897,40 @@ mod tests {
         assert_eq!(settings.failed_auth_ipv6_prefix, 64);
         assert_eq!(settings.memory.unknown_keys, 16 << 20);
         assert_eq!(settings.memory.store_cache, 64 << 20);
+        assert_eq!(
+            settings.webhooks,
+            WebhookSettings {
+                key_file: "./cloro-data/webhook-key".into(),
+                allow_private: false,
+            }
+        );
+    }
+
+    #[test]
+    fn webhook_settings_from_flags_and_file() {
+        let from_file = Settings::from_toml(
+            flags(&["--data-dir", "/srv/cloro"]),
+            "allow_private_webhooks = true",
+        )
+        .unwrap();
+        assert_eq!(
+            from_file.webhooks,
+            WebhookSettings {
+                key_file: "/srv/cloro/webhook-key".into(),
+                allow_private: true,
+            }
+        );
+        let from_flags = Settings::from_toml(
+            flags(&[
+                "--webhook-key-file",
+                "/etc/cloro/wk",
+                "--allow-private-webhooks",
+            ]),
+            "allow_private_webhooks = false",
+        )
+        .unwrap();
+        assert_eq!(from_flags.webhooks.key_file, PathBuf::from("/etc/cloro/wk"));
+        assert!(from_flags.webhooks.allow_private, "a flag beats the file");
     }
 
     #[test]

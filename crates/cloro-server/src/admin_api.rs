@@ -44,10 +44,10 @@ const MAX_LIMIT: usize = 100;
 
 /// An error answer, boxed: it is large and every handler returns one on
 /// its `Err` side.
-type Refusal = Box<ApiError>;
+pub(crate) type Refusal = Box<ApiError>;
 
 /// `INVALID_REQUEST` naming `field`.
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Refusal {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Refusal {
     Box::new(ApiError::invalid_field(field, message))
 }
 
@@ -167,6 +167,14 @@ where
             .into())
         }
         AdminRoute::CreateKey => create_key(app, parse_body(&read_body(body).await?)?, now).await,
+        AdminRoute::CreateWebhook
+        | AdminRoute::ListWebhooks
+        | AdminRoute::GetWebhook
+        | AdminRoute::DeleteWebhook
+        | AdminRoute::WebhookDeliveries => {
+            let body = read_body(body).await?;
+            crate::webhooks::answer(app.webhooks(), route, id, query, body, now).await
+        }
         AdminRoute::ListKeys => list_keys(app, query, now).await,
         AdminRoute::GetKey => {
             no_query(query)?;
@@ -471,6 +479,12 @@ fn parse_account_id(text: &str) -> Result<AccountId, Refusal> {
 
 /// The SPEC §4 answer for an admin action that failed. Store and internal
 /// failures are logged in full and answered with a generic message.
+/// A store failure of a route that does not go through `KeyAdmin`,
+/// answered as the same failure of one that does.
+pub(crate) fn store_refusal(error: cloro_keystore::StoreError) -> Refusal {
+    admin_error(AdminError::from(error))
+}
+
 fn admin_error(error: AdminError) -> Refusal {
     Box::new(match error.code() {
         ErrorCode::InvalidRequest => match &error {
@@ -526,7 +540,7 @@ where
 
 /// A required JSON body. `details.field` names the field at fault, as a
 /// path such as `rate_limit.requests` or `scopes[1]`.
-fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
+pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
     // Without this, `{"name":"a"} trailing` would pass.
@@ -578,19 +592,19 @@ fn quoted_field(message: &str) -> Option<&str> {
 
 /// Routes without query parameters refuse any, as bodies refuse unknown
 /// fields: a misspelt parameter must not be silently ignored.
-fn no_query(query: Option<&str>) -> Result<(), Refusal> {
+pub(crate) fn no_query(query: Option<&str>) -> Result<(), Refusal> {
     Query::parse(query, &[]).map(|_| ())
 }
 
 /// A percent-decoded query string with only the parameters a route takes,
 /// each at most once.
 #[derive(Debug)]
-struct Query {
+pub(crate) struct Query {
     pairs: Vec<(String, String)>,
 }
 
 impl Query {
-    fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, Refusal> {
+    pub(crate) fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, Refusal> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -622,7 +636,7 @@ impl Query {
         Ok(Query { pairs })
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()
             .find(|(key, _)| key == name)
@@ -641,7 +655,7 @@ impl Query {
     }
 
     /// `limit`: 1 to [`MAX_LIMIT`], default [`DEFAULT_LIMIT`].
-    fn limit(&self) -> Result<usize, Refusal> {
+    pub(crate) fn limit(&self) -> Result<usize, Refusal> {
         let Some(text) = self.get("limit") else {
             return Ok(DEFAULT_LIMIT);
         };

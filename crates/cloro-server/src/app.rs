@@ -2,6 +2,7 @@
 //! tokens) and the router that sends each request to its handler.
 
 use crate::secret_scanning::{KeySource, PartnerKeys, SecretScanning};
+use crate::webhooks::{SealingKeyError, Webhooks, Worker, WorkerHandle};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use cloro_keystore::{
     RedisOptions, RedisRateLimiter, RedisStore, SharedRateLimiter, StoreError, Verifier,
     VerifierConfig, spawn_cluster_invalidation_listener, spawn_invalidation_listener,
 };
-use cloro_keystore::{IdempotencyStore, RedisIdempotencyStore};
+use cloro_keystore::{IdempotencyStore, RedisIdempotencyStore, WebhookStore};
 use cloro_keystore::{LogLimit, mask_url, mask_url_list};
 use http::{Request, Response, StatusCode};
 use tracing::Instrument;
@@ -49,6 +50,8 @@ pub struct App {
     openapi: bytes::Bytes,
     /// Secret-scanning partners' keys and the leaked-key action.
     secret_scanning: SecretScanning,
+    /// Webhook endpoints and their deliveries (SPEC §12).
+    webhooks: Arc<Webhooks>,
 }
 
 /// Tasks the server runs beside requests; dropping this stops them. (The
@@ -56,6 +59,7 @@ pub struct App {
 #[derive(Debug)]
 pub struct Background {
     _listener: Option<InvalidationListener>,
+    _webhook_worker: WorkerHandle,
 }
 
 /// The store the settings chose, and what a shared store adds.
@@ -67,6 +71,7 @@ struct Backend {
     counters: Option<Arc<dyn CounterStore>>,
     redis: Option<RedisBackend>,
     idempotency: Arc<dyn IdempotencyStore>,
+    webhooks: Arc<dyn WebhookStore>,
 }
 
 /// What Redis mode's invalidations need: the store to publish through,
@@ -93,7 +98,8 @@ impl Backend {
                     shared_limiter: None,
                     counters: Some(store.clone()),
                     redis: None,
-                    idempotency: store,
+                    idempotency: store.clone(),
+                    webhooks: store,
                 })
             }
             StoreChoice::Redis { url, cluster } => {
@@ -108,6 +114,7 @@ impl Backend {
                 };
                 Ok(Backend {
                     store: store.clone(),
+                    webhooks: store.clone(),
                     idempotency: Arc::new(RedisIdempotencyStore::new(store.connection())),
                     shared_limiter: Some(Arc::new(RedisRateLimiter::new(store.connection()))),
                     counters: None,
@@ -132,6 +139,9 @@ pub enum StartError {
     /// The store cannot be opened.
     #[error("cannot open the key store: {0}")]
     Store(#[from] StoreError),
+    /// The webhook key file cannot be used.
+    #[error(transparent)]
+    WebhookKey(#[from] SealingKeyError),
     /// The route table has conflicting paths (a bug: its tests catch it).
     #[error("the route table is inconsistent: {0}")]
     Routes(String),
@@ -198,7 +208,13 @@ impl App {
             counters,
             redis,
             idempotency,
+            webhooks,
         } = Backend::open(&settings)?;
+        let webhooks = Arc::new(Webhooks::open(
+            webhooks,
+            &settings.webhooks.key_file,
+            settings.webhooks.allow_private,
+        )?);
         // Quotas and credits (SPEC §11): in Redis beside the rate limits, or
         // in this process, written to the embedded store every second.
         let ledger: Arc<dyn Ledger> = match (&redis, counters) {
@@ -251,7 +267,9 @@ impl App {
             github: Some(partner_keys(&settings.secret_scanning.github)),
             gitlab: settings.secret_scanning.gitlab.as_ref().map(partner_keys),
         };
+        let webhook_worker = Worker::new(&webhooks, clock.clone()).spawn();
         let app = Arc::new(App {
+            webhooks,
             secret_scanning,
             settings,
             guard,
@@ -269,6 +287,7 @@ impl App {
             app,
             Background {
                 _listener: listener,
+                _webhook_worker: webhook_worker,
             },
         ))
     }
@@ -291,6 +310,11 @@ impl App {
     /// The admin side of the store.
     pub fn admin(&self) -> &KeyAdmin {
         &self.admin
+    }
+
+    /// Webhook endpoints and deliveries (SPEC §12).
+    pub(crate) fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
     }
 
     /// Secret-scanning partners (SPEC §12).

@@ -17,9 +17,11 @@ mod gateway;
 mod held_body;
 mod idempotency;
 mod metrics;
+mod outbound;
 pub mod routes;
 pub mod secret_scanning;
 mod serve;
+mod webhooks;
 
 /// The server's settings: the `cloro-config` crate, which reads them.
 pub use cloro_config as config;
@@ -28,6 +30,7 @@ pub use admin_token::{AdminToken, AdminTokenError, MIN_ADMIN_TOKEN_LEN};
 pub use app::{App, Background, StartError};
 pub use body_timeout::BodyTimeout;
 pub use serve::{TlsError, serve, shutdown_signal, tls_acceptor};
+pub use webhooks::SealingKeyError;
 
 /// Everything that can stop the server from starting.
 #[derive(Debug, thiserror::Error)]

@@ -64,6 +64,16 @@ pub(crate) enum AdminRoute {
     SetAccountPlan,
     /// `GET /admin/v1/accounts/{account_id}/quota`.
     AccountQuota,
+    /// `POST /admin/v1/webhooks`.
+    CreateWebhook,
+    /// `GET /admin/v1/webhooks`.
+    ListWebhooks,
+    /// `GET /admin/v1/webhooks/{id}`.
+    GetWebhook,
+    /// `DELETE /admin/v1/webhooks/{id}`.
+    DeleteWebhook,
+    /// `GET /admin/v1/webhooks/{id}/deliveries`.
+    WebhookDeliveries,
     /// Any other path under `/admin`: 404, but only after the token check,
     /// so that without the token nobody learns which admin paths exist.
     Unknown,
@@ -254,6 +264,30 @@ pub const ROUTES: &[Route] = &[
     Route {
         path: "/admin/v1/accounts/{account_id}/quota",
         methods: Methods::Each(&[(Method::GET, admin(AdminRoute::AccountQuota))]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
+        path: "/admin/v1/webhooks",
+        methods: Methods::Each(&[
+            (Method::GET, admin(AdminRoute::ListWebhooks)),
+            (Method::POST, admin(AdminRoute::CreateWebhook)),
+        ]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
+        path: "/admin/v1/webhooks/{id}",
+        methods: Methods::Each(&[
+            (Method::GET, admin(AdminRoute::GetWebhook)),
+            (Method::DELETE, admin(AdminRoute::DeleteWebhook)),
+        ]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
+        path: "/admin/v1/webhooks/{id}/deliveries",
+        methods: Methods::Each(&[(Method::GET, admin(AdminRoute::WebhookDeliveries))]),
         documented: true,
         label: RouteLabel::Admin,
     },

@@ -184,18 +184,7 @@ pub(crate) fn p256_point(pem: &str) -> Option<Arc<[u8]>> {
 }
 
 fn https_client() -> HttpsClient {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|config| config.with_root_certificates(roots).with_no_client_auth())
-        // The ring provider supports the default versions; this cannot fail.
-        .unwrap_or_else(|_| {
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
+    let tls = crate::outbound::tls_config();
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_connect_timeout(Some(FETCH_TIMEOUT));

@@ -22,3 +22,4 @@ mod quota;
 mod spec_rules;
 mod support;
 mod tls;
+mod webhooks;

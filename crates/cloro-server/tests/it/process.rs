@@ -19,14 +19,14 @@ use tokio::process::{Child, Command};
 use crate::support::ADMIN_TOKEN;
 
 /// A running server process and the port it listens on.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     port: u16,
 }
 
-struct Reply {
-    status: StatusCode,
-    body: serde_json::Value,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) body: serde_json::Value,
 }
 
 fn free_port() -> u16 {
@@ -41,7 +41,11 @@ impl ServerProcess {
     /// Starts the binary on the embedded store in `data_dir`; with
     /// `admin_token` unset it generates its own. Returns once `/readyz`
     /// answers 200.
-    async fn start(data_dir: &Path, admin_token: Option<&str>, extra: &[&str]) -> ServerProcess {
+    pub(crate) async fn start(
+        data_dir: &Path,
+        admin_token: Option<&str>,
+        extra: &[&str],
+    ) -> ServerProcess {
         let server = ServerProcess::spawn(data_dir, admin_token, extra);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -134,11 +138,11 @@ impl ServerProcess {
         })
     }
 
-    async fn admin(&self, method: Method, path: &str, token: &str, body: &str) -> Reply {
+    pub(crate) async fn admin(&self, method: Method, path: &str, token: &str, body: &str) -> Reply {
         self.request(method, path, Some(token), body).await.unwrap()
     }
 
-    async fn create_key(&self, token: &str) -> (String, String) {
+    pub(crate) async fn create_key(&self, token: &str) -> (String, String) {
         let reply = self
             .admin(
                 Method::POST,
@@ -162,7 +166,7 @@ impl ServerProcess {
 
     /// Reads the child's output as it comes, so a chatty run never fills
     /// the pipe and blocks the server on a log write.
-    fn drain_output(&mut self) {
+    pub(crate) fn drain_output(&mut self) {
         if let Some(mut stdout) = self.child.stdout.take() {
             tokio::spawn(async move { tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await });
         }
@@ -171,7 +175,7 @@ impl ServerProcess {
         }
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();
         let status = std::process::Command::new("kill")
             .args([&format!("-{name}"), &pid])
@@ -181,7 +185,7 @@ impl ServerProcess {
     }
 
     /// Waits for exit; returns whether it exited 0, and everything it printed.
-    async fn wait_with_output(mut self) -> (bool, String) {
+    pub(crate) async fn wait_with_output(mut self) -> (bool, String) {
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .unwrap()
