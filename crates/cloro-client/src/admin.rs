@@ -22,6 +22,8 @@
 //! the page just read, or a list longer than [`MAX_PAGES`], ends in an
 //! error instead of a loop that never ends (SPEC §9).
 
+mod webhooks;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;

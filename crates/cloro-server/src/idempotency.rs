@@ -17,9 +17,10 @@
 //! first still runs, is 409 `IDEMPOTENCY_KEY_REUSED`. Time comes from the
 //! verifier's clock, so tests move it past the window.
 //!
-//! The plaintext key of a create or rotate answer exists once (SPEC §6):
-//! its top-level `key` is set to `null` before the answer is stored, so a
-//! replay carries `"key": null` and nothing secret is ever at rest.
+//! The plaintext key of a create or rotate answer, and a new webhook's
+//! secret, exist once (SPEC §6, §12): the top-level `key` and `secret` are
+//! set to `null` before the answer is stored, so a replay carries `null`
+//! there and nothing secret is ever at rest.
 
 use bytes::Bytes;
 use cloro_auth_core::ErrorCode;
@@ -198,14 +199,24 @@ fn remembered(status: StatusCode) -> bool {
         && status != StatusCode::TOO_MANY_REQUESTS
 }
 
-/// The body as stored: a top-level `key` string (the plaintext of a create
-/// or rotate) becomes `null`; anything else is kept byte for byte.
+/// The top-level fields that hold a secret shown once: `key` (the
+/// plaintext of a key create or rotate) and `secret` (a webhook's).
+const SHOWN_ONCE: [&str; 2] = ["key", "secret"];
+
+/// The body as stored: a top-level `key` or `secret` string becomes
+/// `null`; anything else is kept byte for byte.
 fn without_secret(body: &[u8]) -> String {
     if let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(body)
-        && object.get("key").is_some_and(serde_json::Value::is_string)
+        && SHOWN_ONCE
+            .iter()
+            .any(|field| object.get(*field).is_some_and(serde_json::Value::is_string))
     {
-        object.insert("key".to_owned(), serde_json::Value::Null);
-        // Failing is unreachable for a map just parsed; never store the key.
+        for field in SHOWN_ONCE {
+            if object.get(field).is_some_and(serde_json::Value::is_string) {
+                object.insert(field.to_owned(), serde_json::Value::Null);
+            }
+        }
+        // Failing is unreachable for a map just parsed; never store a secret.
         return serde_json::to_string(&object).unwrap_or_else(|_| "{\"key\":null}".to_owned());
     }
     String::from_utf8_lossy(body).into_owned()
@@ -303,5 +314,9 @@ mod tests {
         assert_eq!(without_secret(info).as_bytes(), info);
         let error = br#"{"error":{"code":"INVALID_REQUEST"}}"#;
         assert_eq!(without_secret(error).as_bytes(), error);
+        let webhook = br#"{"webhook":{"id":"wh_1"},"secret":"whsec_c2VjcmV0"}"#;
+        let stored: serde_json::Value = serde_json::from_str(&without_secret(webhook)).unwrap();
+        assert_eq!(stored["secret"], serde_json::Value::Null);
+        assert_eq!(stored["webhook"]["id"], "wh_1");
     }
 }

@@ -139,8 +139,10 @@ pub struct WebhookInfo {
 pub struct CreateWebhookResponse {
     /// The endpoint.
     pub webhook: WebhookInfo,
-    /// `whsec_…`: signs every delivery; shown here and never again.
-    pub secret: String,
+    /// `whsec_…`: signs every delivery; shown here and never again, so
+    /// `None` (`null`) in a replay of the request under its
+    /// `Idempotency-Key`.
+    pub secret: Option<String>,
 }
 
 impl fmt::Debug for CreateWebhookResponse {

@@ -12,7 +12,7 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use cloro_auth_core::wire::{
-    AppliesTo, KeyPurpose, MAX_QUOTA_COUNT, QuotaPeriod, QuotaPolicy, Refill,
+    AppliesTo, KeyPurpose, MAX_QUOTA_COUNT, QuotaPeriod, QuotaPolicy, Refill, WebhookEventType,
 };
 use cloro_auth_core::{AccountId, Environment, KeyId, PlanName, Scope, parse_duration, parse_rate};
 
@@ -62,6 +62,61 @@ pub enum Command {
     /// Show an account or change its plan (admin token).
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Register, list and delete webhook endpoints, and see their
+    /// deliveries (admin token).
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+/// `cloro webhooks …`.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Register an endpoint; prints its signing secret once, on stdout.
+    Create {
+        /// Where deliveries go: https:// (or http://), no user:password@.
+        #[arg(long)]
+        url: String,
+        /// An event it receives, e.g. key.revoked; repeat for more.
+        #[arg(long = "event", required = true, value_parser = event_type)]
+        events: Vec<WebhookEventType>,
+        /// Only this account's events [default: every account's].
+        #[arg(long)]
+        account: Option<AccountId>,
+    },
+    /// List the endpoints, newest first.
+    List,
+    /// Show one endpoint.
+    Show {
+        /// The webhook id, `wh_…`.
+        id: String,
+    },
+    /// Delete an endpoint; nothing more is sent to it.
+    Delete {
+        /// The webhook id, `wh_…`.
+        id: String,
+    },
+    /// List an endpoint's deliveries, newest event first.
+    Deliveries {
+        /// The webhook id, `wh_…`.
+        id: String,
+        /// At most this many (1 to 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+/// An event name as the API spells it (`key.revoked`).
+fn event_type(text: &str) -> Result<WebhookEventType, String> {
+    WebhookEventType::ALL
+        .into_iter()
+        .find(|event| event.as_str() == text)
+        .ok_or_else(|| {
+            let names: Vec<&str> = WebhookEventType::ALL.iter().map(|e| e.as_str()).collect();
+            format!("not an event; one of {}", names.join(", "))
+        })
 }
 
 /// `cloro keys …`.

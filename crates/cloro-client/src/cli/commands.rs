@@ -6,15 +6,15 @@ use std::io::Write;
 use std::time::Duration;
 
 use cloro_auth_core::wire::{
-    AppliesTo, CreateKeyRequest, ListAuditResponse, ListKeysResponse, Patch, QuotaPolicy,
-    RateLimitPolicy, RotateKeyRequest, UpdateKeyRequest,
+    AppliesTo, CreateKeyRequest, CreateWebhookRequest, ListAuditResponse, ListKeysResponse, Patch,
+    QuotaPolicy, RateLimitPolicy, RotateKeyRequest, UpdateKeyRequest,
 };
 use jiff::Timestamp;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::args::{
     AccountsCommand, AuditArgs, Cli, Command, CreateArgs, CreditsArgs, KeysCommand, ListArgs,
-    RevokeLeakedArgs, RotateArgs, UpdateArgs,
+    RevokeLeakedArgs, RotateArgs, UpdateArgs, WebhooksCommand,
 };
 use super::output::Out;
 use super::{Failure, Input};
@@ -66,6 +66,42 @@ pub(crate) async fn execute(
         Command::Accounts(AccountsCommand::SetPlan { account, plan }) => {
             let info = builder.build_admin()?.set_plan(&account, plan).await?;
             out.account(info.value())?;
+        }
+        Command::Webhooks(command) => webhooks(command, &builder.build_admin()?, &mut out).await?,
+    }
+    Ok(())
+}
+
+async fn webhooks(
+    command: WebhooksCommand,
+    admin: &AdminClient,
+    out: &mut Out<'_>,
+) -> Result<(), Failure> {
+    match command {
+        WebhooksCommand::Create {
+            url,
+            events,
+            account,
+        } => {
+            let request = CreateWebhookRequest {
+                url,
+                events,
+                account_id: account,
+            };
+            let created = admin.create_webhook(&request).await?;
+            out.webhook_created(created.value())?;
+        }
+        WebhooksCommand::List => out.webhooks(admin.webhooks().await?.value())?,
+        WebhooksCommand::Show { id } => out.webhook(admin.webhook(&id).await?.value())?,
+        WebhooksCommand::Delete { id } => {
+            admin.delete_webhook(&id).await?;
+            out.note(&format!("deleted webhook {id}"))?;
+        }
+        WebhooksCommand::Deliveries { id, limit, cursor } => {
+            let page = admin
+                .webhook_deliveries(&id, limit, cursor.as_deref())
+                .await?;
+            out.deliveries(page.value())?;
         }
     }
     Ok(())

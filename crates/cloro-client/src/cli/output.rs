@@ -13,6 +13,9 @@ use cloro_auth_core::wire::{
     AccountInfo, AccountQuotaResponse, AppliesTo, KeyInfo, ListAuditResponse, ListKeysResponse,
     PlansResponse, QuotaPolicy, RateLimitPolicy, Refill, RevokeLeakedResponse,
 };
+use cloro_auth_core::wire::{
+    CreateWebhookResponse, ListDeliveriesResponse, ListWebhooksResponse, WebhookInfo,
+};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
@@ -344,6 +347,82 @@ impl<'a> Out<'a> {
 
     /// A line for the person typing on stderr, in JSON mode too: it says
     /// how to end the input, which scripts never see (they pipe it in).
+    /// A new endpoint: its secret alone on stdout (or in the JSON), the
+    /// rest on stderr, as for a new key.
+    pub(crate) fn webhook_created(&mut self, created: &CreateWebhookResponse) -> io::Result<()> {
+        if self.json {
+            self.print_json(created)?;
+        } else if let Some(secret) = &created.secret {
+            writeln!(self.out, "{secret}")?;
+        }
+        let info = &created.webhook;
+        writeln!(
+            self.err,
+            "created webhook {} for {} ({})",
+            info.id,
+            info.account_id
+                .map_or_else(|| "every account".to_owned(), |a| format!("account {a}")),
+            join(info.events.iter().map(|e| e.as_str().to_owned()))
+        )?;
+        match created.secret {
+            Some(_) => writeln!(
+                self.err,
+                "that is its signing secret (whsec_…): store it now, it is not shown again"
+            ),
+            None => writeln!(
+                self.err,
+                "a replay: the secret was shown only the first time; delete this webhook and create it again for a usable one"
+            ),
+        }
+    }
+
+    pub(crate) fn webhooks(&mut self, answer: &ListWebhooksResponse) -> io::Result<()> {
+        if self.json {
+            return self.print_json(answer);
+        }
+        let mut table = Table::new(&["ID", "URL", "EVENTS", "ACCOUNT", "CREATED"]);
+        for hook in &answer.webhooks {
+            table.row(webhook_row(hook));
+        }
+        table.write(self.out)
+    }
+
+    pub(crate) fn webhook(&mut self, hook: &WebhookInfo) -> io::Result<()> {
+        if self.json {
+            return self.print_json(hook);
+        }
+        let mut table = Table::new(&["ID", "URL", "EVENTS", "ACCOUNT", "CREATED"]);
+        table.row(webhook_row(hook));
+        table.write(self.out)
+    }
+
+    pub(crate) fn deliveries(&mut self, page: &ListDeliveriesResponse) -> io::Result<()> {
+        if self.json {
+            return self.print_json(page);
+        }
+        let mut table = Table::new(&["EVENT", "TYPE", "STATUS", "ATTEMPTS", "LAST", "NEXT TRY"]);
+        for delivery in &page.deliveries {
+            let last = match (delivery.last_status, &delivery.last_error) {
+                (Some(status), _) => status.to_string(),
+                (None, Some(error)) => error.clone(),
+                (None, None) => "-".to_owned(),
+            };
+            table.row(vec![
+                delivery.event_id.clone(),
+                delivery.event_type.as_str().to_owned(),
+                wire_name(&delivery.status),
+                delivery.attempts.to_string(),
+                last,
+                delivery
+                    .next_attempt_at
+                    .as_ref()
+                    .map_or_else(|| "-".into(), time),
+            ]);
+        }
+        table.write(self.out)?;
+        self.more(page.next_cursor.as_deref())
+    }
+
     pub(crate) fn prompt(&mut self, text: &str) -> io::Result<()> {
         writeln!(self.err, "{text}")
     }
@@ -484,6 +563,17 @@ fn refill(refill: &Refill) -> String {
 }
 
 /// A timestamp to the second, RFC 3339.
+fn webhook_row(hook: &WebhookInfo) -> Vec<String> {
+    vec![
+        hook.id.clone(),
+        hook.url.clone(),
+        join(hook.events.iter().map(|e| e.as_str())),
+        hook.account_id
+            .map_or_else(|| "every account".into(), |a| a.to_string()),
+        time(&hook.created_at),
+    ]
+}
+
 fn time(at: &Timestamp) -> String {
     at.round(jiff::Unit::Second).unwrap_or(*at).to_string()
 }

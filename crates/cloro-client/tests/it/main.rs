@@ -16,3 +16,4 @@ mod retries;
 mod sdk;
 mod support;
 mod tls;
+mod webhooks;

@@ -54,21 +54,26 @@ pub(crate) struct Server {
 impl Server {
     /// Plain HTTP on 127.0.0.1.
     pub(crate) async fn start() -> Server {
-        Self::start_with(None).await
+        Self::start_with(None, "").await
+    }
+
+    /// [`Server::start`] delivering webhooks to loopback receivers too.
+    pub(crate) async fn start_allowing_private_webhooks() -> Server {
+        Self::start_with(None, "allow_private_webhooks = true\n").await
     }
 
     /// HTTPS on 127.0.0.1 with `acceptor`.
     pub(crate) async fn start_tls(acceptor: TlsAcceptor) -> Server {
-        Self::start_with(Some(acceptor)).await
+        Self::start_with(Some(acceptor), "").await
     }
 
-    async fn start_with(tls: Option<TlsAcceptor>) -> Server {
+    async fn start_with(tls: Option<TlsAcceptor>, top_level: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let flags = Flags {
             data_dir: Some(dir.path().to_owned()),
             ..Flags::default()
         };
-        let settings = Settings::from_toml(flags, PLANS).unwrap();
+        let settings = Settings::from_toml(flags, &format!("{top_level}{PLANS}")).unwrap();
         let (app, background) = App::build(settings, Some(ADMIN_TOKEN)).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

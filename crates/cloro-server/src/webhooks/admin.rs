@@ -178,7 +178,7 @@ impl Webhooks {
         tracing::info!(webhook_id = %info.id, events = info.events.len(), "webhook created");
         Ok(CreateWebhookResponse {
             webhook: info,
-            secret: secret.expose().to_string(),
+            secret: Some(secret.expose().to_string()),
         })
     }
 }

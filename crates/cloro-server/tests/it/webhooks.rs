@@ -335,6 +335,42 @@ async fn a_delivery_is_signed_and_retried_until_a_2xx_then_never_again() {
     server.stop().await;
 }
 
+/// A create retried under its `Idempotency-Key` answers the same endpoint,
+/// and never its secret again: the stored answer holds none.
+#[tokio::test]
+async fn a_replayed_create_never_shows_the_secret_again() {
+    let server = TestServer::embedded("").await;
+    let body = r#"{"url": "https://hooks.example.com/in", "events": ["key.created"]}"#;
+    let send = || {
+        server.send(
+            Method::POST,
+            "/admin/v1/webhooks",
+            &[
+                ("authorization", ADMIN),
+                ("content-type", "application/json"),
+                ("idempotency-key", "hook-once-1"),
+            ],
+            body,
+        )
+    };
+    let first = send().await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let secret = first.json()["secret"].as_str().unwrap().to_owned();
+    let again = send().await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json()["webhook"], first.json()["webhook"]);
+    assert_eq!(again.json()["secret"], serde_json::Value::Null);
+    assert!(!String::from_utf8_lossy(&again.body).contains(&secret));
+    let listed = admin(&server, Method::GET, "/admin/v1/webhooks", "").await;
+    assert_eq!(
+        listed.json()["webhooks"].as_array().unwrap().len(),
+        1,
+        "made twice"
+    );
+    server.stop().await;
+}
+
 /// SPEC §12 server-side request forgery: without the flag, no endpoint on
 /// a private address; a name that resolves to one is refused when the
 /// delivery connects. Malformed requests name the field and never echo a
