@@ -10,8 +10,8 @@
 use std::fmt::Debug;
 
 use cloro_auth_core::wire::{
-    CreateKeyRequest, RevokeKeyRequest, RevokeLeakedRequest, RotateKeyRequest, SetPlanRequest,
-    UpdateKeyRequest,
+    CreateKeyRequest, CreateWebhookRequest, RevokeKeyRequest, RevokeLeakedRequest,
+    RotateKeyRequest, SetPlanRequest, UpdateKeyRequest,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
@@ -24,6 +24,7 @@ fuzz_target!(|body: &[u8]| {
     round_trip::<RotateKeyRequest>(body);
     round_trip::<SetPlanRequest>(body);
     round_trip::<RevokeLeakedRequest>(body);
+    round_trip::<CreateWebhookRequest>(body);
 });
 
 /// The server's `parse_body`: the error's path and message are built too,

@@ -24,6 +24,7 @@ const TARGETS: &[&str] = &[
     "admin_bodies",
     "config",
     "leak_report",
+    "webhook_signature",
 ];
 
 /// The toolchain cargo-fuzz is made for. Without a sanitizer it needs no
