@@ -111,7 +111,7 @@ pub struct Flags {
     #[arg(long, env = "CLORO_STORE_CACHE_SIZE", value_parser = byte_size)]
     pub store_cache_size: Option<u64>,
     /// The 32-byte key that seals webhook secrets at rest; made if missing.
-    /// Nodes sharing a Redis need the same file [default: <data-dir>/webhook-key].
+    /// Nodes sharing a Redis need the same file [default: DATA_DIR/webhook-key].
     #[arg(long, env = "CLORO_WEBHOOK_KEY_FILE")]
     pub webhook_key_file: Option<PathBuf>,
     /// Let webhooks go to loopback, private and link-local addresses
