@@ -51,6 +51,18 @@ fn lease_end(now: Timestamp) -> i128 {
     nanos(now.checked_add(WEBHOOK_LEASE).unwrap_or(now))
 }
 
+/// Commits a claim, or aborts a transaction that claimed nothing: the
+/// worker asks every second, and an idle store should not sync the disk
+/// for nothing.
+fn commit_if_claimed<T>(txn: WriteTransaction, claimed: &[T]) -> Result<(), StoreError> {
+    if claimed.is_empty() {
+        return txn
+            .abort()
+            .map_err(|error| redb_error("cannot end a read of the webhook tables", error));
+    }
+    commit(txn)
+}
+
 /// Puts a commit's events in the outbox, inside the commit's transaction.
 pub(super) fn enqueue(txn: &WriteTransaction, events: &[OutboxEvent]) -> Result<(), StoreError> {
     let mut outbox = open_write(txn, OUTBOX)?;
@@ -220,7 +232,7 @@ impl WebhookStore for EmbeddedStore {
                 }
                 claimed
             };
-            commit(txn)?;
+            commit_if_claimed(txn, &claimed)?;
             Ok(claimed)
         })
         .await
@@ -296,7 +308,7 @@ impl WebhookStore for EmbeddedStore {
                 write_delivery(&txn, &delivery, Some(lease_end(now)))?;
                 claimed.push(delivery);
             }
-            commit(txn)?;
+            commit_if_claimed(txn, &claimed)?;
             Ok(claimed)
         })
         .await

@@ -55,6 +55,9 @@ pub(crate) async fn answer(
         }
         AdminRoute::DeleteWebhook => {
             no_query(query)?;
+            if !is_webhook_id(id) {
+                return Err(not_found(id));
+            }
             if !webhooks
                 .store
                 .remove_webhook(id)
@@ -105,13 +108,19 @@ pub(crate) async fn answer(
     }
 }
 
+/// Whether `id` has the shape of one we make (`wh_` and 24 hex digits).
+/// Anything else is not found without asking the store, and is never
+/// echoed or made part of a store key.
+fn is_webhook_id(id: &str) -> bool {
+    id.strip_prefix("wh_")
+        .is_some_and(|hex| hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn not_found(id: &str) -> Refusal {
-    // Ids are ours and made of [a-z0-9_]; anything else is not one, and is
-    // not echoed.
-    let shown = if id.len() <= 40 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    let shown = if is_webhook_id(id) {
         id
     } else {
-        "that id"
+        "with that id"
     };
     Box::new(ApiError::new(
         ErrorCode::NotFound,
@@ -121,6 +130,9 @@ fn not_found(id: &str) -> Refusal {
 
 impl Webhooks {
     async fn find(&self, id: &str) -> Result<WebhookRecord, Refusal> {
+        if !is_webhook_id(id) {
+            return Err(not_found(id));
+        }
         let listed = self.store.webhooks().await.map_err(store_refusal)?;
         listed
             .into_iter()

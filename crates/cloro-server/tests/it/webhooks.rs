@@ -332,6 +332,36 @@ async fn a_delivery_is_signed_and_retried_until_a_2xx_then_never_again() {
     .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert_eq!(gone.code(), "NOT_FOUND");
+    // Other spellings of an id are not ids: 404 without touching the
+    // store, and never echoed.
+    // An escaped `/` is refused for every route by the one SPEC §9 rule.
+    for (path, status) in [
+        ("/admin/v1/webhooks/WH_0", StatusCode::NOT_FOUND),
+        ("/admin/v1/webhooks/wh_%7Bx%7D", StatusCode::NOT_FOUND),
+        ("/admin/v1/webhooks/wh_..%2Fkeys", StatusCode::BAD_REQUEST),
+        (
+            "/admin/v1/webhooks/wh_0123456789abcdef0123456789/deliveries",
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let answer = admin(&server, Method::GET, path, "").await;
+        assert_eq!(answer.status, status, "{path}");
+        assert!(
+            !String::from_utf8_lossy(&answer.body).contains("%7B"),
+            "{path}"
+        );
+    }
+    let head = admin(&server, Method::HEAD, "/admin/v1/webhooks", "").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    let put = admin(&server, Method::PUT, "/admin/v1/webhooks", "{}").await;
+    assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
+    let huge = format!(
+        r#"{{"url": "https://hooks.example.com/{}", "events": ["key.created"]}}"#,
+        "a".repeat(70 * 1024)
+    );
+    let refused = admin(&server, Method::POST, "/admin/v1/webhooks", &huge).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     server.stop().await;
 }
 
