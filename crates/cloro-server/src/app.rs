@@ -54,12 +54,22 @@ pub struct App {
     webhooks: Arc<Webhooks>,
 }
 
-/// Tasks the server runs beside requests; dropping this stops them. (The
-/// verifier runs its own housekeeping: see [`Verifier`].)
+/// Tasks the server runs beside requests; [`Background::stop`] ends them
+/// and waits until they have let go of the store, dropping this ends them
+/// without waiting. (The verifier runs its own housekeeping: see
+/// [`Verifier`].)
 #[derive(Debug)]
 pub struct Background {
     _listener: Option<InvalidationListener>,
-    _webhook_worker: WorkerHandle,
+    webhook_worker: WorkerHandle,
+}
+
+impl Background {
+    /// Ends the background tasks and waits for them, so that the store
+    /// can be opened again in this process straight after.
+    pub async fn stop(self) {
+        self.webhook_worker.stop().await;
+    }
 }
 
 /// The store the settings chose, and what a shared store adds.
@@ -287,7 +297,7 @@ impl App {
             app,
             Background {
                 _listener: listener,
-                _webhook_worker: webhook_worker,
+                webhook_worker,
             },
         ))
     }

@@ -73,7 +73,7 @@ pub async fn run(flags: config::Flags, admin_token: Option<String>) -> Result<()
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %listener.local_addr().unwrap_or(address), scheme, "listening");
     let result = serve(Arc::clone(&app), listener, tls, shutdown_signal()).await;
+    background.stop().await;
     app.flush_usage().await;
-    drop(background);
     result.map_err(|source| RunError::Listen { address, source })
 }

@@ -28,6 +28,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jiff::{SignedDuration, Timestamp};
+use tokio::sync::watch;
 
 use super::Webhooks;
 use super::target::{VettedResolver, check_url};
@@ -70,9 +71,10 @@ pub(crate) fn backoff(attempts: u32, jitter: u32) -> Duration {
 }
 
 /// The worker's state; [`Worker::spawn`] runs it until its handle is
-/// dropped. It holds the webhooks (and through them the store) only
-/// weakly, and strongly only during a pass, so a stopped server's store
-/// closes even before the aborted task has gone.
+/// stopped or dropped. It holds the webhooks (and through them the store)
+/// only weakly, and strongly only during a pass; [`WorkerHandle::stop`]
+/// waits for that pass to let go, so that a store reopened right after
+/// (a restart in one process) is never still held.
 pub(crate) struct Worker {
     webhooks: Weak<Webhooks>,
     allow_private: bool,
@@ -80,13 +82,33 @@ pub(crate) struct Worker {
     client: DeliveryClient,
 }
 
-/// Stops the worker when dropped.
+/// Stops the worker: [`WorkerHandle::stop`] gracefully, dropping it at
+/// once (a pass under way may then hold the store a moment longer).
 #[derive(Debug)]
-pub(crate) struct WorkerHandle(tokio::task::JoinHandle<()>);
+pub(crate) struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Ends the worker and waits until it has. A store call under way is
+    /// finished (a blocking store call cannot be cut short anyway); sends
+    /// under way are dropped unrecorded, and their claims lapse after the
+    /// lease, so they are sent again (receivers drop repeats by
+    /// `webhook-id`).
+    pub(crate) async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
 
 impl Drop for WorkerHandle {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -112,31 +134,48 @@ impl Worker {
 
     /// Runs the worker in the background.
     pub(crate) fn spawn(self) -> WorkerHandle {
-        WorkerHandle(tokio::spawn(async move {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let mut stopping = stopped.clone();
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                }
                 let Some(webhooks) = self.webhooks.upgrade() else {
                     return;
                 };
-                self.run_once(&webhooks).await;
+                self.run_once(&webhooks, stopped.clone()).await;
+                if *stopped.borrow() {
+                    return;
+                }
             }
-        }))
+        });
+        WorkerHandle {
+            stop,
+            task: Some(task),
+        }
     }
 
     /// One pass: fan out, then send what is due. Store failures are logged
     /// (once a second at most) and the pass is tried again next tick.
-    async fn run_once(&self, webhooks: &Webhooks) {
+    async fn run_once(&self, webhooks: &Webhooks, stopped: watch::Receiver<bool>) {
         static STORE_FAILED: LogLimit = LogLimit::per_second();
-        if let Err(error) = self.pass(webhooks).await
+        if let Err(error) = self.pass(webhooks, stopped).await
             && let Some(suppressed) = STORE_FAILED.admit()
         {
             tracing::warn!(%error, suppressed, "webhook delivery pass failed; it runs again in a second");
         }
     }
 
-    async fn pass(&self, webhooks: &Webhooks) -> Result<(), cloro_keystore::StoreError> {
+    /// Store calls run to the end; only the sends give way to a stop.
+    async fn pass(
+        &self,
+        webhooks: &Webhooks,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<(), cloro_keystore::StoreError> {
         let store = &webhooks.store;
         let now = self.clock.now();
         let endpoints = store.webhooks().await?;
@@ -156,14 +195,17 @@ impl Worker {
             .iter()
             .map(|endpoint| (endpoint.info.id.as_str(), endpoint))
             .collect();
-        let attempts = futures_util::stream::iter(due)
+        let sends = futures_util::stream::iter(due)
             .map(|delivery| {
                 let endpoint = by_id.get(delivery.webhook_id.as_str()).copied();
                 self.attempt(webhooks, delivery, endpoint)
             })
             .buffer_unordered(IN_FLIGHT)
-            .collect::<Vec<_>>()
-            .await;
+            .collect::<Vec<_>>();
+        let attempts = tokio::select! {
+            attempts = sends => attempts,
+            _ = stopped.wait_for(|stop| *stop) => return Ok(()),
+        };
         for delivery in attempts {
             store.record_attempt(&delivery).await?;
         }

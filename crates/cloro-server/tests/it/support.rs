@@ -30,7 +30,7 @@ pub(crate) struct TestServer {
     client: Client<HttpConnector, Full<Bytes>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    _background: cloro_server::Background,
+    background: Option<cloro_server::Background>,
     _data_dir: Option<tempfile::TempDir>,
 }
 
@@ -136,7 +136,7 @@ impl TestServer {
             client: Client::builder(TokioExecutor::new()).build_http(),
             stop: Some(stop),
             task: Some(task),
-            _background: background,
+            background: Some(background),
             _data_dir: data_dir,
         }
     }
@@ -201,6 +201,11 @@ impl TestServer {
         }
         if let Some(task) = self.task.take() {
             task.await.unwrap();
+        }
+        // The webhook worker lets go of the store before a restart in this
+        // process opens it again.
+        if let Some(background) = self.background.take() {
+            background.stop().await;
         }
         // As `cloro_server::run` does after serving: usage and the quota
         // ledger are written at shutdown.

@@ -365,6 +365,66 @@ async fn a_delivery_is_signed_and_retried_until_a_2xx_then_never_again() {
     server.stop().await;
 }
 
+/// A stop while a send hangs (the worker then holds the store) waits for
+/// the worker to let go: the same process opens the same data directory
+/// straight after (a restart in one process, as tests and embedders do).
+/// The cut-off send was never recorded, so once its claim's lease lapses
+/// the restarted server sends it again.
+#[tokio::test]
+async fn a_stop_during_a_send_lets_go_of_the_store_and_the_send_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(Timestamp::now());
+    let settings = || {
+        let flags = cloro_server::config::Flags {
+            data_dir: Some(dir.path().to_owned()),
+            ..cloro_server::config::Flags::default()
+        };
+        cloro_server::config::Settings::from_toml(flags, "allow_private_webhooks = true").unwrap()
+    };
+    // A receiver that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/in", listener.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let held = accepted.clone();
+    let hang = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            held.lock().unwrap().push(stream);
+        }
+    });
+    let connections = |count: usize| {
+        let accepted = accepted.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while accepted.lock().unwrap().len() < count {
+                assert!(Instant::now() < deadline, "no attempt {count}");
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    };
+
+    let server = TestServer::start_with_clock(settings(), None, clock.clone()).await;
+    register(
+        &server,
+        serde_json::json!({"url": url, "events": ["key.created"]}),
+    )
+    .await;
+    server.create_key(|_| {}).await;
+    connections(1).await;
+    server.stop().await;
+
+    let server = TestServer::start_with_clock(settings(), None, clock.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        accepted.lock().unwrap().len(),
+        1,
+        "sent again under its lease"
+    );
+    clock.advance(SignedDuration::from_secs(31));
+    connections(2).await;
+    server.stop().await;
+    hang.abort();
+}
+
 /// A create retried under its `Idempotency-Key` answers the same endpoint,
 /// and never its secret again: the stored answer holds none.
 #[tokio::test]
