@@ -539,6 +539,13 @@ pub enum AuditAction {
     /// operator); the details say where and what was done.
     #[serde(rename = "key.leaked")]
     KeyLeaked,
+    /// A key expires soon: a notice 7 days and one a day before its
+    /// `expires_at` (details: `expires_at`, `notice` = `7d` or `1d`).
+    #[serde(rename = "key.expiring")]
+    KeyExpiring,
+    /// A key reached its `expires_at`.
+    #[serde(rename = "key.expired")]
+    KeyExpired,
     /// An account changed plan.
     #[serde(rename = "account.updated")]
     AccountUpdated,
@@ -551,7 +558,8 @@ pub struct AuditEvent {
     pub id: String,
     /// When it happened.
     pub at: Timestamp,
-    /// Who did it (`admin` for the admin token).
+    /// Who did it: `admin` for the admin token, a partner for a leak report,
+    /// `expiry-schedule` for an expiry notice.
     pub actor: String,
     /// What was done.
     pub action: AuditAction,

@@ -36,7 +36,8 @@ mod url_mask;
 mod verify;
 
 pub use admin::{
-    AdminError, IssuedKey, KeyAdmin, LeakReport, LeakedKeyAction, RevokedLeaked, Rotation,
+    AdminError, EXPIRY_NOTICE_ACTOR, IssuedKey, KeyAdmin, LeakReport, LeakedKeyAction,
+    RevokedLeaked, Rotation,
 };
 pub use clock::Clock;
 pub use invalidation::{ChangeNotifier, Invalidation, InvalidationSink, LocalNotifier};
@@ -66,6 +67,7 @@ pub use store::{
     RequestFingerprint, StoredAnswer,
 };
 pub use store::{Delivery, OutboxEvent, WEBHOOK_LEASE, WebhookRecord, WebhookStore};
+pub use store::{ExpiryNotice, NoticeStage, ScheduledNotice};
 pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};
 pub use verify::{

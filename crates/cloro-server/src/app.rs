@@ -1,8 +1,9 @@
 //! The application: what the server is built from (store, verifier, admin,
 //! tokens) and the router that sends each request to its handler.
 
+use crate::background::StoppableTask;
 use crate::secret_scanning::{KeySource, PartnerKeys, SecretScanning};
-use crate::webhooks::{SealingKeyError, Webhooks, Worker, WorkerHandle};
+use crate::webhooks::{SealingKeyError, Webhooks, Worker};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,13 +62,15 @@ pub struct App {
 #[derive(Debug)]
 pub struct Background {
     _listener: Option<InvalidationListener>,
-    webhook_worker: WorkerHandle,
+    webhook_worker: StoppableTask,
+    expiry_notices: StoppableTask,
 }
 
 impl Background {
     /// Ends the background tasks and waits for them, so that the store
     /// can be opened again in this process straight after.
     pub async fn stop(self) {
+        self.expiry_notices.stop().await;
         self.webhook_worker.stop().await;
     }
 }
@@ -293,11 +296,13 @@ impl App {
             openapi,
         });
         app.probe_store().await;
+        let expiry_notices = crate::expiry_notices::spawn(Arc::downgrade(&app));
         Ok((
             app,
             Background {
                 _listener: listener,
                 webhook_worker,
+                expiry_notices,
             },
         ))
     }

@@ -93,6 +93,8 @@ impl WebhookEventType {
             AuditAction::KeyRevoked => WebhookEventType::KeyRevoked,
             AuditAction::KeyRotated => WebhookEventType::KeyRotated,
             AuditAction::KeyLeaked => WebhookEventType::KeyLeaked,
+            AuditAction::KeyExpiring => WebhookEventType::KeyExpiring,
+            AuditAction::KeyExpired => WebhookEventType::KeyExpired,
             AuditAction::AccountUpdated => WebhookEventType::AccountUpdated,
         }
     }

@@ -3,8 +3,10 @@
 //! atomic [`KeyBatch`] with its audit event, retried on a lost race, and
 //! followed by an invalidation so every node drops its cached copy.
 
+mod expiry;
 mod leaked;
 
+pub use expiry::EXPIRY_NOTICE_ACTOR;
 pub use leaked::{LeakReport, LeakedKeyAction, RevokedLeaked};
 
 use std::sync::Arc;
@@ -328,6 +330,7 @@ impl KeyAdmin {
             revoked_reason: None,
             rotated_to: None,
             leaked_at: None,
+            expiry_notice: None,
             version: 1,
             usage: Default::default(),
             credits: None,
@@ -608,6 +611,7 @@ impl KeyAdmin {
                     revoked_reason: None,
                     // A fresh secret: the old one's leak is not the new one's.
                     leaked_at: None,
+                    expiry_notice: None,
                     // The new key draws on the same quota and balance: a
                     // rotation never buys a fresh one.
                     meter_id: Some(current.meter_id()),

@@ -18,6 +18,7 @@ mod idempotency;
 mod invalidation;
 mod ledger;
 mod limiter;
+mod notices;
 mod store;
 mod target;
 mod webhooks;

@@ -78,7 +78,7 @@ use super::connection::{LuaScript, RedisConnection, RedisOptions};
 use crate::store::OutboxEvent;
 use crate::store::{
     AccountRecord, Cursor, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage, Page, PageRequest,
-    StoreError, USAGE_DEDUP_WINDOW, UsageBatch,
+    ScheduledNotice, StoreError, USAGE_DEDUP_WINDOW, UsageBatch,
 };
 
 /// Added to Unix nanoseconds so that every `Timestamp` (the earliest is
@@ -434,6 +434,7 @@ impl KeyStore for RedisStore {
                 if !outbox.is_empty() {
                     self.note_outbox(&batch.account_id).await?;
                 }
+                self.schedule_notices(&written).await?;
 
                 let mut keys = vec![
                     slot.keys(),
@@ -608,6 +609,18 @@ impl KeyStore for RedisStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn expiry_notices_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ScheduledNotice>, StoreError> {
+        self.claim_notices(now, limit).await
+    }
+
+    async fn finish_expiry_notice(&self, notice: &ScheduledNotice) -> Result<(), StoreError> {
+        self.finish_notice(notice).await
     }
 }
 

@@ -62,7 +62,8 @@ use redb::{
 
 use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
 use super::{
-    CounterStore, KeyBatch, KeyStore, Page, PageRequest, StoreError, USAGE_DEDUP_WINDOW, paginate,
+    CounterStore, KeyBatch, KeyStore, Page, PageRequest, ScheduledNotice, StoreError,
+    USAGE_DEDUP_WINDOW, embedded_notices, paginate,
 };
 
 /// The database file inside the data directory.
@@ -163,6 +164,7 @@ impl EmbeddedStore {
             txn.open_table(embedded_webhooks::OUTBOX).map(drop),
             txn.open_table(embedded_webhooks::DELIVERIES).map(drop),
             txn.open_table(embedded_webhooks::DUE).map(drop),
+            txn.open_table(embedded_notices::NOTICES).map(drop),
         ] {
             result.map_err(|error| redb_error("cannot create the tables", error))?;
         }
@@ -394,6 +396,21 @@ impl KeyStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn expiry_notices_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ScheduledNotice>, StoreError> {
+        self.blocking(move |db| embedded_notices::claim_due(db, now, limit))
+            .await
+    }
+
+    async fn finish_expiry_notice(&self, notice: &ScheduledNotice) -> Result<(), StoreError> {
+        let notice = notice.clone();
+        self.blocking(move |db| embedded_notices::finish(db, &notice))
+            .await
+    }
 }
 
 /// `KeyStore::record_usage` in one write transaction, the store's clock
@@ -606,6 +623,7 @@ fn commit_batch(db: &Database, batch: &KeyBatch) -> Result<(), StoreError> {
     }
     let records: Vec<&KeyRecord> = batch.writes.iter().map(|w| &w.record).collect();
     embedded_webhooks::enqueue(&txn, &OutboxEvent::of_commit(&batch.audit, &records)?)?;
+    embedded_notices::schedule(&txn, &records)?;
     commit(txn)
 }
 

@@ -2,7 +2,7 @@
 //! contract as the durable stores (the contract suite runs against it) and
 //! can be switched "down" to exercise outage handling without a network.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -20,7 +20,9 @@ use super::idempotency::{
 use super::memory_webhooks::WebhookState;
 use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
 use super::webhooks::OutboxEvent;
-use super::{KeyBatch, KeyStore, Page, PageRequest, StoreError, paginate};
+use super::{
+    KeyBatch, KeyStore, Page, PageRequest, ScheduledNotice, StoreError, WEBHOOK_LEASE, paginate,
+};
 
 /// A `KeyStore` in a mutex: simple and obviously correct, not fast.
 #[derive(Debug, Default)]
@@ -45,6 +47,9 @@ pub(super) struct State {
     idempotency: HashMap<String, IdempotencyRecord>,
     /// Endpoints, outbox and deliveries (`memory_webhooks`).
     pub(super) webhooks: WebhookState,
+    /// The expiry-notice schedule: entry → the end of its claim (or
+    /// `Timestamp::MIN` while free), earliest entry first.
+    notices: BTreeMap<(Timestamp, String), (ScheduledNotice, Timestamp)>,
 }
 
 impl MemoryStore {
@@ -152,6 +157,16 @@ impl KeyStore for MemoryStore {
         let records: Vec<&KeyRecord> = batch.writes.iter().map(|w| &w.record).collect();
         let events = OutboxEvent::of_commit(&batch.audit, &records)?;
         state.webhooks.enqueue(events);
+        for notice in batch
+            .writes
+            .iter()
+            .filter_map(|w| ScheduledNotice::of(&w.record))
+        {
+            state
+                .notices
+                .entry((notice.at, notice.encode()))
+                .or_insert((notice, Timestamp::MIN));
+        }
         for write in batch.writes {
             state.by_hash.insert(write.record.hash, write.record.id);
             state.keys.insert(write.record.id, write.record);
@@ -236,6 +251,31 @@ impl KeyStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.state().map(drop)
+    }
+
+    async fn expiry_notices_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ScheduledNotice>, StoreError> {
+        let mut state = self.state()?;
+        let until = now.checked_add(WEBHOOK_LEASE).unwrap_or(now);
+        let mut claimed = Vec::new();
+        for ((at, _), (notice, claim_end)) in state.notices.iter_mut() {
+            if *at > now || claimed.len() == limit {
+                break;
+            }
+            if *claim_end <= now {
+                *claim_end = until;
+                claimed.push(notice.clone());
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn finish_expiry_notice(&self, notice: &ScheduledNotice) -> Result<(), StoreError> {
+        self.state()?.notices.remove(&(notice.at, notice.encode()));
+        Ok(())
     }
 }
 

@@ -15,8 +15,10 @@
 mod counters;
 mod embedded;
 mod embedded_idempotency;
+mod embedded_notices;
 mod embedded_webhooks;
 mod error;
+mod expiry_notices;
 mod idempotency;
 mod memory;
 mod memory_webhooks;
@@ -27,6 +29,7 @@ pub use counters::CounterStore;
 pub use embedded::EmbeddedStore;
 pub(crate) use error::within;
 pub use error::{StoreError, StoreFailure};
+pub use expiry_notices::{ExpiryNotice, NoticeStage, ScheduledNotice};
 pub use idempotency::{
     Claim, ClaimToken, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, IdempotencySlot, IdempotencyStore,
     RequestFingerprint, StoredAnswer,
@@ -188,6 +191,21 @@ pub trait KeyStore: Send + Sync + fmt::Debug + 'static {
     ///   transaction). An `Err` means the batch may or may not have been
     ///   applied: retry it unchanged.
     async fn record_usage(&self, batches: &[UsageBatch]) -> Vec<Result<(), StoreError>>;
+
+    /// Claims up to `limit` entries of the expiry-notice schedule whose
+    /// time has come at `now`, earliest first, that no other caller holds
+    /// a claim on: like the webhook outbox, each is kept from every other
+    /// caller for [`WEBHOOK_LEASE`] unless finished first. Every `commit`
+    /// adds the entry of each record it writes that has a notice to come
+    /// ([`ScheduledNotice::of`]); see the `expiry_notices` module.
+    async fn expiry_notices_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ScheduledNotice>, StoreError>;
+
+    /// Removes a handled entry from the schedule.
+    async fn finish_expiry_notice(&self, notice: &ScheduledNotice) -> Result<(), StoreError>;
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;

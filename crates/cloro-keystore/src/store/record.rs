@@ -9,6 +9,8 @@ use cloro_auth_core::{AccountId, Environment, KeyHash, KeyId, KeyStatus, PlanNam
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::ExpiryNotice;
+
 /// One API key as stored: everything `KeyInfo` shows plus the SHA-256 of
 /// the key, the rotation link and a version for compare-and-set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +72,9 @@ pub struct KeyRecord {
     /// same key changes nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaked_at: Option<Timestamp>,
+    /// The last expiry notice sent (SPEC §12), so that each is sent once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_notice: Option<ExpiryNotice>,
     /// Starts at 1; every committed change adds one.
     pub version: u64,
     /// Batched usage, filled in by the store on reads and never written

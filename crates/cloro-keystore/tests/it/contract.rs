@@ -34,6 +34,8 @@ where
     the_same_usage_batch_counts_once(make()).await;
     an_older_usage_sequence_after_a_newer_is_ignored(make()).await;
     ping_answers(make()).await;
+    expiry_notices_are_sent_once_each(make()).await;
+    expiry_notice_claims_keep_other_callers_off(make()).await;
 }
 
 /// `KeyAdmin` over `store` with the built-in plans and no other nodes.
@@ -684,4 +686,218 @@ async fn an_older_usage_sequence_after_a_newer_is_ignored(store: Arc<dyn KeyStor
 
 async fn ping_answers(store: Arc<dyn KeyStore>) {
     store.ping().await.unwrap();
+}
+
+const DAY: i64 = 24 * 3600;
+
+/// The `key.expiring` / `key.expired` audit events of `key`, oldest first,
+/// as `(action, notice, expires_at)`.
+async fn notices_of(
+    store: &Arc<dyn KeyStore>,
+    account_id: &AccountId,
+    key: cloro_auth_core::KeyId,
+) -> Vec<(AuditAction, Option<String>, String)> {
+    let page = PageRequest {
+        limit: 100,
+        after: None,
+    };
+    let mut found: Vec<_> = store
+        .audit_events(account_id, &page)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|event| {
+            event.key_id == Some(key)
+                && matches!(
+                    event.action,
+                    AuditAction::KeyExpiring | AuditAction::KeyExpired
+                )
+        })
+        .map(|event| {
+            assert_eq!(event.actor, cloro_keystore::EXPIRY_NOTICE_ACTOR);
+            (
+                event.action,
+                event.details.get("notice").cloned(),
+                event.details["expires_at"].clone(),
+            )
+        })
+        .collect();
+    found.reverse();
+    found
+}
+
+/// SPEC §12: `key.expiring` 7 days and a day ahead, `key.expired` at the
+/// time, each once however often (and however concurrently) the schedule
+/// is worked; a moved expiry starts afresh; notices that came together
+/// send only the latest; a revoked key gets none.
+async fn expiry_notices_are_sent_once_each(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let owner = account("acct_notices");
+    let mut request = CreateKeyRequest::new(owner, "expiring");
+    request.expires_at = Some(t(10 * DAY));
+    let key = admin
+        .create(request, "admin", t(0))
+        .await
+        .unwrap()
+        .record
+        .id;
+    let mut revoked = CreateKeyRequest::new(owner, "revoked");
+    revoked.expires_at = Some(t(10 * DAY));
+    let revoked = admin
+        .create(revoked, "admin", t(0))
+        .await
+        .unwrap()
+        .record
+        .id;
+    admin.revoke(&revoked, None, "admin", t(1)).await.unwrap();
+
+    admin.send_due_expiry_notices(t(1), 100).await.unwrap();
+    assert!(
+        notices_of(&store, &owner, key).await.is_empty(),
+        "too early"
+    );
+
+    // Three days in: the 7-day notice, once, though four callers race.
+    let at = t(3 * DAY + 1);
+    let sent =
+        futures_util::future::join_all((0..4).map(|_| admin.send_due_expiry_notices(at, 100)))
+            .await;
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    admin.send_due_expiry_notices(at, 100).await.unwrap();
+    let first_expiry = t(10 * DAY).to_string();
+    assert_eq!(
+        notices_of(&store, &owner, key).await,
+        vec![(
+            AuditAction::KeyExpiring,
+            Some("7d".to_owned()),
+            first_expiry.clone()
+        )]
+    );
+
+    admin
+        .send_due_expiry_notices(t(9 * DAY + 1), 100)
+        .await
+        .unwrap();
+    admin
+        .send_due_expiry_notices(t(9 * DAY + 2), 100)
+        .await
+        .unwrap();
+    let one_day = (
+        AuditAction::KeyExpiring,
+        Some("1d".to_owned()),
+        first_expiry.clone(),
+    );
+    assert_eq!(notices_of(&store, &owner, key).await.len(), 2);
+    assert_eq!(notices_of(&store, &owner, key).await[1], one_day);
+
+    // Moved out to day 20: its own notices, from the start.
+    let later = UpdateKeyRequest {
+        expires_at: Patch::Value(t(20 * DAY)),
+        ..Default::default()
+    };
+    admin
+        .update(&key, &later, "admin", t(9 * DAY + 3))
+        .await
+        .unwrap();
+    admin
+        .send_due_expiry_notices(t(9 * DAY + 4), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        notices_of(&store, &owner, key).await.len(),
+        2,
+        "the old expiry's notices are done"
+    );
+    admin
+        .send_due_expiry_notices(t(13 * DAY + 1), 100)
+        .await
+        .unwrap();
+    let second_expiry = t(20 * DAY).to_string();
+    assert_eq!(
+        notices_of(&store, &owner, key).await[2],
+        (
+            AuditAction::KeyExpiring,
+            Some("7d".to_owned()),
+            second_expiry.clone()
+        )
+    );
+    // Down past both the 1-day notice and the expiry: only `key.expired`.
+    admin
+        .send_due_expiry_notices(t(25 * DAY), 100)
+        .await
+        .unwrap();
+    admin
+        .send_due_expiry_notices(t(26 * DAY), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        notices_of(&store, &owner, key).await,
+        vec![
+            (
+                AuditAction::KeyExpiring,
+                Some("7d".to_owned()),
+                first_expiry.clone()
+            ),
+            one_day,
+            (
+                AuditAction::KeyExpiring,
+                Some("7d".to_owned()),
+                second_expiry.clone()
+            ),
+            (AuditAction::KeyExpired, None, second_expiry),
+        ]
+    );
+    assert!(notices_of(&store, &owner, revoked).await.is_empty());
+    // Nothing is left to come: the schedule holds none of these keys.
+    let left = store.expiry_notices_due(t(400 * DAY), 1000).await.unwrap();
+    assert!(
+        left.iter()
+            .all(|entry| entry.key_id != key && entry.key_id != revoked),
+        "{left:?}"
+    );
+}
+
+/// A claimed entry is kept from every other caller until its lease ends.
+async fn expiry_notice_claims_keep_other_callers_off(store: Arc<dyn KeyStore>) {
+    let admin = admin(store.clone());
+    let mut request = CreateKeyRequest::new(account("acct_notice_claims"), "claimed");
+    request.expires_at = Some(t(1000 * DAY));
+    let key = admin
+        .create(request, "admin", t(0))
+        .await
+        .unwrap()
+        .record
+        .id;
+    let due = t(993 * DAY);
+    let mine = |entries: Vec<cloro_keystore::ScheduledNotice>| {
+        entries
+            .into_iter()
+            .filter(|entry| entry.key_id == key)
+            .count()
+    };
+    assert_eq!(
+        mine(store.expiry_notices_due(t(992 * DAY), 1000).await.unwrap()),
+        0
+    );
+    assert_eq!(mine(store.expiry_notices_due(due, 1000).await.unwrap()), 1);
+    assert_eq!(
+        mine(store.expiry_notices_due(due, 1000).await.unwrap()),
+        0,
+        "claimed twice"
+    );
+    let after_lease = due.checked_add(cloro_keystore::WEBHOOK_LEASE).unwrap();
+    let again = store.expiry_notices_due(after_lease, 1000).await.unwrap();
+    let entry = again
+        .iter()
+        .find(|entry| entry.key_id == key)
+        .cloned()
+        .expect("free after the lease");
+    store.finish_expiry_notice(&entry).await.unwrap();
+    let later = t(1001 * DAY);
+    assert_eq!(
+        mine(store.expiry_notices_due(later, 1000).await.unwrap()),
+        0,
+        "finished"
+    );
 }

@@ -627,6 +627,21 @@ impl KeyStore for SlowStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+
+    async fn expiry_notices_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<cloro_keystore::ScheduledNotice>, StoreError> {
+        self.inner.expiry_notices_due(now, limit).await
+    }
+
+    async fn finish_expiry_notice(
+        &self,
+        notice: &cloro_keystore::ScheduledNotice,
+    ) -> Result<(), StoreError> {
+        self.inner.finish_expiry_notice(notice).await
+    }
 }
 
 fn slow_fixture(delay: Duration) -> (Fixture, Arc<SlowStore>) {

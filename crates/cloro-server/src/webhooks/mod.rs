@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 pub(crate) use admin::answer;
 pub use sealing::SealingKeyError;
-pub(crate) use worker::{Worker, WorkerHandle};
+pub(crate) use worker::Worker;
 
 use cloro_keystore::WebhookStore;
 

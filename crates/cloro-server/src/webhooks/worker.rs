@@ -32,6 +32,7 @@ use tokio::sync::watch;
 
 use super::Webhooks;
 use super::target::{VettedResolver, check_url};
+use crate::background::{StoppableTask, stopping};
 
 /// How often the worker looks at the outbox and the due deliveries.
 const TICK: Duration = Duration::from_secs(1);
@@ -72,7 +73,7 @@ pub(crate) fn backoff(attempts: u32, jitter: u32) -> Duration {
 
 /// The worker's state; [`Worker::spawn`] runs it until its handle is
 /// stopped or dropped. It holds the webhooks (and through them the store)
-/// only weakly, and strongly only during a pass; [`WorkerHandle::stop`]
+/// only weakly, and strongly only during a pass; [`StoppableTask::stop`]
 /// waits for that pass to let go, so that a store reopened right after
 /// (a restart in one process) is never still held.
 pub(crate) struct Worker {
@@ -80,36 +81,6 @@ pub(crate) struct Worker {
     allow_private: bool,
     clock: Clock,
     client: DeliveryClient,
-}
-
-/// Stops the worker: [`WorkerHandle::stop`] gracefully, dropping it at
-/// once (a pass under way may then hold the store a moment longer).
-#[derive(Debug)]
-pub(crate) struct WorkerHandle {
-    stop: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl WorkerHandle {
-    /// Ends the worker and waits until it has. A store call under way is
-    /// finished (a blocking store call cannot be cut short anyway); sends
-    /// under way are dropped unrecorded, and their claims lapse after the
-    /// lease, so they are sent again (receivers drop repeats by
-    /// `webhook-id`).
-    pub(crate) async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
 }
 
 impl Worker {
@@ -133,16 +104,19 @@ impl Worker {
     }
 
     /// Runs the worker in the background.
-    pub(crate) fn spawn(self) -> WorkerHandle {
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
+    /// Runs the worker. Stopping it waits for a store call under way (a
+    /// blocking store call cannot be cut short anyway); sends under way
+    /// are dropped unrecorded, and their claims lapse after the lease, so
+    /// they are sent again (receivers drop repeats by `webhook-id`).
+    pub(crate) fn spawn(self) -> StoppableTask {
+        StoppableTask::spawn(|stopped| async move {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let mut stopping = stopped.clone();
+                let mut watching = stopped.clone();
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = stopping.wait_for(|stop| *stop) => return,
+                    () = stopping(&mut watching) => return,
                 }
                 let Some(webhooks) = self.webhooks.upgrade() else {
                     return;
@@ -152,11 +126,7 @@ impl Worker {
                     return;
                 }
             }
-        });
-        WorkerHandle {
-            stop,
-            task: Some(task),
-        }
+        })
     }
 
     /// One pass: fan out, then send what is due. Store failures are logged
@@ -204,7 +174,7 @@ impl Worker {
             .collect::<Vec<_>>();
         let attempts = tokio::select! {
             attempts = sends => attempts,
-            _ = stopped.wait_for(|stop| *stop) => return Ok(()),
+            () = stopping(&mut stopped) => return Ok(()),
         };
         for delivery in attempts {
             store.record_attempt(&delivery).await?;

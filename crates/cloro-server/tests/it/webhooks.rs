@@ -425,6 +425,72 @@ async fn a_stop_during_a_send_lets_go_of_the_store_and_the_send_is_made_again() 
     hang.abort();
 }
 
+/// SPEC §12 on a manual clock: `key.expiring` 7 days and a day ahead and
+/// `key.expired` at the time, each delivered once, and not again after a
+/// restart.
+#[tokio::test]
+async fn expiry_notices_are_delivered_once_each_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(Timestamp::now());
+    let settings = || {
+        let flags = cloro_server::config::Flags {
+            data_dir: Some(dir.path().to_owned()),
+            ..cloro_server::config::Flags::default()
+        };
+        cloro_server::config::Settings::from_toml(flags, "allow_private_webhooks = true").unwrap()
+    };
+    let receiver = Receiver::start(&[]).await;
+    let server = TestServer::start_with_clock(settings(), None, clock.clone()).await;
+    let (_, secret) = register(
+        &server,
+        serde_json::json!({"url": receiver.url, "events": ["key.expiring", "key.expired"]}),
+    )
+    .await;
+    let expires_at = clock
+        .now()
+        .checked_add(SignedDuration::from_hours(8 * 24))
+        .unwrap();
+    server
+        .create_key(|request| request.expires_at = Some(expires_at))
+        .await;
+    // A tick or two: nothing is due yet.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(receiver.received().is_empty(), "a notice before its time");
+
+    let expect = |received: &Received, event: &str, notice: Option<&str>| {
+        received.verify(
+            &secret,
+            Timestamp::from_second(received.timestamp.parse().unwrap()).unwrap(),
+        );
+        let payload = received.payload();
+        assert_eq!(payload.event_type.as_str(), event);
+        assert_eq!(
+            payload.data.details.get("notice").map(String::as_str),
+            notice
+        );
+        assert_eq!(payload.data.details["expires_at"], expires_at.to_string());
+        assert_eq!(payload.data.actor, "expiry-schedule");
+        assert_eq!(
+            payload.data.key.as_ref().unwrap().expires_at,
+            Some(expires_at)
+        );
+    };
+    clock.advance(SignedDuration::from_hours(24) + SignedDuration::from_secs(1));
+    expect(&receiver.wait_for(1).await[0], "key.expiring", Some("7d"));
+    server.stop().await;
+    let server = TestServer::start_with_clock(settings(), None, clock.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 1, "sent again after the restart");
+
+    clock.advance(SignedDuration::from_hours(6 * 24));
+    expect(&receiver.wait_for(2).await[1], "key.expiring", Some("1d"));
+    clock.advance(SignedDuration::from_hours(24));
+    expect(&receiver.wait_for(3).await[2], "key.expired", None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 3, "a notice was sent twice");
+    server.stop().await;
+}
+
 /// A create retried under its `Idempotency-Key` answers the same endpoint,
 /// and never its secret again: the stored answer holds none.
 #[tokio::test]
@@ -622,32 +688,46 @@ async fn three_nodes_on_redis_deliver_each_event_once() {
     let receiver = Receiver::start(&[]).await;
     let (_, secret) = register(
         &nodes[0],
-        serde_json::json!({"url": receiver.url, "events": ["key.created"], "account_id": "acct_test"}),
+        serde_json::json!({"url": receiver.url, "events": ["key.created", "key.expiring"], "account_id": "acct_test"}),
     )
     .await;
     const KEYS: usize = 12;
-    for n in 0..KEYS {
+    for n in 0..KEYS - 1 {
         nodes[n % 3].create_key(|_| {}).await;
     }
+    // Its 7-day notice comes two seconds from now, to every node at once.
+    let expires_at = Timestamp::now()
+        .checked_add(SignedDuration::from_hours(7 * 24) + SignedDuration::from_secs(2))
+        .unwrap();
+    nodes[2]
+        .create_key(|request| request.expires_at = Some(expires_at))
+        .await;
     // Another account's keys are not this endpoint's.
     nodes[1]
         .create_key(|request| {
             request.account_id = cloro_auth_core::AccountId::new("acct_other").unwrap()
         })
         .await;
-    let received = receiver.wait_for(KEYS).await;
+    let received = receiver.wait_for(KEYS + 1).await;
     // Three more ticks of every node: nothing is sent twice.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let received_after = receiver.received();
     assert_eq!(
         received_after.len(),
-        KEYS,
+        KEYS + 1,
         "an event was sent twice, or another account's was sent"
     );
     let mut ids: Vec<&str> = received.iter().map(|r| r.id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), KEYS);
+    assert_eq!(ids.len(), KEYS + 1);
+    let expiring: Vec<WebhookPayload> = received_after
+        .iter()
+        .map(Received::payload)
+        .filter(|payload| payload.event_type.as_str() == "key.expiring")
+        .collect();
+    assert_eq!(expiring.len(), 1, "the notice is sent once across nodes");
+    assert_eq!(expiring[0].data.details["notice"], "7d");
     for delivery in &received_after {
         delivery.verify(&secret, Timestamp::now());
         assert_eq!(delivery.payload().data.account_id.as_str(), "acct_test");
