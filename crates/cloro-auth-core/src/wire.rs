@@ -546,6 +546,13 @@ pub enum AuditAction {
     /// A key reached its `expires_at`.
     #[serde(rename = "key.expired")]
     KeyExpired,
+    /// A quota's period reached 80 % use (details: `subject`, `limit`,
+    /// `used`, `period`, `resets_at`, and `plan` for a plan's quota).
+    #[serde(rename = "quota.warning")]
+    QuotaWarning,
+    /// A quota's period was used up (details as `quota.warning`).
+    #[serde(rename = "quota.exhausted")]
+    QuotaExhausted,
     /// An account changed plan.
     #[serde(rename = "account.updated")]
     AccountUpdated,

@@ -72,7 +72,7 @@ pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};
 pub use verify::{
     CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache, LEDGER_PERSIST_INTERVAL,
-    MAINTENANCE_INTERVAL, PENDING_LOOKUP_BYTES, QuotaState, Readiness, Refused, StoreHealth,
-    StripedCounter, UsageRecorder, Verified, Verifier, VerifierConfig, VerifierStats,
+    MAINTENANCE_INTERVAL, PENDING_LOOKUP_BYTES, QUOTA_EVENT_ACTOR, QuotaState, Readiness, Refused,
+    StoreHealth, StripedCounter, UsageRecorder, Verified, Verifier, VerifierConfig, VerifierStats,
     VerifyRequest,
 };

@@ -95,6 +95,8 @@ impl WebhookEventType {
             AuditAction::KeyLeaked => WebhookEventType::KeyLeaked,
             AuditAction::KeyExpiring => WebhookEventType::KeyExpiring,
             AuditAction::KeyExpired => WebhookEventType::KeyExpired,
+            AuditAction::QuotaWarning => WebhookEventType::QuotaWarning,
+            AuditAction::QuotaExhausted => WebhookEventType::QuotaExhausted,
             AuditAction::AccountUpdated => WebhookEventType::AccountUpdated,
         }
     }

@@ -12,10 +12,12 @@
 //! to neither: a request that either cannot pay for is refused and costs
 //! nothing.
 
+mod events;
 mod fallback;
 mod local;
 mod period;
 
+pub(crate) use events::{QuotaCrossing, QuotaEvents, crossings};
 pub(crate) use fallback::FallbackShares;
 pub use local::LocalLedger;
 pub use period::Window;

@@ -12,12 +12,13 @@
 //! ledger durable every second, flushes usage and sweeps idle state every
 //! few seconds, and ends with the verifier.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use cloro_auth_core::wire::{AppliesTo, RateLimitPolicy};
+use cloro_auth_core::wire::{AppliesTo, AuditEvent, RateLimitPolicy};
 use cloro_auth_core::{ApiKey, AuthError, KeyHash, QuotaLimit, Scope, bearer_token};
 use jiff::Timestamp;
 
@@ -31,8 +32,11 @@ use crate::limits::{
     RateDecision, RateState, SharedRateLimiter, gcra_step,
 };
 use crate::log_limit::LogLimit;
-use crate::quota::{FallbackShares, Ledger, LocalLedger, Meter, MeterOutcome};
-use crate::store::{KeyStore, StoreError, within};
+use crate::quota::{
+    FallbackShares, Ledger, LocalLedger, Meter, MeterOutcome, QuotaCrossing, QuotaEvents,
+    QuotaSubject, crossings,
+};
+use crate::store::{KeyBatch, KeyStore, StoreError, within};
 
 /// `Retry-After` for `AUTH_UNAVAILABLE`: the store is retried on the next
 /// request anyway, so a short wait is right.
@@ -195,6 +199,8 @@ pub struct Verifier {
     ledger: Arc<dyn Ledger>,
     /// What this node may spend of shared quotas while Redis is out.
     fallback: FallbackShares,
+    /// Quota lines crossed, waiting to be written as events (SPEC §12).
+    quota_events: QuotaEvents,
     failed_attempts: FailedAttempts,
     usage: UsageRecorder,
     health: StoreHealth,
@@ -259,6 +265,7 @@ impl Verifier {
             shared_limiter,
             ledger,
             fallback: FallbackShares::default(),
+            quota_events: QuotaEvents::default(),
             failed_attempts: FailedAttempts::new(
                 &config.max_failed_auth,
                 config.failed_auth_ipv6_prefix,
@@ -305,6 +312,7 @@ impl Verifier {
                     break;
                 };
                 verifier.persist_ledger().await;
+                verifier.send_quota_events().await;
                 if tick.is_multiple_of(per_maintenance)
                     && let Err(error) = verifier.maintain(verifier.clock.now()).await
                 {
@@ -588,6 +596,7 @@ impl Verifier {
                 Ok((decision, outcome)) => {
                     if let (Some(meter), Some(outcome)) = (meter, &outcome) {
                         self.fallback.learn(meter, outcome);
+                        self.note_crossings(meter, outcome, now);
                     }
                     return Ok((decision, outcome));
                 }
@@ -612,16 +621,22 @@ impl Verifier {
         };
         let outcome = if self.shared_limiter.is_some() {
             // Redis is out: this node's share of what it last saw, and
-            // nothing for what it never saw.
+            // nothing for what it never saw. Only roughly counted, so it
+            // raises no quota events.
             self.fallback.charge(meter)
-        } else if let Some(outcome) = self.ledger.charge_in_process(meter) {
-            Some(outcome)
         } else {
-            within(timeout, self.ledger.charge(meter), || {
-                no_answer_within(timeout)
-            })
-            .await
-            .ok()
+            let exact = match self.ledger.charge_in_process(meter) {
+                Some(outcome) => Some(outcome),
+                None => within(timeout, self.ledger.charge(meter), || {
+                    no_answer_within(timeout)
+                })
+                .await
+                .ok(),
+            };
+            if let Some(outcome) = &exact {
+                self.note_crossings(meter, outcome, now);
+            }
+            exact
         };
         match outcome {
             Some(outcome) => Ok((decision, Some(outcome))),
@@ -629,6 +644,56 @@ impl Verifier {
                 retry_after: UNAVAILABLE_RETRY_SECONDS,
             }
             .into()),
+        }
+    }
+
+    /// Queues the quota events an exact charge raised (rarely any: a
+    /// branch or two per request).
+    fn note_crossings(&self, meter: &Meter, outcome: &MeterOutcome, now: Timestamp) {
+        for crossing in crossings(meter, outcome, now) {
+            if !self.quota_events.push(crossing) {
+                static QUEUE_FULL: LogLimit = LogLimit::per_second();
+                if let Some(suppressed) = QUEUE_FULL.admit() {
+                    tracing::warn!(
+                        suppressed,
+                        "too many quota events wait to be written; one was dropped"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Writes the queued quota events as audit (and so outbox) events,
+    /// each in a commit of its own; what fails is kept for the next call.
+    /// The verifier's housekeeping calls it every second and at shutdown.
+    pub async fn send_quota_events(&self) {
+        let queued = self.quota_events.take();
+        if queued.is_empty() {
+            return;
+        }
+        let mut unsent = Vec::new();
+        let mut failure = None;
+        for crossing in queued {
+            if failure.is_some() {
+                unsent.push(crossing);
+                continue;
+            }
+            let batch = KeyBatch {
+                account_id: crossing.account,
+                writes: Vec::new(),
+                audit: vec![quota_audit_event(&crossing)],
+            };
+            if let Err(error) = self.store.commit(batch).await {
+                failure = Some(error);
+                unsent.push(crossing);
+            }
+        }
+        if let Some(error) = failure {
+            static SEND_FAILED: LogLimit = LogLimit::per_second();
+            if let Some(suppressed) = SEND_FAILED.admit() {
+                tracing::warn!(%error, suppressed, waiting = unsent.len(), "quota events could not be written; tried again in a second");
+            }
+            self.quota_events.put_back(unsent);
         }
     }
 
@@ -672,10 +737,48 @@ impl Verifier {
     /// The store's error (counts are kept for the next flush).
     pub async fn flush_usage(&self) -> Result<(), StoreError> {
         let ledger = self.ledger.persist().await;
+        self.send_quota_events().await;
         self.usage.flush(self.store.as_ref()).await.map(drop)?;
         ledger
     }
 }
+
+/// The audit event of a quota line crossed (actor `quota`).
+fn quota_audit_event(crossing: &QuotaCrossing) -> AuditEvent {
+    let mut details = BTreeMap::new();
+    let subject = match crossing.subject {
+        QuotaSubject::Account => "account",
+        QuotaSubject::Key(_) => "key",
+    };
+    details.insert("subject".to_owned(), subject.to_owned());
+    details.insert("limit".to_owned(), crossing.limit.to_string());
+    details.insert("used".to_owned(), crossing.used.to_string());
+    details.insert(
+        "period".to_owned(),
+        crossing.window.period.as_str().to_owned(),
+    );
+    if let Ok(end) = Timestamp::from_second(crossing.window.end) {
+        details.insert("resets_at".to_owned(), end.to_string());
+    }
+    if let Some(plan) = crossing.plan {
+        details.insert("plan".to_owned(), plan.as_str().to_owned());
+    }
+    AuditEvent {
+        id: crossing.event_id(),
+        at: crossing.at,
+        actor: QUOTA_EVENT_ACTOR.to_owned(),
+        action: crossing.action,
+        key_id: match crossing.subject {
+            QuotaSubject::Account => None,
+            QuotaSubject::Key(id) => Some(id),
+        },
+        account_id: crossing.account,
+        details,
+    }
+}
+
+/// The audit actor of quota events: no person or token raised them.
+pub const QUOTA_EVENT_ACTOR: &str = "quota";
 
 /// The quota's header values after `outcome`, when the meter has a quota.
 fn quota_state(meter: &Meter, outcome: &MeterOutcome, now: Timestamp) -> Option<QuotaState> {

@@ -491,6 +491,101 @@ async fn expiry_notices_are_delivered_once_each_also_after_a_restart() {
     server.stop().await;
 }
 
+/// A plan with a daily quota of 5 (80 % is the 4th request).
+const QUOTA_OF_FIVE: &str = r#"
+allow_private_webhooks = true
+default_plan = "metered"
+[plans.metered]
+rate_limit = { requests = 100000, per_seconds = 1 }
+quota = { requests = 5, period = "day" }
+"#;
+
+/// Checks the quota events `received` holds: a warning at 4 of 5 and
+/// exhaustion at 5 of 5, once each, for `account`.
+fn assert_quota_events(received: &[Received], secret: &WebhookSecret, account: &str) {
+    // Sent concurrently: in either order.
+    let mut payloads: Vec<WebhookPayload> = received.iter().map(Received::payload).collect();
+    payloads.sort_by(|a, b| a.data.details["used"].cmp(&b.data.details["used"]));
+    let kinds: Vec<&str> = payloads.iter().map(|p| p.event_type.as_str()).collect();
+    assert_eq!(kinds, ["quota.warning", "quota.exhausted"], "{payloads:?}");
+    for (payload, used) in payloads.iter().zip(["4", "5"]) {
+        let details = &payload.data.details;
+        assert_eq!(details["used"], used);
+        assert_eq!(details["limit"], "5");
+        assert_eq!(details["subject"], "account");
+        assert_eq!(details["period"], "day");
+        assert_eq!(details["plan"], "metered");
+        assert!(details["resets_at"].ends_with("T00:00:00Z"), "{details:?}");
+        assert_eq!(payload.data.account_id.as_str(), account);
+        assert_eq!(payload.data.actor, "quota");
+    }
+    for delivery in received {
+        let sent_at = Timestamp::from_second(delivery.timestamp.parse().unwrap()).unwrap();
+        delivery.verify(secret, sent_at);
+    }
+}
+
+/// SPEC §12: `quota.warning` at 80 % of a period's quota and
+/// `quota.exhausted` at all of it, once each, however many requests are
+/// refused after.
+#[tokio::test]
+async fn quota_events_are_sent_once_per_period() {
+    let server = TestServer::embedded(QUOTA_OF_FIVE).await;
+    let receiver = Receiver::start(&[]).await;
+    let (_, secret) = register(
+        &server,
+        serde_json::json!({"url": receiver.url, "events": ["quota.warning", "quota.exhausted"]}),
+    )
+    .await;
+    let key = server.create_key(|_| {}).await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(
+            server
+                .get_with_key("/v1/whoami", &key)
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    receiver.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_quota_events(&receiver.received(), &secret, "acct_test");
+    server.stop().await;
+}
+
+/// Two nodes on one Redis share the counter: each line is crossed by one
+/// request on one node, so each event is sent once.
+#[tokio::test]
+async fn quota_events_on_two_redis_nodes_are_sent_once() {
+    let redis = RedisServer::start();
+    let nodes = [
+        TestServer::redis(&redis.url(), QUOTA_OF_FIVE).await,
+        TestServer::redis(&redis.url(), QUOTA_OF_FIVE).await,
+    ];
+    let receiver = Receiver::start(&[]).await;
+    let (_, secret) = register(
+        &nodes[0],
+        serde_json::json!({"url": receiver.url, "events": ["quota.warning", "quota.exhausted"]}),
+    )
+    .await;
+    let key = nodes[0].create_key(|_| {}).await;
+    let mut passed = 0;
+    for n in 0..10 {
+        if nodes[n % 2].get_with_key("/v1/whoami", &key).await.status == StatusCode::OK {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 5);
+    receiver.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_quota_events(&receiver.received(), &secret, "acct_test");
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
 /// A create retried under its `Idempotency-Key` answers the same endpoint,
 /// and never its secret again: the stored answer holds none.
 #[tokio::test]
