@@ -215,6 +215,10 @@ pub struct KeyInfo {
     pub revoked_at: Option<Timestamp>,
     /// Why, as the revoker said.
     pub revoked_reason: Option<String>,
+    /// When it was first reported leaked (SPEC §12: by a secret-scanning
+    /// partner or through `revoke-leaked`), if ever.
+    #[serde(default)]
+    pub leaked_at: Option<Timestamp>,
     /// Last successful use (batched, so up to a few seconds behind).
     pub last_used_at: Option<Timestamp>,
     /// Derived from the fields above at the time of the answer.

@@ -121,6 +121,7 @@ impl KeyRecord {
             expires_at: self.expires_at,
             revoked_at: self.revoked_at,
             revoked_reason: self.revoked_reason.clone(),
+            leaked_at: self.leaked_at,
             last_used_at: self.usage.last_used_at,
             status: self.status(now),
         }

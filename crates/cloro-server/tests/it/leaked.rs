@@ -502,6 +502,30 @@ async fn operators_revoke_keys_by_plaintext_and_no_answer_echoes_one() {
     let json = answer.json();
     assert_eq!(json["revoked"].as_array().unwrap().len(), 2);
     assert_eq!(json["revoked"][0]["status"], "revoked");
+    assert!(json["revoked"][0]["leaked_at"].is_string(), "{json}");
+    let id = json["revoked"][0]["id"].as_str().unwrap();
+    let shown = server
+        .send(Method::GET, &format!("/admin/v1/keys/{id}"), &headers, "")
+        .await
+        .json();
+    assert_eq!(shown["leaked_at"], json["revoked"][0]["leaked_at"]);
+    let never = server
+        .send(
+            Method::GET,
+            "/admin/v1/keys?account_id=acct_test",
+            &headers,
+            "",
+        )
+        .await
+        .json();
+    assert!(
+        never["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|key| key["leaked_at"].is_null()),
+        "{never}"
+    );
     assert_eq!(
         json["revoked"][0]["revoked_reason"],
         "pasted in ticket 4711"
