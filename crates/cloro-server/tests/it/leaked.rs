@@ -191,9 +191,67 @@ async fn a_reported_key_is_refused_on_every_node_within_a_second() {
         TestServer::redis(&redis.url(), &toml).await,
         TestServer::redis(&redis.url(), &toml).await,
     );
+    refused_on_both_nodes_within_a_second(&a, &b, &github, &keys).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The same on two nodes of a Redis Cluster (three masters): the record,
+/// its audit event and its outbox event in the account's slot, the
+/// invalidation heard by the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_key_is_refused_on_every_cluster_node_within_a_second() {
+    let github = Partner::new("github-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    let cluster = tokio::task::spawn_blocking(|| cloro_test_support::RedisCluster::start(3, 0))
+        .await
+        .unwrap();
+    let node = || {
+        let flags = cloro_server::config::Flags {
+            redis_url: Some(cluster.seeds()),
+            redis_cluster: Some(true),
+            ..cloro_server::config::Flags::default()
+        };
+        let toml = format!("allow_private_webhooks = true\n{}", config(&keys.url, ""));
+        cloro_server::config::Settings::from_toml(flags, &toml).unwrap()
+    };
+    let (a, b) = (
+        TestServer::start(node(), None).await,
+        TestServer::start(node(), None).await,
+    );
+    // And the `key.leaked` event reaches a receiver.
+    let receiver = crate::webhooks::Receiver::start(&[]).await;
+    let registered = a
+        .send(
+            Method::POST,
+            "/admin/v1/webhooks",
+            &[
+                ("authorization", &format!("Bearer {ADMIN_TOKEN}")),
+                ("content-type", "application/json"),
+            ],
+            &serde_json::json!({"url": receiver.url, "events": ["key.leaked"]}).to_string(),
+        )
+        .await;
+    assert_eq!(registered.status, StatusCode::CREATED);
+    refused_on_both_nodes_within_a_second(&a, &b, &github, &keys).await;
+    let delivered = receiver.wait_for(1).await;
+    assert_eq!(delivered[0].payload().event_type.as_str(), "key.leaked");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A report to `a` of one real key among false positives: the right
+/// feedback, the key refused by both nodes within a second, one audit
+/// event, and a repeat to `b` that changes nothing.
+async fn refused_on_both_nodes_within_a_second(
+    a: &TestServer,
+    b: &TestServer,
+    github: &Partner,
+    keys: &KeyServer,
+) {
     let leaked = a.create_key(|_| {}).await;
     let bystander = a.create_key(|_| {}).await;
-    for node in [&a, &b] {
+    for node in [a, b] {
         assert_eq!(
             node.get_with_key("/v1/whoami", &leaked).await.status,
             StatusCode::OK
@@ -208,7 +266,7 @@ async fn a_reported_key_is_refused_on_every_node_within_a_second() {
     ]);
 
     let started = Instant::now();
-    let answer = report(&a, &github, &body).await;
+    let answer = report(a, github, &body).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json());
     let feedback = answer.json();
     let labels: Vec<_> = feedback
@@ -236,7 +294,7 @@ async fn a_reported_key_is_refused_on_every_node_within_a_second() {
     );
 
     // Every node refuses it within a second of the report.
-    for node in [&a, &b] {
+    for node in [a, b] {
         loop {
             let answer = node.get_with_key("/v1/whoami", &leaked).await;
             if answer.status == StatusCode::UNAUTHORIZED {
@@ -255,7 +313,7 @@ async fn a_reported_key_is_refused_on_every_node_within_a_second() {
         StatusCode::OK
     );
 
-    let events = leaked_events(&a).await;
+    let events = leaked_events(a).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["actor"], "github-secret-scanning");
     assert_eq!(
@@ -266,12 +324,10 @@ async fn a_reported_key_is_refused_on_every_node_within_a_second() {
     assert_eq!(events[0]["details"]["action"], "revoke");
 
     // The same report again: the same answer, and nothing new.
-    let again = report(&b, &github, &body).await;
+    let again = report(b, github, &body).await;
     assert_eq!(again.json(), feedback);
-    assert_eq!(leaked_events(&a).await.len(), 1);
+    assert_eq!(leaked_events(a).await.len(), 1);
     assert_eq!(keys.fetches(), 2, "one fetch per node");
-    a.stop().await;
-    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ use crate::support::{ADMIN_TOKEN, Answer, TestServer};
 
 /// One delivery as the receiver saw it.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     id: String,
     timestamp: String,
     signature: String,
@@ -32,7 +32,7 @@ struct Received {
 }
 
 impl Received {
-    fn payload(&self) -> WebhookPayload {
+    pub(crate) fn payload(&self) -> WebhookPayload {
         serde_json::from_slice(&self.body).unwrap()
     }
 
@@ -54,14 +54,14 @@ impl Received {
 
 /// A webhook receiver on loopback: records every request and answers the
 /// statuses it was given, then 204.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     received: Arc<Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start(statuses: &[u16]) -> Receiver {
+    pub(crate) async fn start(statuses: &[u16]) -> Receiver {
         Self::on(
             tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             statuses,
@@ -132,7 +132,7 @@ impl Receiver {
     }
 
     /// Waits until at least `count` deliveries arrived.
-    async fn wait_for(&self, count: usize) -> Vec<Received> {
+    pub(crate) async fn wait_for(&self, count: usize) -> Vec<Received> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let received = self.received();
