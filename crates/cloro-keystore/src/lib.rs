@@ -66,7 +66,9 @@ pub use store::{
     Claim, ClaimToken, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, IdempotencySlot, IdempotencyStore,
     RequestFingerprint, StoredAnswer,
 };
-pub use store::{Delivery, OutboxEvent, WEBHOOK_LEASE, WebhookRecord, WebhookStore};
+pub use store::{
+    DELIVERY_RETENTION, Delivery, OutboxEvent, WEBHOOK_LEASE, WebhookRecord, WebhookStore,
+};
 pub use store::{ExpiryNotice, NoticeStage, ScheduledNotice};
 pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};

@@ -792,6 +792,12 @@ fn decode_time(text: &str) -> Result<Timestamp, StoreError> {
         .ok_or_else(|| StoreError::corrupt("a stored time cannot be read"))
 }
 
+/// The time part of [`position`]: every position of an earlier time sorts
+/// before it.
+pub(super) fn time_prefix(at: Timestamp) -> String {
+    encode_time(at)
+}
+
 /// An index member: time then id, so text order is `(time, id)` order.
 pub(super) fn position(at: Timestamp, id: &str) -> String {
     format!("{}.{id}", encode_time(at))

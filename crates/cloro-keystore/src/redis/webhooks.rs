@@ -35,7 +35,7 @@ use cloro_auth_core::wire::DeliveryStatus;
 use jiff::Timestamp;
 
 use super::connection::LuaScript;
-use super::store::{AccountSlot, RedisStore, position};
+use super::store::{AccountSlot, RedisStore, position, time_prefix};
 use crate::store::{
     Delivery, OutboxEvent, Page, PageRequest, StoreError, WEBHOOK_LEASE, WebhookRecord,
     WebhookStore,
@@ -101,11 +101,27 @@ end
 return 1
 ";
 
+/// Removes up to `ARGV[2]` finished deliveries whose position sorts before
+/// `ARGV[1]` (a time prefix): `KEYS` log, deliveries, due. Answers how many.
+const PRUNE_LUA: &str = r"
+local members = redis.call('ZRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+local pruned = 0
+for _, member in ipairs(members) do
+  if not redis.call('ZSCORE', KEYS[3], member) then
+    redis.call('HDEL', KEYS[2], member)
+    redis.call('ZREM', KEYS[1], member)
+    pruned = pruned + 1
+  end
+end
+return pruned
+";
+
 // Each script's SHA-1 is computed once, on first use.
 static CLAIM: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(CLAIM_LUA));
 static FAN_OUT: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(FAN_OUT_LUA));
 static ATTEMPT: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(ATTEMPT_LUA));
 static UNLIST: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(UNLIST_LUA));
+static PRUNE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(PRUNE_LUA));
 
 /// One endpoint's keys, all in its slot.
 struct WebhookSlot {
@@ -428,6 +444,32 @@ impl WebhookStore for RedisStore {
                     .query::<i64>(ATTEMPT.with(&keys, &args))
                     .await
                     .map(drop)
+            })
+            .await
+    }
+
+    async fn prune_deliveries(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        let records = self.webhooks().await?;
+        let cutoff = time_prefix(before);
+        self.connection()
+            .bounded(async {
+                let mut pruned = 0usize;
+                for record in &records {
+                    if pruned >= limit {
+                        break;
+                    }
+                    let slot = WebhookSlot::new(&record.info.id);
+                    let keys = [slot.log(), slot.deliveries(), slot.due()];
+                    let args = [
+                        cutoff.clone(),
+                        i64::try_from(limit - pruned)
+                            .unwrap_or(i64::MAX)
+                            .to_string(),
+                    ];
+                    let removed: u64 = self.connection().query(PRUNE.with(&keys, &args)).await?;
+                    pruned += usize::try_from(removed).unwrap_or(usize::MAX);
+                }
+                Ok(pruned)
             })
             .await
     }

@@ -338,6 +338,60 @@ impl WebhookStore for EmbeddedStore {
         .await
     }
 
+    async fn prune_deliveries(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        self.blocking(move |db| {
+            let txn = begin_write(db)?;
+            let mut pruned = 0;
+            {
+                let webhook_ids: Vec<String> = open_write(&txn, WEBHOOKS)?
+                    .iter()
+                    .map_err(|error| redb_error("cannot read the webhooks", error))?
+                    .map(|entry| {
+                        entry
+                            .map(|(id, _)| id.value().to_owned())
+                            .map_err(|error| redb_error("cannot read the webhooks", error))
+                    })
+                    .collect::<Result<_, _>>()?;
+                let mut deliveries = open_write(&txn, DELIVERIES)?;
+                for id in &webhook_ids {
+                    if pruned == limit {
+                        break;
+                    }
+                    // Only rows without a due time: finished deliveries.
+                    let old: Vec<(i128, String)> = deliveries
+                        .range((id.as_str(), i128::MIN, "")..(id.as_str(), nanos(before), ""))
+                        .map_err(|error| redb_error("cannot read the deliveries", error))?
+                        .filter_map(|entry| match entry {
+                            Ok((key, row)) if row.value().0 == NONE => {
+                                let (_, at, event) = key.value();
+                                Some(Ok((at, event.to_owned())))
+                            }
+                            Ok(_) => None,
+                            Err(error) => {
+                                Some(Err(redb_error("cannot read the deliveries", error)))
+                            }
+                        })
+                        .take(limit - pruned)
+                        .collect::<Result<_, _>>()?;
+                    for (at, event) in old {
+                        deliveries
+                            .remove((id.as_str(), at, event.as_str()))
+                            .map_err(|error| redb_error("cannot remove a delivery", error))?;
+                        pruned += 1;
+                    }
+                }
+            }
+            if pruned == 0 {
+                txn.abort()
+                    .map_err(|error| redb_error("cannot end a read of the deliveries", error))?;
+            } else {
+                commit(txn)?;
+            }
+            Ok(pruned)
+        })
+        .await
+    }
+
     async fn deliveries(
         &self,
         webhook_id: &str,

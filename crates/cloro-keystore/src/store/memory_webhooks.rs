@@ -137,6 +137,24 @@ impl WebhookStore for MemoryStore {
         Ok(())
     }
 
+    async fn prune_deliveries(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        let mut state = self.state()?;
+        let old: Vec<(String, String)> = state
+            .webhooks
+            .deliveries
+            .iter()
+            .filter(|(_, (delivery, _))| {
+                delivery.status != DeliveryStatus::Pending && delivery.event.at < before
+            })
+            .map(|(key, _)| key.clone())
+            .take(limit)
+            .collect();
+        for key in &old {
+            state.webhooks.deliveries.remove(key);
+        }
+        Ok(old.len())
+    }
+
     async fn deliveries(
         &self,
         webhook_id: &str,

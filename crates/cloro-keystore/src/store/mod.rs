@@ -36,7 +36,9 @@ pub use idempotency::{
 };
 pub use memory::MemoryStore;
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
-pub use webhooks::{Delivery, OutboxEvent, WEBHOOK_LEASE, WebhookRecord, WebhookStore};
+pub use webhooks::{
+    DELIVERY_RETENTION, Delivery, OutboxEvent, WEBHOOK_LEASE, WebhookRecord, WebhookStore,
+};
 
 use core::fmt;
 use core::time::Duration;

@@ -44,6 +44,11 @@ use super::{KeyRecord, Page, PageRequest, StoreError};
 /// node's work is picked up soon.
 pub const WEBHOOK_LEASE: Duration = Duration::from_secs(30);
 
+/// How long a finished delivery (delivered or failed) stays in its
+/// endpoint's log: long enough to look into last month's incident, and the
+/// log stays bounded however many events an endpoint gets.
+pub const DELIVERY_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 /// An endpoint as the store keeps it: its secret only sealed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookRecord {
@@ -226,6 +231,10 @@ pub trait WebhookStore: Send + Sync + fmt::Debug + 'static {
     /// Writes a delivery after an attempt: its status, counts and, while
     /// pending, when it is due next. Ignored if its endpoint is gone.
     async fn record_attempt(&self, delivery: &Delivery) -> Result<(), StoreError>;
+
+    /// Removes up to `limit` finished (not pending) deliveries, of every
+    /// endpoint, whose event happened before `before`; answers how many.
+    async fn prune_deliveries(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError>;
 
     /// One endpoint's deliveries, newest event first.
     async fn deliveries(

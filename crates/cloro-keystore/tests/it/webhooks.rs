@@ -30,6 +30,7 @@ where
     due_claims_and_attempts_reschedule(drained(make()).await).await;
     endpoints_are_listed_newest_first_and_removed_with_their_deliveries(drained(make()).await)
         .await;
+    finished_deliveries_are_pruned_and_pending_ones_kept(drained(make()).await).await;
 }
 
 /// `store` with nothing left in its outbox or due from earlier checks (the
@@ -286,6 +287,73 @@ async fn due_claims_and_attempts_reschedule<S: KeyStore + WebhookStore>(store: A
     );
     let listed = store.deliveries("wh_due", &page(10)).await.unwrap().items;
     assert_eq!(listed, vec![delivered]);
+}
+
+/// Pruning takes finished deliveries of events before the cutoff, never a
+/// pending one. (Shared Redis stores hold other checks' deliveries too, so
+/// this looks at its own endpoint's log, not at counts.)
+async fn finished_deliveries_are_pruned_and_pending_ones_kept<S: KeyStore + WebhookStore>(
+    store: Arc<S>,
+) {
+    store
+        .add_webhook(&webhook("wh_prune", 0, vec![WebhookEventType::KeyCreated]))
+        .await
+        .unwrap();
+    let admin = admin(store.clone());
+    for n in 0..3 {
+        admin
+            .create(
+                CreateKeyRequest::new(account("acct_wh_prune"), format!("k{n}")),
+                "admin",
+                t(5000 + n),
+            )
+            .await
+            .unwrap();
+    }
+    let now = t(6000);
+    for event in store.outbox(now, 10).await.unwrap() {
+        store
+            .fan_out(&event, &["wh_prune".to_owned()], now)
+            .await
+            .unwrap();
+    }
+    let mut due = store.due(now, 10).await.unwrap();
+    due.sort_by_key(|delivery| delivery.event.at);
+    assert_eq!(due.len(), 3);
+    let outcomes = [
+        (DeliveryStatus::Delivered, None),
+        (DeliveryStatus::Failed, None),
+        (DeliveryStatus::Pending, Some(t(7000))),
+    ];
+    for (delivery, (status, next)) in due.iter_mut().zip(outcomes) {
+        delivery.attempts = 1;
+        delivery.status = status;
+        delivery.next_attempt_at = next;
+        store.record_attempt(delivery).await.unwrap();
+    }
+    let log = || async {
+        store
+            .deliveries("wh_prune", &page(10))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|delivery| (delivery.event.at, delivery.status))
+            .collect::<Vec<_>>()
+    };
+    assert!(store.prune_deliveries(t(5001), 100).await.unwrap() >= 1);
+    assert_eq!(
+        log().await,
+        vec![
+            (t(5002), DeliveryStatus::Pending),
+            (t(5001), DeliveryStatus::Failed)
+        ]
+    );
+    assert_eq!(store.prune_deliveries(t(1_000_000), 0).await.unwrap(), 0);
+    assert!(store.prune_deliveries(t(1_000_000), 100).await.unwrap() >= 1);
+    assert_eq!(log().await, vec![(t(5002), DeliveryStatus::Pending)]);
+    // Still due, still claimable.
+    assert_eq!(store.due(t(7000), 10).await.unwrap().len(), 1);
 }
 
 async fn endpoints_are_listed_newest_first_and_removed_with_their_deliveries<

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cloro_auth_core::wire::DeliveryStatus;
-use cloro_keystore::{Clock, Delivery, LogLimit, WebhookRecord};
+use cloro_keystore::{Clock, DELIVERY_RETENTION, Delivery, LogLimit, WebhookRecord};
 use futures_util::StreamExt as _;
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{HeaderValue, Method, Request};
@@ -44,6 +44,10 @@ const IN_FLIGHT: usize = 32;
 pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of an answer is read (then the connection is dropped).
 const MAX_RESPONSE_BYTES: usize = 4 * 1024;
+/// How often finished deliveries past [`DELIVERY_RETENTION`] are pruned,
+/// in ticks, and how many at most each time.
+const PRUNE_EVERY_TICKS: u64 = 60;
+const PRUNE_AT_MOST: usize = 1000;
 /// How long an event is tried for (SPEC §12: 24 hours).
 const RETRY_FOR: SignedDuration = SignedDuration::from_hours(24);
 /// The waits after the first, second, … failed attempt; the last repeats.
@@ -112,6 +116,7 @@ impl Worker {
         StoppableTask::spawn(|stopped| async move {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks: u64 = 0;
             loop {
                 let mut watching = stopped.clone();
                 tokio::select! {
@@ -121,6 +126,10 @@ impl Worker {
                 let Some(webhooks) = self.webhooks.upgrade() else {
                     return;
                 };
+                if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
+                    self.prune(&webhooks).await;
+                }
+                ticks = ticks.wrapping_add(1);
                 self.run_once(&webhooks, stopped.clone()).await;
                 if *stopped.borrow() {
                     return;
@@ -137,6 +146,27 @@ impl Worker {
             && let Some(suppressed) = STORE_FAILED.admit()
         {
             tracing::warn!(%error, suppressed, "webhook delivery pass failed; it runs again in a second");
+        }
+    }
+
+    /// Drops finished deliveries older than [`DELIVERY_RETENTION`], so an
+    /// endpoint's log stays bounded.
+    async fn prune(&self, webhooks: &Webhooks) {
+        let Some(before) = SignedDuration::try_from(DELIVERY_RETENTION)
+            .ok()
+            .and_then(|keep| self.clock.now().checked_sub(keep).ok())
+        else {
+            return;
+        };
+        match webhooks.store.prune_deliveries(before, PRUNE_AT_MOST).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "old webhook deliveries pruned"),
+            Err(error) => {
+                static PRUNE_FAILED: LogLimit = LogLimit::per_second();
+                if let Some(suppressed) = PRUNE_FAILED.admit() {
+                    tracing::warn!(%error, suppressed, "pruning old webhook deliveries failed; tried again in a minute");
+                }
+            }
         }
     }
 

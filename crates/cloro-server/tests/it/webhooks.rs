@@ -441,7 +441,7 @@ async fn expiry_notices_are_delivered_once_each_also_after_a_restart() {
     };
     let receiver = Receiver::start(&[]).await;
     let server = TestServer::start_with_clock(settings(), None, clock.clone()).await;
-    let (_, secret) = register(
+    let (webhook, secret) = register(
         &server,
         serde_json::json!({"url": receiver.url, "events": ["key.expiring", "key.expired"]}),
     )
@@ -488,6 +488,24 @@ async fn expiry_notices_are_delivered_once_each_also_after_a_restart() {
     expect(&receiver.wait_for(3).await[2], "key.expired", None);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.received().len(), 3, "a notice was sent twice");
+
+    // Finished deliveries are kept 30 days, then pruned (on the worker's
+    // first pass after this restart, and every minute after).
+    let log = format!("/admin/v1/webhooks/{webhook}/deliveries");
+    let listed = admin(&server, Method::GET, &log, "").await.json();
+    assert_eq!(listed["deliveries"].as_array().unwrap().len(), 3);
+    server.stop().await;
+    clock.advance(SignedDuration::from_hours(31 * 24));
+    let server = TestServer::start_with_clock(settings(), None, clock.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = admin(&server, Method::GET, &log, "").await.json();
+        if listed["deliveries"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not pruned: {listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.stop().await;
 }
 
