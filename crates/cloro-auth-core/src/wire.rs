@@ -20,11 +20,16 @@ use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod leaked;
+mod usage;
 mod webhook;
 
 pub use leaked::{
     LeakFeedback, LeakLabel, LeakedToken, MAX_LEAKED_KEYS, RevokeLeakedRequest,
     RevokeLeakedResponse,
+};
+pub use usage::{
+    AccountUsageResponse, KeyUsageResponse, KeyUsageTotals, MAX_USAGE_BUCKETS, UsageBucket,
+    UsageCounts, UsageGranularity, UsageOutcome,
 };
 pub use webhook::{
     CreateWebhookRequest, CreateWebhookResponse, DeliveryInfo, DeliveryStatus,

@@ -59,7 +59,7 @@ pub use redis::{
 };
 pub use store::{
     AccountRecord, CounterStore, Cursor, EmbeddedStore, KeyBatch, KeyLookup, KeyRecord, KeyStore,
-    KeyUsage, MemoryStore, Page, PageRequest, RecordWrite, StoreError, StoreFailure,
+    KeyUsage, MemoryStore, Page, PageRequest, RecordWrite, SeriesPoint, StoreError, StoreFailure,
     USAGE_DEDUP_WINDOW, UsageBatch, UsageDelta,
 };
 pub use store::{

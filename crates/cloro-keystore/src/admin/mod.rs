@@ -5,6 +5,7 @@
 
 mod expiry;
 mod leaked;
+mod usage;
 
 pub use expiry::EXPIRY_NOTICE_ACTOR;
 pub use leaked::{LeakReport, LeakedKeyAction, RevokedLeaked};

@@ -69,7 +69,7 @@ use core::fmt;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use cloro_auth_core::wire::AuditEvent;
+use cloro_auth_core::wire::{AuditEvent, UsageCounts, UsageGranularity};
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 use futures_util::{StreamExt, stream};
 use jiff::Timestamp;
@@ -77,8 +77,9 @@ use jiff::Timestamp;
 use super::connection::{LuaScript, RedisConnection, RedisOptions};
 use crate::store::OutboxEvent;
 use crate::store::{
-    AccountRecord, Cursor, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage, Page, PageRequest,
-    ScheduledNotice, StoreError, USAGE_DEDUP_WINDOW, UsageBatch,
+    AccountRecord, Cursor, KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage, PRUNE_PER_WRITE,
+    Page, PageRequest, ScheduledNotice, SeriesPoint, StoreError, USAGE_DEDUP_WINDOW, UsageBatch,
+    retention_cutoff,
 };
 
 /// Added to Unix nanoseconds so that every `Timestamp` (the earliest is
@@ -147,12 +148,39 @@ local function later(a, b)
 end
 local applied = redis.call('GET', KEYS[2])
 if applied and not later(ARGV[1], applied) then return 0 end
-for i = 3, #ARGV, 3 do
-  redis.call('HINCRBY', KEYS[1], ARGV[i] .. ':count', ARGV[i + 1])
-  local field = ARGV[i] .. ':last_used_at'
-  local last = redis.call('HGET', KEYS[1], field)
-  if (not last) or later(ARGV[i + 2], last) then
-    redis.call('HSET', KEYS[1], field, ARGV[i + 2])
+local widths = {60, 3600, 86400}
+for i = 7, #ARGV, 11 do
+  local id = ARGV[i]
+  local count = ARGV[i + 1]
+  if tonumber(count) > 0 then
+    redis.call('HINCRBY', KEYS[1], id .. ':count', count)
+    local field = id .. ':last_used_at'
+    local last = redis.call('HGET', KEYS[1], field)
+    if (not last) or later(ARGV[i + 2], last) then
+      redis.call('HSET', KEYS[1], field, ARGV[i + 2])
+    end
+  end
+  local minute = tonumber(ARGV[i + 3])
+  for g = 1, 3 do
+    local start = minute - (minute % widths[g])
+    local bucket = id .. ':' .. string.format('%d', start)
+    local touched = false
+    for o = 0, 7 do
+      local n = count
+      if o > 0 then n = ARGV[i + 3 + o] end
+      if tonumber(n) > 0 then
+        redis.call('HINCRBY', KEYS[2 + g], bucket .. ':' .. o, n)
+        touched = true
+      end
+    end
+    if touched then redis.call('ZADD', KEYS[5 + g], start, bucket) end
+  end
+end
+for g = 1, 3 do
+  local old = redis.call('ZRANGEBYSCORE', KEYS[5 + g], '-inf', '(' .. ARGV[2 + g], 'LIMIT', 0, ARGV[6])
+  for _, bucket in ipairs(old) do
+    for o = 0, 7 do redis.call('HDEL', KEYS[2 + g], bucket .. ':' .. o) end
+    redis.call('ZREM', KEYS[5 + g], bucket)
   end
 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
@@ -611,6 +639,68 @@ impl KeyStore for RedisStore {
             .await
     }
 
+    async fn usage_series(
+        &self,
+        account: &AccountId,
+        keys: &[KeyId],
+        granularity: UsageGranularity,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        let slot = AccountSlot::new(account);
+        let wanted: std::collections::HashSet<&str> = keys.iter().map(KeyId::as_str).collect();
+        self.connection
+            .bounded(async {
+                // The buckets that exist in the range, then only those read.
+                let buckets: Vec<String> = self
+                    .connection
+                    .query(
+                        redis::cmd("ZRANGEBYSCORE")
+                            .arg(slot.series_buckets(granularity))
+                            .arg(from)
+                            .arg(format!("({to}")),
+                    )
+                    .await?;
+                let mut found = Vec::new();
+                for bucket in &buckets {
+                    let Some((id, start)) = bucket.rsplit_once(':') else {
+                        continue;
+                    };
+                    if !wanted.contains(id) {
+                        continue;
+                    }
+                    let (Ok(key_id), Ok(start)) = (KeyId::new(id), start.parse::<i64>()) else {
+                        continue;
+                    };
+                    found.push((bucket, key_id, start));
+                }
+                let mut points = Vec::with_capacity(found.len());
+                for chunk in found.chunks(256) {
+                    let mut command = redis::cmd("HMGET");
+                    command.arg(slot.series(granularity));
+                    for (bucket, _, _) in chunk {
+                        for outcome in 0..8 {
+                            command.arg(format!("{bucket}:{outcome}"));
+                        }
+                    }
+                    let values: Vec<Option<u64>> = self.connection.query(&command).await?;
+                    for ((_, key_id, start), counts) in chunk.iter().zip(values.chunks(8)) {
+                        let mut array = [0u64; 8];
+                        for (slot, value) in array.iter_mut().zip(counts) {
+                            *slot = value.unwrap_or(0);
+                        }
+                        points.push(SeriesPoint {
+                            key_id: *key_id,
+                            start: *start,
+                            counts: UsageCounts::from_array(array),
+                        });
+                    }
+                }
+                Ok(points)
+            })
+            .await
+    }
+
     async fn expiry_notices_due(
         &self,
         now: Timestamp,
@@ -628,15 +718,29 @@ impl RedisStore {
     /// Runs [`USAGE_LUA`] for one batch, in the batch's account slot.
     async fn apply_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
         let slot = AccountSlot::new(&batch.account_id);
-        let mut args = Vec::with_capacity(2 + 3 * batch.deltas.len());
+        let mut args = Vec::with_capacity(6 + 11 * batch.deltas.len());
         args.push(encode_sequence(batch.sequence));
         args.push(USAGE_DEDUP_WINDOW.as_secs().to_string());
+        // Retention is measured on this node's clock: the nodes' clocks
+        // differ by seconds, retention is hours to years.
+        let now = Timestamp::now().as_second();
+        for granularity in UsageGranularity::ALL {
+            args.push(retention_cutoff(granularity, now).to_string());
+        }
+        args.push(PRUNE_PER_WRITE.to_string());
+        let count_arg = |count: u64| i64::try_from(count).unwrap_or(i64::MAX).to_string();
         for delta in &batch.deltas {
             args.push(delta.key_id.as_str().to_owned());
-            args.push(i64::try_from(delta.count).unwrap_or(i64::MAX).to_string());
+            args.push(count_arg(delta.count));
             args.push(encode_time(delta.last_used_at));
+            args.push(delta.minute.to_string());
+            for refused in &delta.refused.to_array()[1..] {
+                args.push(count_arg(*refused));
+            }
         }
-        let keys = [slot.usage(), slot.usage_applied(batch.node_id)];
+        let mut keys = vec![slot.usage(), slot.usage_applied(batch.node_id)];
+        keys.extend(UsageGranularity::ALL.map(|g| slot.series(g)));
+        keys.extend(UsageGranularity::ALL.map(|g| slot.series_buckets(g)));
         // 0 (already applied) is as good as 1: the batch is in the counts.
         self.connection
             .query_once::<i64>(self.usage_script.with(&keys, &args))
@@ -731,6 +835,18 @@ impl AccountSlot {
 
     fn usage(&self) -> String {
         format!("{}:usage", self.tag)
+    }
+
+    /// A granularity's usage buckets: `<key>:<start>:<outcome index>` →
+    /// count.
+    fn series(&self, granularity: UsageGranularity) -> String {
+        format!("{}:usage:{}", self.tag, granularity.as_str())
+    }
+
+    /// Which buckets of a granularity exist: `<key>:<start>`, scored by the
+    /// start, so that those past retention are one range.
+    fn series_buckets(&self, granularity: UsageGranularity) -> String {
+        format!("{}:usage:{}:buckets", self.tag, granularity.as_str())
     }
 
     fn usage_applied(&self, node_id: u64) -> String {

@@ -52,7 +52,7 @@ use std::sync::Arc;
 use super::embedded_webhooks;
 use super::webhooks::OutboxEvent;
 use async_trait::async_trait;
-use cloro_auth_core::wire::AuditEvent;
+use cloro_auth_core::wire::{AuditEvent, UsageCounts, UsageGranularity};
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 use jiff::Timestamp;
 use redb::{
@@ -60,10 +60,11 @@ use redb::{
     WriteTransaction,
 };
 
-use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
+use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
 use super::{
-    CounterStore, KeyBatch, KeyStore, Page, PageRequest, ScheduledNotice, StoreError,
-    USAGE_DEDUP_WINDOW, embedded_notices, paginate,
+    CounterStore, KeyBatch, KeyStore, PRUNE_PER_WRITE, Page, PageRequest, ScheduledNotice,
+    SeriesPoint, StoreError, USAGE_DEDUP_WINDOW, bucket_starts, embedded_notices, paginate,
+    retention_cutoff,
 };
 
 /// The database file inside the data directory.
@@ -83,6 +84,13 @@ const USAGE: TableDefinition<&str, (u64, Option<i128>)> = TableDefinition::new("
 const USAGE_APPLIED: TableDefinition<(u64, &str), u64> = TableDefinition::new("usage_applied");
 const USAGE_NODES: TableDefinition<u64, i128> = TableDefinition::new("usage_nodes");
 const COUNTERS: TableDefinition<&str, &str> = TableDefinition::new("counters");
+/// Usage series (SPEC §10): (granularity, key id, bucket start) → the
+/// bucket's counts, eight little-endian u64s in `UsageOutcome::ALL` order.
+const USAGE_SERIES: TableDefinition<(u8, &str, i64), &[u8]> = TableDefinition::new("usage_series");
+/// The same buckets by (granularity, start, key id), so that those past
+/// retention are one range from the start.
+const USAGE_SERIES_TIMES: TableDefinition<(u8, i64, &str), ()> =
+    TableDefinition::new("usage_series_times");
 
 /// The durable single-node store: one redb database, safe against `kill -9`
 /// at any moment (every acknowledged write is committed and fsynced).
@@ -160,6 +168,8 @@ impl EmbeddedStore {
             txn.open_table(USAGE).map(drop),
             txn.open_table(USAGE_APPLIED).map(drop),
             txn.open_table(USAGE_NODES).map(drop),
+            txn.open_table(USAGE_SERIES).map(drop),
+            txn.open_table(USAGE_SERIES_TIMES).map(drop),
             txn.open_table(embedded_webhooks::WEBHOOKS).map(drop),
             txn.open_table(embedded_webhooks::OUTBOX).map(drop),
             txn.open_table(embedded_webhooks::DELIVERIES).map(drop),
@@ -397,6 +407,40 @@ impl KeyStore for EmbeddedStore {
         .await
     }
 
+    async fn usage_series(
+        &self,
+        _account: &AccountId,
+        keys: &[KeyId],
+        granularity: UsageGranularity,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        let keys = keys.to_vec();
+        self.blocking(move |db| {
+            let txn = begin_read(db)?;
+            let series = open_read(&txn, USAGE_SERIES)?;
+            let tag = granularity_tag(granularity);
+            let mut points = Vec::new();
+            for key_id in keys {
+                let id = key_id.as_str();
+                for entry in series
+                    .range((tag, id, from)..(tag, id, to))
+                    .map_err(|error| redb_error("cannot read the usage buckets", error))?
+                {
+                    let (key, counts) = entry
+                        .map_err(|error| redb_error("cannot read the usage buckets", error))?;
+                    points.push(SeriesPoint {
+                        key_id,
+                        start: key.value().2,
+                        counts: decode_counts(counts.value())?,
+                    });
+                }
+            }
+            Ok(points)
+        })
+        .await
+    }
+
     async fn expiry_notices_due(
         &self,
         now: Timestamp,
@@ -474,6 +518,8 @@ fn apply_usage(db: &Database, batches: &[UsageBatch], now: Timestamp) -> Result<
         let mut usage = open_write(&txn, USAGE)?;
         let mut applied = open_write(&txn, USAGE_APPLIED)?;
         let mut nodes = open_write(&txn, USAGE_NODES)?;
+        let mut series = open_write(&txn, USAGE_SERIES)?;
+        let mut series_times = open_write(&txn, USAGE_SERIES_TIMES)?;
         let mut active_nodes = Vec::new();
         for batch in batches {
             let tag = (batch.node_id, batch.account_id.as_str());
@@ -499,12 +545,18 @@ fn apply_usage(db: &Database, batches: &[UsageBatch], now: Timestamp) -> Result<
                     .unwrap_or((0, None));
                 // Batches from different nodes arrive in any order: the
                 // last use only ever moves forwards.
-                let last_used = last_used.max(Some(delta.last_used_at.as_nanosecond()));
+                let last_used = if delta.count > 0 {
+                    last_used.max(Some(delta.last_used_at.as_nanosecond()))
+                } else {
+                    last_used
+                };
                 usage
                     .insert(id, (count.saturating_add(delta.count), last_used))
                     .map_err(|error| redb_error("cannot write usage", error))?;
+                add_to_series(&mut series, &mut series_times, delta)?;
             }
         }
+        prune_series(&mut series, &mut series_times, now)?;
         for node in active_nodes {
             nodes
                 .insert(node, now.as_nanosecond())
@@ -513,6 +565,102 @@ fn apply_usage(db: &Database, batches: &[UsageBatch], now: Timestamp) -> Result<
         forget_idle_usage_nodes(&mut nodes, &mut applied, now)?;
     }
     commit(txn)
+}
+
+type SeriesTable<'txn> = redb::Table<'txn, (u8, &'static str, i64), &'static [u8]>;
+type SeriesTimesTable<'txn> = redb::Table<'txn, (u8, i64, &'static str), ()>;
+
+/// The table tag of a granularity.
+fn granularity_tag(granularity: UsageGranularity) -> u8 {
+    match granularity {
+        UsageGranularity::Minute => 0,
+        UsageGranularity::Hour => 1,
+        UsageGranularity::Day => 2,
+    }
+}
+
+fn encode_counts(counts: &UsageCounts) -> [u8; 64] {
+    let mut bytes = [0u8; 64];
+    for (chunk, count) in bytes.chunks_exact_mut(8).zip(counts.to_array()) {
+        chunk.copy_from_slice(&count.to_le_bytes());
+    }
+    bytes
+}
+
+fn decode_counts(bytes: &[u8]) -> Result<UsageCounts, StoreError> {
+    if bytes.len() != 64 {
+        return Err(StoreError::corrupt("a usage bucket cannot be read"));
+    }
+    let mut counts = [0u64; 8];
+    for (count, chunk) in counts.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        *count = u64::from_le_bytes(word);
+    }
+    Ok(UsageCounts::from_array(counts))
+}
+
+/// Adds `delta`'s outcomes to its key's bucket at every granularity.
+fn add_to_series(
+    series: &mut SeriesTable<'_>,
+    times: &mut SeriesTimesTable<'_>,
+    delta: &UsageDelta,
+) -> Result<(), StoreError> {
+    let outcomes = delta.outcomes();
+    let id = delta.key_id.as_str();
+    for (granularity, start) in bucket_starts(delta.minute) {
+        let tag = granularity_tag(granularity);
+        let mut counts = match series
+            .get((tag, id, start))
+            .map_err(|error| redb_error("cannot read a usage bucket", error))?
+        {
+            Some(stored) => decode_counts(stored.value())?,
+            None => UsageCounts::default(),
+        };
+        counts.add(&outcomes);
+        series
+            .insert((tag, id, start), encode_counts(&counts).as_slice())
+            .map_err(|error| redb_error("cannot write a usage bucket", error))?;
+        times
+            .insert((tag, start, id), ())
+            .map_err(|error| redb_error("cannot write a usage bucket", error))?;
+    }
+    Ok(())
+}
+
+/// Drops up to [`PRUNE_PER_WRITE`] buckets per granularity that are past
+/// retention at `now`.
+fn prune_series(
+    series: &mut SeriesTable<'_>,
+    times: &mut SeriesTimesTable<'_>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    for granularity in UsageGranularity::ALL {
+        let tag = granularity_tag(granularity);
+        let cutoff = retention_cutoff(granularity, now.as_second());
+        let old: Vec<(i64, String)> = times
+            .range((tag, i64::MIN, "")..(tag, cutoff, ""))
+            .map_err(|error| redb_error("cannot scan the usage buckets", error))?
+            .take(PRUNE_PER_WRITE)
+            .map(|entry| {
+                entry
+                    .map(|(key, _)| {
+                        let (_, start, id) = key.value();
+                        (start, id.to_owned())
+                    })
+                    .map_err(|error| redb_error("cannot scan the usage buckets", error))
+            })
+            .collect::<Result<_, _>>()?;
+        for (start, id) in old {
+            times
+                .remove((tag, start, id.as_str()))
+                .map_err(|error| redb_error("cannot drop a usage bucket", error))?;
+            series
+                .remove((tag, id.as_str(), start))
+                .map_err(|error| redb_error("cannot drop a usage bucket", error))?;
+        }
+    }
+    Ok(())
 }
 
 /// Drops the `usage_applied` rows of every node that has had nothing applied
@@ -804,6 +952,8 @@ mod tests {
                 key_id: KeyId::new(&format!("key_{account}")).unwrap(),
                 last_used_at: at,
                 count: 1,
+                minute: 0,
+                refused: Default::default(),
             }],
         }
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
 
 use async_trait::async_trait;
-use cloro_auth_core::wire::AuditEvent;
+use cloro_auth_core::wire::{AuditEvent, UsageCounts, UsageGranularity};
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 use jiff::Timestamp;
 
@@ -21,7 +21,8 @@ use super::memory_webhooks::WebhookState;
 use super::record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch};
 use super::webhooks::OutboxEvent;
 use super::{
-    KeyBatch, KeyStore, Page, PageRequest, ScheduledNotice, StoreError, WEBHOOK_LEASE, paginate,
+    KeyBatch, KeyStore, Page, PageRequest, ScheduledNotice, SeriesPoint, StoreError, WEBHOOK_LEASE,
+    bucket_starts, paginate, retention_cutoff,
 };
 
 /// A `KeyStore` in a mutex: simple and obviously correct, not fast.
@@ -50,6 +51,8 @@ pub(super) struct State {
     /// The expiry-notice schedule: entry → the end of its claim (or
     /// `Timestamp::MIN` while free), earliest entry first.
     notices: BTreeMap<(Timestamp, String), (ScheduledNotice, Timestamp)>,
+    /// Usage series: (granularity, key, bucket start) → counts.
+    series: BTreeMap<(UsageGranularity, KeyId, i64), UsageCounts>,
 }
 
 impl MemoryStore {
@@ -243,14 +246,52 @@ impl KeyStore for MemoryStore {
             for delta in &batch.deltas {
                 let entry = state.usage.entry(delta.key_id).or_default();
                 entry.count = entry.count.saturating_add(delta.count);
-                entry.last_used_at = entry.last_used_at.max(Some(delta.last_used_at));
+                if delta.count > 0 {
+                    entry.last_used_at = entry.last_used_at.max(Some(delta.last_used_at));
+                }
+                for (granularity, start) in bucket_starts(delta.minute) {
+                    state
+                        .series
+                        .entry((granularity, delta.key_id, start))
+                        .or_default()
+                        .add(&delta.outcomes());
+                }
             }
         }
+        let now = Timestamp::now().as_second();
+        state
+            .series
+            .retain(|(granularity, _, start), _| *start >= retention_cutoff(*granularity, now));
         vec![Ok(()); batches.len()]
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.state().map(drop)
+    }
+
+    async fn usage_series(
+        &self,
+        _account: &AccountId,
+        keys: &[KeyId],
+        granularity: UsageGranularity,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        let state = self.state()?;
+        let mut points = Vec::new();
+        for key_id in keys {
+            for ((_, _, start), counts) in state
+                .series
+                .range((granularity, *key_id, from)..(granularity, *key_id, to))
+            {
+                points.push(SeriesPoint {
+                    key_id: *key_id,
+                    start: *start,
+                    counts: *counts,
+                });
+            }
+        }
+        Ok(points)
     }
 
     async fn expiry_notices_due(

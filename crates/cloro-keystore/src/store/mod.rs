@@ -23,6 +23,7 @@ mod idempotency;
 mod memory;
 mod memory_webhooks;
 mod record;
+mod usage_series;
 mod webhooks;
 
 pub use counters::CounterStore;
@@ -36,6 +37,8 @@ pub use idempotency::{
 };
 pub use memory::MemoryStore;
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
+pub use usage_series::SeriesPoint;
+pub(crate) use usage_series::{PRUNE_PER_WRITE, bucket_starts, retention_cutoff};
 pub use webhooks::{
     DELIVERY_RETENTION, Delivery, OutboxEvent, WEBHOOK_LEASE, WebhookRecord, WebhookStore,
 };
@@ -44,7 +47,7 @@ use core::fmt;
 use core::time::Duration;
 
 use async_trait::async_trait;
-use cloro_auth_core::wire::AuditEvent;
+use cloro_auth_core::wire::{AuditEvent, UsageGranularity};
 use cloro_auth_core::{AccountId, KeyHash, KeyId, PlanName};
 use jiff::Timestamp;
 
@@ -192,7 +195,24 @@ pub trait KeyStore: Send + Sync + fmt::Debug + 'static {
     ///   each account on its own; the embedded store commits all in one
     ///   transaction). An `Err` means the batch may or may not have been
     ///   applied: retry it unchanged.
+    /// - **Series.** Each delta's outcomes are added to its key's usage
+    ///   series (SPEC §10) at every granularity, in the buckets holding the
+    ///   delta's `minute`, in the same write as the counts (so once, too);
+    ///   buckets older than their granularity's retention, measured from
+    ///   the store's own clock, are dropped as the store goes.
     async fn record_usage(&self, batches: &[UsageBatch]) -> Vec<Result<(), StoreError>>;
+
+    /// The usage series of `keys` (all of `account`) at `granularity`:
+    /// every bucket with any count whose start (Unix seconds) is in
+    /// `from..to`, as (key, start, counts), in no particular order.
+    async fn usage_series(
+        &self,
+        account: &AccountId,
+        keys: &[KeyId],
+        granularity: UsageGranularity,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<SeriesPoint>, StoreError>;
 
     /// Claims up to `limit` entries of the expiry-notice schedule whose
     /// time has come at `now`, earliest first, that no other caller holds

@@ -4,7 +4,9 @@
 
 use core::num::NonZeroU32;
 
-use cloro_auth_core::wire::{KeyInfo, KeyPurpose, Metadata, QuotaPolicy, RateLimitPolicy, Refill};
+use cloro_auth_core::wire::{
+    KeyInfo, KeyPurpose, Metadata, QuotaPolicy, RateLimitPolicy, Refill, UsageCounts,
+};
 use cloro_auth_core::{AccountId, Environment, KeyHash, KeyId, KeyStatus, PlanName, Scope};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -142,10 +144,26 @@ pub struct KeyUsage {
 pub struct UsageDelta {
     /// The key.
     pub key_id: KeyId,
-    /// Latest use in this batch.
+    /// Latest successful use in this batch; meaningful only when `count`
+    /// is above 0 (a delta of refusals alone leaves `last_used_at` alone).
     pub last_used_at: Timestamp,
-    /// Uses in this batch.
+    /// Successful uses in this batch (the `valid` outcome of SPEC §10).
     pub count: u64,
+    /// The minute (its start, Unix seconds) the batch's counts are filed
+    /// under in the usage series.
+    pub minute: i64,
+    /// Refused requests by outcome (`valid` is always 0 here: that is
+    /// `count`).
+    pub refused: UsageCounts,
+}
+
+impl UsageDelta {
+    /// Every outcome's count, `valid` included.
+    pub fn outcomes(&self) -> UsageCounts {
+        let mut outcomes = self.refused;
+        outcomes.valid = self.count;
+        outcomes
+    }
 }
 
 /// The usage of one account's keys from one flush of one node: the unit a

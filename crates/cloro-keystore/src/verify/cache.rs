@@ -79,6 +79,12 @@ pub(crate) struct KeyCounters {
     pub(crate) last_used: AtomicI64,
     /// Whether the key is on the list of keys to flush.
     pub(crate) usage_queued: AtomicBool,
+    /// Refused requests since the last usage flush, by outcome (indexed
+    /// as `UsageOutcome::ALL`; `valid` is `usage_count`).
+    pub(crate) refused: [AtomicU64; 8],
+    /// The minute (Unix seconds of its start, 0 for none) of the first
+    /// count since the last flush: the bucket the flush files them under.
+    pub(crate) usage_minute: AtomicI64,
 }
 
 impl KeyCounters {

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloro_auth_core::AccountId;
+use cloro_auth_core::wire::{UsageCounts, UsageGranularity, UsageOutcome};
 use jiff::Timestamp;
 
 use super::cache::CachedKey;
@@ -171,8 +172,37 @@ impl UsageRecorder {
         let counters = &key.counters;
         counters.usage_count.fetch_add(1, Ordering::Relaxed);
         counters.last_used.fetch_max(now_nanos, Ordering::Relaxed);
-        // Queue the key once per flush; the load keeps the common case free of
-        // a contended read-modify-write.
+        self.stamp_and_queue(key, now_nanos);
+    }
+
+    /// Counts one request of `key` refused with `outcome` at `now_nanos`.
+    pub(crate) fn record_refusal(
+        &self,
+        key: &Arc<CachedKey>,
+        outcome: UsageOutcome,
+        now_nanos: i64,
+    ) {
+        if outcome == UsageOutcome::Valid {
+            return self.record(key, now_nanos);
+        }
+        key.counters.refused[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        self.stamp_and_queue(key, now_nanos);
+    }
+
+    /// Notes the minute of the first count since the last flush, and queues
+    /// the key once per flush. Both loads keep the common case free of a
+    /// contended read-modify-write.
+    fn stamp_and_queue(&self, key: &Arc<CachedKey>, now_nanos: i64) {
+        let counters = &key.counters;
+        if counters.usage_minute.load(Ordering::Relaxed) == 0 {
+            let minute = UsageGranularity::Minute.bucket_start(now_nanos.div_euclid(1_000_000_000));
+            let _ = counters.usage_minute.compare_exchange(
+                0,
+                minute,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
         if !counters.usage_queued.load(Ordering::Relaxed)
             && !counters.usage_queued.swap(true, Ordering::AcqRel)
             && let Ok(mut pending) = self.pending.lock()
@@ -220,12 +250,19 @@ impl UsageRecorder {
             }
             let counters = &key.counters;
             counters.usage_queued.store(false, Ordering::Release);
+            // The minute first, then the counts: a count made after the
+            // swap stamps a new minute for the next flush.
+            let minute = counters.usage_minute.swap(0, Ordering::AcqRel);
             let count = counters.usage_count.swap(0, Ordering::AcqRel);
+            let mut refused = [0u64; 8];
+            for (taken, counter) in refused.iter_mut().zip(&counters.refused) {
+                *taken = counter.swap(0, Ordering::AcqRel);
+            }
+            let refused = UsageCounts::from_array(refused);
             let nanos = counters.last_used.load(Ordering::Acquire);
-            let Ok(last_used_at) = Timestamp::from_nanosecond(i128::from(nanos)) else {
-                continue;
-            };
-            if count > 0 {
+            let last_used_at =
+                Timestamp::from_nanosecond(i128::from(nanos)).unwrap_or(Timestamp::UNIX_EPOCH);
+            if count > 0 || !refused.is_empty() {
                 fresh
                     .entry(key.record.account_id)
                     .or_default()
@@ -233,6 +270,8 @@ impl UsageRecorder {
                         key_id: key.record.id,
                         last_used_at,
                         count,
+                        minute,
+                        refused,
                     });
             }
         }

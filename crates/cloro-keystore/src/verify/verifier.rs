@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use cloro_auth_core::wire::{AppliesTo, AuditEvent, RateLimitPolicy};
-use cloro_auth_core::{ApiKey, AuthError, KeyHash, QuotaLimit, Scope, bearer_token};
+use cloro_auth_core::wire::{AppliesTo, AuditEvent, RateLimitPolicy, UsageOutcome};
+use cloro_auth_core::{
+    ApiKey, AuthError, KeyHash, QuotaLimit, RevocationReason, Scope, bearer_token,
+};
 use jiff::Timestamp;
 
 use super::cache::{CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache};
@@ -376,7 +378,16 @@ impl Verifier {
         ApiKey::check_format(token.as_bytes()).map_err(AuthError::InvalidApiKeyFormat)?;
         let hash = KeyHash::of(token.as_bytes());
         let key = self.known_key(&hash, request).await?;
-        self.authorize(key, request).await
+        let answer = self.authorize(Arc::clone(&key), request).await;
+        // SPEC §10: every answer about an issued key is counted by outcome
+        // (a valid one where it is let through, so a refused concurrency
+        // permit is not counted as valid first).
+        if let Err(refused) = &answer
+            && let Some(outcome) = usage_outcome(&refused.error)
+        {
+            self.usage.record_refusal(&key, outcome, nanos(request.now));
+        }
+        answer
     }
 
     /// The cached or stored key, after the failed-attempt guard.
@@ -741,6 +752,21 @@ impl Verifier {
         self.usage.flush(self.store.as_ref()).await.map(drop)?;
         ledger
     }
+}
+
+/// The usage outcome (SPEC §10) of a refusal of an issued key; `None` for
+/// one that is no outcome of the key (the store could not be reached).
+fn usage_outcome(error: &AuthError) -> Option<UsageOutcome> {
+    Some(match error {
+        AuthError::ExpiredApiKey => UsageOutcome::Expired,
+        AuthError::RevokedApiKey(RevocationReason::Revoked) => UsageOutcome::Revoked,
+        AuthError::RevokedApiKey(RevocationReason::Disabled) => UsageOutcome::Disabled,
+        AuthError::InsufficientPermissions { .. } => UsageOutcome::Forbidden,
+        AuthError::RateLimitExceeded { .. } => UsageOutcome::RateLimited,
+        AuthError::QuotaExceeded { .. } => UsageOutcome::QuotaExceeded,
+        AuthError::ConcurrentLimitExceeded { .. } => UsageOutcome::ConcurrencyLimited,
+        _ => return None,
+    })
 }
 
 /// The audit event of a quota line crossed (actor `quota`).

@@ -588,6 +588,8 @@ async fn usage_key(
             key_id,
             last_used_at: t(at),
             count,
+            minute: t(at).as_second() / 60 * 60,
+            refused: Default::default(),
         }],
     };
     (record, batch)

@@ -162,6 +162,8 @@ async fn everything_survives_a_reopen() {
                     key_id: kept.record.id,
                     last_used_at: t(6),
                     count: 7,
+                    minute: 0,
+                    refused: Default::default(),
                 }],
             }])
             .await;

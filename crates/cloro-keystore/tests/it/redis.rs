@@ -180,6 +180,8 @@ async fn no_plaintext_key_reaches_redis() {
                     key_id: rotation.issued.record.id,
                     last_used_at: now,
                     count: 2,
+                    minute: now.as_second(),
+                    refused: Default::default(),
                 }],
             }])
             .await;

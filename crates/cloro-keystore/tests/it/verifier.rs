@@ -628,6 +628,19 @@ impl KeyStore for SlowStore {
         self.inner.ping().await
     }
 
+    async fn usage_series(
+        &self,
+        account: &AccountId,
+        keys: &[KeyId],
+        granularity: cloro_auth_core::wire::UsageGranularity,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<cloro_keystore::SeriesPoint>, StoreError> {
+        self.inner
+            .usage_series(account, keys, granularity, from, to)
+            .await
+    }
+
     async fn expiry_notices_due(
         &self,
         now: Timestamp,

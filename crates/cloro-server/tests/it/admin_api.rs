@@ -96,7 +96,6 @@ async fn lifecycle(server: &TestServer) {
     keys.extend(rotation(server).await);
     keys.extend(listing(server).await);
     keys.extend(plans_and_accounts(server).await);
-    audit_log(server, &keys).await;
 
     let left = expires_at.duration_since(Timestamp::now());
     if left.is_positive() {
@@ -104,6 +103,33 @@ async fn lifecycle(server: &TestServer) {
     }
     let expired = server.get_with_key("/v1/whoami", &short_lived).await;
     refused(&expired, StatusCode::UNAUTHORIZED, "EXPIRED_API_KEY");
+    // Its `key.expired` notice comes within a second or so (SPEC §12);
+    // once it has, the log holds still for the checks below.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = admin(
+            server,
+            Method::GET,
+            "/admin/v1/audit?account_id=acct_life&limit=100",
+            "",
+        )
+        .await
+        .json();
+        if log["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "key.expired")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no key.expired: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    audit_log(server, &keys).await;
 }
 
 /// Create, disable, enable, revoke; returns the plaintext key made.
@@ -353,10 +379,24 @@ async fn audit_log(server: &TestServer, keys: &[String]) {
         .map(|e| e["at"].as_str().unwrap().parse().unwrap())
         .collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
-    assert!(events.iter().all(|e| e["actor"] == "admin"));
     assert!(events.iter().all(|e| e["account_id"] == "acct_life"));
+    // The short-lived key's notices: `key.expired` once, and the 1-day
+    // `key.expiring` at most once (created two seconds from its expiry,
+    // the scan may first see it expired already).
+    let notices: Vec<&str> = events
+        .iter()
+        .filter(|e| e["actor"] == "expiry-schedule")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(notices.first(), Some(&"key.expired"), "{notices:?}");
+    assert!(
+        notices == ["key.expired"] || notices == ["key.expired", "key.expiring"],
+        "{notices:?}"
+    );
     let actions: Vec<&str> = events
         .iter()
+        .filter(|e| e["actor"] != "expiry-schedule")
+        .inspect(|e| assert_eq!(e["actor"], "admin"))
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     // key_states: created, 2 × enabled, metadata cleared, revoked; rotation:
