@@ -35,6 +35,7 @@ where
     an_older_usage_sequence_after_a_newer_is_ignored(make()).await;
     ping_answers(make()).await;
     expiry_notices_are_sent_once_each(make()).await;
+    usage_series_count_each_outcome_once_and_drop_old_buckets(make()).await;
     expiry_notice_claims_keep_other_callers_off(make()).await;
 }
 
@@ -902,4 +903,182 @@ async fn expiry_notice_claims_keep_other_callers_off(store: Arc<dyn KeyStore>) {
         0,
         "finished"
     );
+}
+
+/// SPEC §10 in the store: a batch's outcomes land in the minute, hour and
+/// day buckets of its minute, once however often it is retried; nodes add
+/// up; buckets past retention go; and the admin reads fill the range with
+/// zeros and refuse ranges outside retention or too long.
+async fn usage_series_count_each_outcome_once_and_drop_old_buckets(store: Arc<dyn KeyStore>) {
+    use cloro_auth_core::wire::{UsageCounts, UsageGranularity};
+    let admin = admin(store.clone());
+    let owner = account("acct_series");
+    let a = admin
+        .create(CreateKeyRequest::new(owner, "a"), "admin", t(0))
+        .await
+        .unwrap()
+        .record;
+    let b = admin
+        .create(CreateKeyRequest::new(owner, "b"), "admin", t(0))
+        .await
+        .unwrap()
+        .record;
+    // Retention is measured on the store's clock: real time here.
+    let now = Timestamp::now();
+    let minute = UsageGranularity::Minute.bucket_start(now.as_second());
+    let delta = |key: &KeyRecord, minute: i64, count: u64, refused: UsageCounts| UsageDelta {
+        key_id: key.id,
+        last_used_at: now,
+        count,
+        minute,
+        refused,
+    };
+    let batch = |node_id, sequence, deltas| UsageBatch {
+        account_id: owner,
+        node_id,
+        sequence,
+        deltas,
+    };
+    let refused_a = UsageCounts {
+        rate_limited: 2,
+        forbidden: 1,
+        ..Default::default()
+    };
+    let revoked_b = UsageCounts {
+        revoked: 3,
+        ..Default::default()
+    };
+    let first = batch(
+        7,
+        1,
+        vec![
+            delta(&a, minute, 5, refused_a),
+            delta(&b, minute - 60, 0, revoked_b),
+        ],
+    );
+    all_written(&store.record_usage(&[first.clone()]).await, 1);
+    all_written(&store.record_usage(&[first]).await, 1);
+    all_written(
+        &store
+            .record_usage(&[batch(
+                8,
+                1,
+                vec![delta(&a, minute, 1, UsageCounts::default())],
+            )])
+            .await,
+        1,
+    );
+    let old = minute - 49 * 3600;
+    all_written(
+        &store
+            .record_usage(&[batch(7, 2, vec![delta(&a, old, 4, UsageCounts::default())])])
+            .await,
+        1,
+    );
+    assert_eq!(
+        store.key(&b.id).await.unwrap().unwrap().usage.last_used_at,
+        None,
+        "refusals are no use"
+    );
+
+    let series = |granularity, from, to| {
+        let store = store.clone();
+        async move {
+            let mut points = store
+                .usage_series(&owner, &[a.id, b.id], granularity, from, to)
+                .await
+                .unwrap();
+            points.sort_by_key(|point| (point.start, point.key_id));
+            points
+                .into_iter()
+                .map(|point| (point.key_id, point.start, point.counts))
+                .collect::<Vec<_>>()
+        }
+    };
+    let a_now = UsageCounts {
+        valid: 6,
+        rate_limited: 2,
+        forbidden: 1,
+        ..Default::default()
+    };
+    assert_eq!(
+        series(UsageGranularity::Minute, minute - 50 * 3600, minute + 60).await,
+        vec![(b.id, minute - 60, revoked_b), (a.id, minute, a_now)],
+        "counted once, nodes added up, the 49-hour-old minute dropped"
+    );
+    let hour = UsageGranularity::Hour.bucket_start(minute);
+    let old_hour = UsageGranularity::Hour.bucket_start(old);
+    let hours = series(UsageGranularity::Hour, old_hour, hour + 3600).await;
+    assert_eq!(
+        hours.first(),
+        Some(&(
+            a.id,
+            old_hour,
+            UsageCounts {
+                valid: 4,
+                ..Default::default()
+            }
+        )),
+        "hours are kept 90 days"
+    );
+    let day = UsageGranularity::Day.bucket_start(minute);
+    let days: u64 = series(UsageGranularity::Day, day - 3 * 86_400, day + 86_400)
+        .await
+        .iter()
+        .map(|(_, _, counts)| counts.total())
+        .sum();
+    assert_eq!(days, 6 + 2 + 1 + 3 + 4);
+
+    let at = |seconds: i64| Timestamp::from_second(seconds).unwrap();
+    let usage = admin
+        .key_usage(
+            &a.id,
+            UsageGranularity::Minute,
+            Some(at(minute - 600)),
+            Some(at(minute + 60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(usage.buckets.len(), 11, "every bucket, empty ones too");
+    assert!(usage.buckets[..10].iter().all(|b| b.counts.is_empty()));
+    assert_eq!(usage.buckets[10].counts, a_now);
+    assert_eq!(usage.totals, a_now);
+    assert_eq!(usage.from, at(minute - 600));
+    assert_eq!(usage.to, at(minute + 60));
+
+    let account = admin
+        .account_usage(
+            &owner,
+            UsageGranularity::Hour,
+            Some(at(old_hour)),
+            Some(at(hour + 3600)),
+        )
+        .await
+        .unwrap();
+    let per_key: Vec<(cloro_auth_core::KeyId, u64)> = account
+        .keys
+        .iter()
+        .map(|k| (k.key_id, k.totals.total()))
+        .collect();
+    assert_eq!(per_key, vec![(a.id, 13), (b.id, 3)], "busiest first");
+    assert_eq!(account.totals.total(), 16);
+
+    for (granularity, from, to) in [
+        // Before retention.
+        (UsageGranularity::Minute, minute - 3 * 86_400, minute),
+        // Over 1,500 buckets.
+        (UsageGranularity::Minute, minute - 1501 * 60, minute),
+        // Not a range.
+        (UsageGranularity::Hour, minute, minute),
+    ] {
+        assert!(
+            matches!(
+                admin
+                    .key_usage(&a.id, granularity, Some(at(from)), Some(at(to)))
+                    .await,
+                Err(AdminError::InvalidField { field: "from", .. })
+            ),
+            "{granularity:?} {from} {to}"
+        );
+    }
 }
