@@ -14,7 +14,7 @@ use bytes::Bytes;
 use cloro_auth_core::wire::{
     AccountInfo, CreateKeyRequest, CreateKeyResponse, CreditsRequest, ListAuditResponse,
     ListKeysResponse, RevokeKeyRequest, RevokeLeakedRequest, RevokeLeakedResponse,
-    RotateKeyRequest, RotateKeyResponse, SetPlanRequest, UpdateKeyRequest,
+    RotateKeyRequest, RotateKeyResponse, SetPlanRequest, UpdateKeyRequest, UsageGranularity,
 };
 use cloro_auth_core::{
     AccountId, ApiKey, AuthError, ErrorCode, KeyId, Malformed, bearer_token, query_carries_key,
@@ -244,6 +244,26 @@ where
                 .map_err(admin_error)?;
             Ok(json(StatusCode::OK, &quota))
         }
+        AdminRoute::KeyUsage => {
+            let id = key_id(id)?;
+            let (granularity, from, to) = usage_range(query)?;
+            let usage = app
+                .admin()
+                .key_usage(&id, granularity, from, to)
+                .await
+                .map_err(admin_error)?;
+            Ok(json(StatusCode::OK, &usage))
+        }
+        AdminRoute::AccountUsage => {
+            let account = account_id(id)?;
+            let (granularity, from, to) = usage_range(query)?;
+            let usage = app
+                .admin()
+                .account_usage(&account, granularity, from, to)
+                .await
+                .map_err(admin_error)?;
+            Ok(json(StatusCode::OK, &usage))
+        }
         AdminRoute::Audit => list_audit(app, query).await,
         AdminRoute::Plans => {
             no_query(query)?;
@@ -430,6 +450,36 @@ async fn rotate_key(
         previous: rotation.previous.to_info(now),
     };
     Ok(json(StatusCode::CREATED, &body))
+}
+
+/// The `granularity`, `from` and `to` of a usage read (SPEC §10).
+fn usage_range(
+    query: Option<&str>,
+) -> Result<(UsageGranularity, Option<Timestamp>, Option<Timestamp>), Refusal> {
+    let query = Query::parse(query, &["granularity", "from", "to"])?;
+    let granularity = match query.get("granularity") {
+        None => UsageGranularity::default(),
+        Some(text) => UsageGranularity::parse(text).ok_or_else(|| {
+            invalid(
+                "granularity",
+                "must be `minute`, `hour` (the default) or `day`",
+            )
+        })?,
+    };
+    let time = |field: &'static str| {
+        query
+            .get(field)
+            .map(|text| {
+                text.parse::<Timestamp>().map_err(|_| {
+                    invalid(
+                        field,
+                        "must be an RFC 3339 time such as 2026-12-01T00:00:00Z",
+                    )
+                })
+            })
+            .transpose()
+    };
+    Ok((granularity, time("from")?, time("to")?))
 }
 
 async fn list_audit(app: &App, query: Option<&str>) -> Result<Response<Body>, Refusal> {

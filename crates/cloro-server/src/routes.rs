@@ -54,6 +54,10 @@ pub(crate) enum AdminRoute {
     KeyCredits,
     /// `POST /admin/v1/keys/revoke-leaked`.
     RevokeLeaked,
+    /// `GET /admin/v1/keys/{id}/usage`.
+    KeyUsage,
+    /// `GET /admin/v1/accounts/{account_id}/usage`.
+    AccountUsage,
     /// `GET /admin/v1/audit`.
     Audit,
     /// `GET /admin/v1/plans`.
@@ -241,6 +245,12 @@ pub const ROUTES: &[Route] = &[
         label: RouteLabel::Admin,
     },
     Route {
+        path: "/admin/v1/keys/{id}/usage",
+        methods: Methods::Each(&[(Method::GET, admin(AdminRoute::KeyUsage))]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
         path: "/admin/v1/audit",
         methods: Methods::Each(&[(Method::GET, admin(AdminRoute::Audit))]),
         documented: true,
@@ -264,6 +274,12 @@ pub const ROUTES: &[Route] = &[
     Route {
         path: "/admin/v1/accounts/{account_id}/quota",
         methods: Methods::Each(&[(Method::GET, admin(AdminRoute::AccountQuota))]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
+        path: "/admin/v1/accounts/{account_id}/usage",
+        methods: Methods::Each(&[(Method::GET, admin(AdminRoute::AccountUsage))]),
         documented: true,
         label: RouteLabel::Admin,
     },

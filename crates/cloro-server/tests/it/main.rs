@@ -22,4 +22,5 @@ mod quota;
 mod spec_rules;
 mod support;
 mod tls;
+mod usage;
 mod webhooks;
