@@ -956,7 +956,7 @@ async fn usage_series_count_each_outcome_once_and_drop_old_buckets(store: Arc<dy
             delta(&b, minute - 60, 0, revoked_b),
         ],
     );
-    all_written(&store.record_usage(&[first.clone()]).await, 1);
+    all_written(&store.record_usage(std::slice::from_ref(&first)).await, 1);
     all_written(&store.record_usage(&[first]).await, 1);
     all_written(
         &store
