@@ -22,7 +22,10 @@
 //! the page just read, or a list longer than [`MAX_PAGES`], ends in an
 //! error instead of a loop that never ends (SPEC §9).
 
+mod usage;
 mod webhooks;
+
+pub use usage::UsageQuery;
 
 use std::collections::HashSet;
 use std::fmt;

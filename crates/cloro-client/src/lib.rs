@@ -43,7 +43,7 @@ pub mod webhooks;
 
 pub use admin::{
     AdminClient, AuditQuery, CreatedKey, KeyListQuery, LeakedKey, MAX_PAGES, Page, Pager,
-    RotatedKey, WithIdempotencyKey,
+    RotatedKey, UsageQuery, WithIdempotencyKey,
 };
 pub use builder::{ClientBuilder, DEFAULT_BASE_URL, TlsRoots};
 pub use client::{ApiRequest, Client};

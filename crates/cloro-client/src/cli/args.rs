@@ -12,7 +12,8 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use cloro_auth_core::wire::{
-    AppliesTo, KeyPurpose, MAX_QUOTA_COUNT, QuotaPeriod, QuotaPolicy, Refill, WebhookEventType,
+    AppliesTo, KeyPurpose, MAX_QUOTA_COUNT, QuotaPeriod, QuotaPolicy, Refill, UsageGranularity,
+    WebhookEventType,
 };
 use cloro_auth_core::{AccountId, Environment, KeyId, PlanName, Scope, parse_duration, parse_rate};
 
@@ -150,6 +151,46 @@ pub enum KeysCommand {
     /// line (never from arguments, which every process listing shows), e.g.
     /// `cloro keys revoke-leaked < leaked.txt`.
     RevokeLeaked(RevokeLeakedArgs),
+    /// Show a key's requests by outcome: a table with a sparkline per
+    /// outcome (`--json` for the buckets).
+    Usage {
+        /// The key id, `key_…`.
+        id: KeyId,
+        #[command(flatten)]
+        range: UsageArgs,
+    },
+}
+
+/// Which usage buckets to show.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// How far back, e.g. 24h, 7d or 90m (default 24h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub since: Option<Duration>,
+    /// Bucket width (default hour).
+    #[arg(long, value_enum)]
+    pub granularity: Option<GranularityArg>,
+}
+
+/// A usage bucket width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GranularityArg {
+    /// Minutes, kept 48 hours.
+    Minute,
+    /// Hours, kept 90 days.
+    Hour,
+    /// Days, kept 2 years.
+    Day,
+}
+
+impl From<GranularityArg> for UsageGranularity {
+    fn from(granularity: GranularityArg) -> Self {
+        match granularity {
+            GranularityArg::Minute => UsageGranularity::Minute,
+            GranularityArg::Hour => UsageGranularity::Hour,
+            GranularityArg::Day => UsageGranularity::Day,
+        }
+    }
 }
 
 /// `cloro accounts …`.
@@ -165,6 +206,14 @@ pub enum AccountsCommand {
     Quota {
         /// The account id.
         account: AccountId,
+    },
+    /// Show an account's requests by outcome, summed over its keys, and
+    /// each key's share.
+    Usage {
+        /// The account id.
+        account: AccountId,
+        #[command(flatten)]
+        range: UsageArgs,
     },
     /// Put an account on a plan.
     SetPlan {

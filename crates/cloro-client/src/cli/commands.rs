@@ -14,11 +14,11 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::args::{
     AccountsCommand, AuditArgs, Cli, Command, CreateArgs, CreditsArgs, KeysCommand, ListArgs,
-    RevokeLeakedArgs, RotateArgs, UpdateArgs, WebhooksCommand,
+    RevokeLeakedArgs, RotateArgs, UpdateArgs, UsageArgs, WebhooksCommand,
 };
 use super::output::Out;
 use super::{Failure, Input};
-use crate::admin::{AdminClient, AuditQuery, KeyListQuery, LeakedKey};
+use crate::admin::{AdminClient, AuditQuery, KeyListQuery, LeakedKey, UsageQuery};
 use crate::builder::ClientBuilder;
 use crate::idempotency::IdempotencyKey;
 
@@ -63,6 +63,11 @@ pub(crate) async fn execute(
             let quota = builder.build_admin()?.account_quota(&account).await?;
             out.account_quota(quota.value())?;
         }
+        Command::Accounts(AccountsCommand::Usage { account, range }) => {
+            let admin = builder.build_admin()?;
+            let usage = admin.account_usage(&account, usage_query(&range)?).await?;
+            out.account_usage(usage.value())?;
+        }
         Command::Accounts(AccountsCommand::SetPlan { account, plan }) => {
             let info = builder.build_admin()?.set_plan(&account, plan).await?;
             out.account(info.value())?;
@@ -70,6 +75,25 @@ pub(crate) async fn execute(
         Command::Webhooks(command) => webhooks(command, &builder.build_admin()?, &mut out).await?,
     }
     Ok(())
+}
+
+/// `--since` and `--granularity` as the server's query: `from` is `since`
+/// before now (the server's default range ends now).
+fn usage_query(range: &UsageArgs) -> Result<UsageQuery, Failure> {
+    let from = range
+        .since
+        .map(|since| {
+            jiff::SignedDuration::try_from(since)
+                .ok()
+                .and_then(|since| Timestamp::now().checked_sub(since).ok())
+                .ok_or_else(|| Failure::Usage(format!("--since {since:?} reaches too far back")))
+        })
+        .transpose()?;
+    Ok(UsageQuery {
+        granularity: range.granularity.map(Into::into),
+        from,
+        to: None,
+    })
 }
 
 async fn webhooks(
@@ -153,6 +177,10 @@ async fn keys(
         }
         KeysCommand::Credits(args) => credits(args, admin, out).await?,
         KeysCommand::RevokeLeaked(args) => revoke_leaked(args, admin, input, out).await?,
+        KeysCommand::Usage { id, range } => {
+            let usage = admin.key_usage(&id, usage_query(&range)?).await?;
+            out.key_usage(usage.value())?;
+        }
     }
     Ok(())
 }

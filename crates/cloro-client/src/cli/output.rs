@@ -14,6 +14,9 @@ use cloro_auth_core::wire::{
     PlansResponse, QuotaPolicy, RateLimitPolicy, Refill, RevokeLeakedResponse,
 };
 use cloro_auth_core::wire::{
+    AccountUsageResponse, KeyUsageResponse, UsageBucket, UsageGranularity, UsageOutcome,
+};
+use cloro_auth_core::wire::{
     CreateWebhookResponse, ListDeliveriesResponse, ListWebhooksResponse, WebhookInfo,
 };
 use jiff::Timestamp;
@@ -345,6 +348,75 @@ impl<'a> Out<'a> {
         Ok(())
     }
 
+    pub(crate) fn key_usage(&mut self, usage: &KeyUsageResponse) -> io::Result<()> {
+        if self.json {
+            return self.print_json(usage);
+        }
+        writeln!(self.out, "{:<13} {}", "key", usage.key_id)?;
+        self.usage_table(usage.granularity, usage.from, usage.to, &usage.buckets)
+    }
+
+    pub(crate) fn account_usage(&mut self, usage: &AccountUsageResponse) -> io::Result<()> {
+        if self.json {
+            return self.print_json(usage);
+        }
+        writeln!(self.out, "{:<13} {}", "account", usage.account_id)?;
+        self.usage_table(usage.granularity, usage.from, usage.to, &usage.buckets)?;
+        if usage.keys.is_empty() {
+            return Ok(());
+        }
+        writeln!(self.out)?;
+        let mut table = Table::new(&["KEY", "REQUESTS", "VALID", "REFUSED"]);
+        for key in usage.keys.iter().take(USAGE_KEYS_SHOWN) {
+            let total = key.totals.total();
+            table.row(vec![
+                key.key_id.to_string(),
+                total.to_string(),
+                key.totals.valid.to_string(),
+                (total - key.totals.valid).to_string(),
+            ]);
+        }
+        table.write(self.out)?;
+        if usage.keys.len() > USAGE_KEYS_SHOWN {
+            writeln!(
+                self.out,
+                "… and {} more keys (--json lists them all)",
+                usage.keys.len() - USAGE_KEYS_SHOWN
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The range, then one row per outcome: its total and a sparkline of
+    /// its buckets, oldest on the left.
+    fn usage_table(
+        &mut self,
+        granularity: UsageGranularity,
+        from: Timestamp,
+        to: Timestamp,
+        buckets: &[UsageBucket],
+    ) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "{:<13} {} to {}, by {}",
+            "range",
+            time(&from),
+            time(&to),
+            granularity.as_str()
+        )?;
+        let mut table = Table::new(&["OUTCOME", "TOTAL", "OVER TIME"]);
+        for outcome in UsageOutcome::ALL {
+            let series: Vec<u64> = buckets.iter().map(|b| b.counts.get(outcome)).collect();
+            let total = series.iter().fold(0u64, |sum, n| sum.saturating_add(*n));
+            table.row(vec![
+                outcome.as_str().to_owned(),
+                total.to_string(),
+                sparkline(&series, SPARKLINE_WIDTH),
+            ]);
+        }
+        table.write(self.out)
+    }
+
     /// A line for the person typing on stderr, in JSON mode too: it says
     /// how to end the input, which scripts never see (they pipe it in).
     /// A new endpoint: its secret alone on stdout (or in the JSON), the
@@ -574,6 +646,39 @@ fn webhook_row(hook: &WebhookInfo) -> Vec<String> {
     ]
 }
 
+/// Keys listed under an account's usage.
+const USAGE_KEYS_SHOWN: usize = 10;
+/// Columns a sparkline takes at most.
+const SPARKLINE_WIDTH: usize = 48;
+
+/// `values` in at most `width` columns (neighbours summed), each a block
+/// whose height is its share of the largest; a column with nothing in it
+/// is a dot, so "none" never looks like "a few".
+fn sparkline(values: &[u64], width: usize) -> String {
+    const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    if values.is_empty() || width == 0 {
+        return String::new();
+    }
+    let per_column = values.len().div_ceil(width);
+    let columns: Vec<u64> = values
+        .chunks(per_column)
+        .map(|chunk| chunk.iter().fold(0u64, |sum, n| sum.saturating_add(*n)))
+        .collect();
+    let max = columns.iter().copied().max().unwrap_or(0);
+    columns
+        .iter()
+        .map(|&n| {
+            if n == 0 {
+                '·'
+            } else {
+                // 1 ..= 8 eighths of the largest, never 0 for a count.
+                let eighths = (u128::from(n) * 8).div_ceil(u128::from(max.max(1)));
+                BLOCKS[usize::try_from(eighths).unwrap_or(8).clamp(1, 8) - 1]
+            }
+        })
+        .collect()
+}
+
 fn time(at: &Timestamp) -> String {
     at.round(jiff::Unit::Second).unwrap_or(*at).to_string()
 }
@@ -623,6 +728,15 @@ mod tests {
         policy.burst = Some(n(7));
         policy.applies_to = AppliesTo::Account;
         assert_eq!(rate(&policy), "5/10s (burst 7) per account");
+    }
+
+    #[test]
+    fn sparklines_scale_to_the_largest_and_show_nothing_as_dots() {
+        assert_eq!(sparkline(&[0, 1, 4, 8], 10), "·▁▄█");
+        // Twelve buckets in four columns: neighbours summed.
+        assert_eq!(sparkline(&[1, 1, 1, 0, 0, 0, 2, 2, 2, 0, 0, 3], 4), "▄·█▄");
+        assert_eq!(sparkline(&[], 4), "");
+        assert_eq!(sparkline(&[0, 0], 4), "··");
     }
 
     #[test]

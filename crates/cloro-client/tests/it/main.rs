@@ -16,4 +16,5 @@ mod retries;
 mod sdk;
 mod support;
 mod tls;
+mod usage;
 mod webhooks;

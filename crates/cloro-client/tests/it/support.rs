@@ -46,6 +46,8 @@ pub(crate) fn quick_retries() -> RetryPolicy {
 /// A running cloro-server.
 pub(crate) struct Server {
     pub(crate) base_url: String,
+    /// The server itself, for what tests do without HTTP (flush usage).
+    pub(crate) app: std::sync::Arc<cloro_server::App>,
     stop: Option<oneshot::Sender<()>>,
     _background: cloro_server::Background,
     _data_dir: tempfile::TempDir,
@@ -79,11 +81,17 @@ impl Server {
         let address = listener.local_addr().unwrap();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(cloro_server::serve(app, listener, tls, async move {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(cloro_server::serve(
+            app.clone(),
+            listener,
+            tls,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Server {
             base_url: format!("{scheme}://{address}"),
+            app,
             stop: Some(stop),
             _background: background,
             _data_dir: dir,

@@ -49,16 +49,6 @@ impl BucketRange {
             .checked_sub(SignedDuration::from_nanos(1))
             .map_or(to.as_second(), |last| last.as_second());
         let end = granularity.bucket_start(last_second).saturating_add(width);
-        if (end - first) / width > MAX_USAGE_BUCKETS {
-            return Err(AdminError::invalid(
-                "from",
-                format!(
-                    "the range holds more than {MAX_USAGE_BUCKETS} {} buckets; \
-                     shorten it or use a wider granularity",
-                    granularity.as_str()
-                ),
-            ));
-        }
         if first < retention_cutoff(granularity, now.as_second()) {
             return Err(AdminError::invalid(
                 "from",
@@ -70,6 +60,16 @@ impl BucketRange {
                         UsageGranularity::Hour => "90 days",
                         UsageGranularity::Day => "2 years",
                     }
+                ),
+            ));
+        }
+        if (end - first) / width > MAX_USAGE_BUCKETS {
+            return Err(AdminError::invalid(
+                "from",
+                format!(
+                    "the range holds more than {MAX_USAGE_BUCKETS} {} buckets; \
+                     shorten it or use a wider granularity",
+                    granularity.as_str()
                 ),
             ));
         }
