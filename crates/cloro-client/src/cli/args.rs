@@ -156,6 +156,7 @@ pub enum KeysCommand {
     Usage {
         /// The key id, `key_…`.
         id: KeyId,
+        /// Which buckets.
         #[command(flatten)]
         range: UsageArgs,
     },
@@ -212,6 +213,7 @@ pub enum AccountsCommand {
     Usage {
         /// The account id.
         account: AccountId,
+        /// Which buckets.
         #[command(flatten)]
         range: UsageArgs,
     },

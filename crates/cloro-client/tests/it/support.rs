@@ -47,7 +47,7 @@ pub(crate) fn quick_retries() -> RetryPolicy {
 pub(crate) struct Server {
     pub(crate) base_url: String,
     /// The server itself, for what tests do without HTTP (flush usage).
-    pub(crate) app: std::sync::Arc<cloro_server::App>,
+    pub(crate) app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     _background: cloro_server::Background,
     _data_dir: tempfile::TempDir,
