@@ -48,7 +48,7 @@ pub use limits::{
 };
 pub use log_limit::LogLimit;
 pub use quota::{
-    CreditsChange, CreditsMeter, Ledger, LocalLedger, Meter, MeterOutcome, QuotaMeter,
+    CounterHint, CreditsChange, CreditsMeter, Ledger, LocalLedger, Meter, MeterOutcome, QuotaMeter,
     QuotaSubject, RefillWindow, Window,
 };
 pub use redis::RedisIdempotencyStore;

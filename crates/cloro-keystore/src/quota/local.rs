@@ -26,6 +26,33 @@ use super::{CreditsChange, Ledger, Meter, MeterOutcome, QuotaSubject, RefillWind
 use crate::store::{CounterStore, StoreError};
 use rustc_hash::FxBuildHasher;
 
+/// Where a cached key keeps the quota counter it last charged, so that the
+/// next charge finds it without the ledger's map (see
+/// [`Ledger::charge_in_process_hinted`]). Empty until the first charge;
+/// set once, for the life of the cache entry.
+#[derive(Debug, Default)]
+pub struct CounterHint {
+    slot: std::sync::OnceLock<(QuotaCell, Arc<QuotaCount>)>,
+}
+
+/// A quota counter found through a hint or in the map (holding its shard's
+/// read lock while charged, as before hints).
+enum Counter<'a> {
+    Hinted(&'a QuotaCount),
+    Mapped(dashmap::mapref::one::Ref<'a, QuotaCell, Arc<QuotaCount>>),
+}
+
+impl core::ops::Deref for Counter<'_> {
+    type Target = QuotaCount;
+
+    fn deref(&self) -> &QuotaCount {
+        match self {
+            Counter::Hinted(count) => count,
+            Counter::Mapped(count) => count,
+        }
+    }
+}
+
 /// One quota counter: whose, and which period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct QuotaCell {
@@ -100,7 +127,7 @@ impl Balance {
 /// and key ids (random, made by us), so no client can aim collisions at
 /// them, and every metered request hashes one or two cells.
 pub struct LocalLedger {
-    quotas: DashMap<QuotaCell, QuotaCount, FxBuildHasher>,
+    quotas: DashMap<QuotaCell, Arc<QuotaCount>, FxBuildHasher>,
     balances: DashMap<BalanceCell, Balance, FxBuildHasher>,
     durable: Option<Arc<dyn CounterStore>>,
     /// Counters of ended periods, to remove from the counter store.
@@ -163,11 +190,11 @@ impl LocalLedger {
             };
             self.quotas.insert(
                 cell,
-                QuotaCount {
+                Arc::new(QuotaCount {
                     used: AtomicU64::new(used),
                     saved: AtomicU64::new(used),
                     end,
-                },
+                }),
             );
             return true;
         }
@@ -190,8 +217,54 @@ impl LocalLedger {
         }
     }
 
+    /// The counter of `cell` (made if missing), through `hint` when it
+    /// already holds this very cell: the counter is shared with the map,
+    /// so a hit skips the map (its shard lock, its hash, and any reference
+    /// count) and charges the same atomic. A hint never points at another
+    /// period's counter: the cell, period included, must match.
+    fn counter<'a>(
+        &'a self,
+        cell: QuotaCell,
+        end: i64,
+        hint: Option<&'a CounterHint>,
+    ) -> Counter<'a> {
+        if let Some((hinted, count)) = hint.and_then(|hint| hint.slot.get())
+            && *hinted == cell
+        {
+            return Counter::Hinted(count);
+        }
+        // A shared (read) lock on the shard for a counter that exists,
+        // which is every request but a period's first.
+        let count = match self.quotas.get(&cell) {
+            Some(count) => count,
+            None => self
+                .quotas
+                .entry(cell)
+                .or_insert_with(|| {
+                    Arc::new(QuotaCount {
+                        used: AtomicU64::new(0),
+                        saved: AtomicU64::new(0),
+                        end,
+                    })
+                })
+                .downgrade(),
+        };
+        if let Some(hint) = hint {
+            // The first period a cache entry meets is the one it keeps;
+            // entries are refilled often (the cache TTL), periods end
+            // seldom, and a miss is only the map lookup again.
+            let _ = hint.slot.set((cell, Arc::clone(&count)));
+        }
+        Counter::Mapped(count)
+    }
+
     /// Charges `meter` (see [`Ledger::charge`]); never fails.
     pub fn charge_now(&self, meter: &Meter) -> MeterOutcome {
+        self.charge_hinted(meter, None)
+    }
+
+    /// [`LocalLedger::charge_now`] finding the quota counter through `hint`.
+    fn charge_hinted(&self, meter: &Meter, hint: Option<&CounterHint>) -> MeterOutcome {
         let cost = meter.cost;
         // `Some(None)`: limited credits with no balance written. That reads
         // as 0 and stays unwritten: a charge that started a balance would
@@ -209,22 +282,7 @@ impl LocalLedger {
             .map(|balance| balance.as_ref().map_or(0, |balance| balance.remaining));
         let quota = meter.quota.map(|quota| {
             let cell = Self::quota_cell(&meter.account, &quota.subject, &quota.window);
-            // A shared (read) lock on the shard for a counter that exists,
-            // which is every request but a period's first: the count itself
-            // is an atomic, so requests of one account do not queue here.
-            let count = match self.quotas.get(&cell) {
-                Some(count) => count,
-                None => self
-                    .quotas
-                    .entry(cell)
-                    .or_insert_with(|| QuotaCount {
-                        used: AtomicU64::new(0),
-                        saved: AtomicU64::new(0),
-                        end: quota.window.end,
-                    })
-                    .downgrade(),
-            };
-            (count, quota.limit)
+            (self.counter(cell, quota.window.end, hint), quota.limit)
         });
         let quota_left_now = quota
             .as_ref()
@@ -281,6 +339,10 @@ impl Ledger for LocalLedger {
 
     fn charge_in_process(&self, meter: &Meter) -> Option<MeterOutcome> {
         Some(self.charge_now(meter))
+    }
+
+    fn charge_in_process_hinted(&self, meter: &Meter, hint: &CounterHint) -> Option<MeterOutcome> {
+        Some(self.charge_hinted(meter, Some(hint)))
     }
 
     async fn quota_used(
@@ -533,6 +595,39 @@ mod tests {
                 refill: None,
             }),
         }
+    }
+
+    /// A hint charges the very counter the map holds (reads, persistence
+    /// and other keys see it), and a hint from another period is not used:
+    /// that period's counter is looked up, and the hint keeps its own.
+    #[tokio::test]
+    async fn a_hint_charges_the_mapped_counter_and_never_another_period() {
+        let ledger = LocalLedger::in_memory();
+        let hint = CounterHint::default();
+        let march = at("2027-03-10T00:00:00Z");
+        let in_march = meter(1, Some(10), false, march);
+        for _ in 0..3 {
+            assert!(ledger.charge_hinted(&in_march, Some(&hint)).is_charged());
+        }
+        // Another key (no hint) shares the account's counter.
+        assert_eq!(ledger.charge_now(&in_march).quota_left, Some(6));
+        let window = in_march.quota.unwrap().window;
+        let used = ledger
+            .quota_used(&account(), &QuotaSubject::Account, &window)
+            .await
+            .unwrap();
+        assert_eq!(used, 4);
+        // April through the March hint: April's own counter.
+        let april = meter(1, Some(10), false, at("2027-04-02T00:00:00Z"));
+        assert_eq!(
+            ledger.charge_hinted(&april, Some(&hint)).quota_left,
+            Some(9)
+        );
+        assert_eq!(
+            ledger.charge_hinted(&in_march, Some(&hint)).quota_left,
+            Some(5),
+            "the hint still holds March"
+        );
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ mod period;
 
 pub(crate) use events::{QuotaCrossing, QuotaEvents, crossings};
 pub(crate) use fallback::FallbackShares;
-pub use local::LocalLedger;
+pub use local::{CounterHint, LocalLedger};
 pub use period::Window;
 pub(crate) use period::period_letter;
 
@@ -187,6 +187,13 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
     /// timeout; `None` where it must go through [`Ledger::charge`].
     fn charge_in_process(&self, _meter: &Meter) -> Option<MeterOutcome> {
         None
+    }
+
+    /// [`Ledger::charge_in_process`] with a cached key's [`CounterHint`],
+    /// which an in-process ledger may use to find the quota counter
+    /// without a map lookup; others ignore it.
+    fn charge_in_process_hinted(&self, meter: &Meter, _hint: &CounterHint) -> Option<MeterOutcome> {
+        self.charge_in_process(meter)
     }
 
     /// Units counted against `subject`'s quota in `window`.

@@ -40,6 +40,7 @@ use tokio::sync::OnceCell;
 
 use crate::invalidation::{Invalidation, InvalidationSink};
 use crate::limits::{Subject, account_subject};
+use crate::quota::CounterHint;
 use crate::store::{KeyLookup, KeyRecord, StoreError};
 use crate::table::{BoundedTable, KeyedHasher};
 
@@ -57,6 +58,9 @@ pub struct CachedKey {
     pub scopes_header: String,
     /// This node's counters for the key, shared by every refill of it.
     pub(crate) counters: Arc<KeyCounters>,
+    /// The quota counter this entry charges, once found (a fresh entry
+    /// looks it up again, so a period change is picked up by the refill).
+    pub(crate) quota_hint: CounterHint,
 }
 
 impl CachedKey {
@@ -359,6 +363,7 @@ impl KeyCache {
             record: lookup.record,
             account_plan: lookup.account_plan,
             counters,
+            quota_hint: CounterHint::default(),
         }
     }
 

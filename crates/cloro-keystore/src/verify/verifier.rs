@@ -636,7 +636,7 @@ impl Verifier {
             // raises no quota events.
             self.fallback.charge(meter)
         } else {
-            let exact = match self.ledger.charge_in_process(meter) {
+            let exact = match self.ledger.charge_in_process_hinted(meter, &key.quota_hint) {
                 Some(outcome) => Some(outcome),
                 None => within(timeout, self.ledger.charge(meter), || {
                     no_answer_within(timeout)
