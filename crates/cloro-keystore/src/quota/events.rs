@@ -80,46 +80,57 @@ impl QuotaCrossing {
     }
 }
 
-/// The lines `outcome`, an exact charge of `meter`, carried its quota
-/// across: none, one, or both (a cost that jumps past 80 % and 100 %).
+/// Whether `outcome`, an exact charge of `meter`, carried its quota across
+/// the warning line and the limit. Every metered request asks, nearly
+/// every one is told "neither": a few comparisons, nothing built.
+#[inline]
+pub(crate) fn lines_crossed(meter: &Meter, outcome: &MeterOutcome) -> (bool, bool) {
+    let (Some(quota), Some(left), true) = (
+        meter.quota.as_ref(),
+        outcome.quota_left,
+        outcome.is_charged(),
+    ) else {
+        return (false, false);
+    };
+    let used = quota.limit.saturating_sub(left);
+    let before = used.saturating_sub(meter.cost);
+    // The least use that is at least 80 % of the limit.
+    let warning_at = quota
+        .limit
+        .saturating_mul(QUOTA_WARNING_PERCENT)
+        .div_ceil(100)
+        .max(1);
+    let crossed = |line: u64| before < line && line <= used;
+    (crossed(warning_at), crossed(quota.limit))
+}
+
+/// The crossings of [`lines_crossed`], as events to write.
 pub(crate) fn crossings(
     meter: &Meter,
     outcome: &MeterOutcome,
     now: Timestamp,
-) -> impl Iterator<Item = QuotaCrossing> {
-    let found = meter
-        .quota
-        .as_ref()
-        .filter(|_| outcome.is_charged())
-        .zip(outcome.quota_left)
-        .map(|(quota, left)| {
-            let used = quota.limit.saturating_sub(left);
-            let before = used.saturating_sub(meter.cost);
-            // The least use that is at least 80 % of the limit.
-            let warning_at = quota
-                .limit
-                .saturating_mul(QUOTA_WARNING_PERCENT)
-                .div_ceil(100)
-                .max(1);
-            let crossed = |line: u64| before < line && line <= used;
-            [
-                (crossed(warning_at), AuditAction::QuotaWarning),
-                (crossed(quota.limit), AuditAction::QuotaExhausted),
-            ]
-            .into_iter()
-            .filter(|(crossed, _)| *crossed)
-            .map(move |(_, action)| QuotaCrossing {
-                account: meter.account,
-                subject: quota.subject,
-                action,
-                limit: quota.limit,
-                used,
-                window: quota.window,
-                plan: quota.plan,
-                at: now,
-            })
-        });
-    found.into_iter().flatten()
+) -> Vec<QuotaCrossing> {
+    let (warning, exhausted) = lines_crossed(meter, outcome);
+    let (Some(quota), Some(left)) = (meter.quota.as_ref(), outcome.quota_left) else {
+        return Vec::new();
+    };
+    [
+        (warning, AuditAction::QuotaWarning),
+        (exhausted, AuditAction::QuotaExhausted),
+    ]
+    .into_iter()
+    .filter(|(crossed, _)| *crossed)
+    .map(|(_, action)| QuotaCrossing {
+        account: meter.account,
+        subject: quota.subject,
+        action,
+        limit: quota.limit,
+        used: quota.limit.saturating_sub(left),
+        window: quota.window,
+        plan: quota.plan,
+        at: now,
+    })
+    .collect()
 }
 
 /// Crossings waiting to be written.
@@ -190,6 +201,7 @@ mod tests {
 
     fn lines(meter: &Meter, outcome: &MeterOutcome) -> Vec<AuditAction> {
         crossings(meter, outcome, Timestamp::UNIX_EPOCH)
+            .into_iter()
             .map(|crossing| crossing.action)
             .collect()
     }
@@ -233,21 +245,20 @@ mod tests {
     #[test]
     fn an_event_id_names_its_period_and_kind_only() {
         let one = meter(10, 1);
-        let warning: Vec<QuotaCrossing> =
-            crossings(&one, &charged(2), Timestamp::UNIX_EPOCH).collect();
+        let warning: Vec<QuotaCrossing> = crossings(&one, &charged(2), Timestamp::UNIX_EPOCH);
         let later = Timestamp::UNIX_EPOCH
             .checked_add(jiff::SignedDuration::from_secs(60))
             .unwrap();
-        let again: Vec<QuotaCrossing> = crossings(&one, &charged(2), later).collect();
+        let again: Vec<QuotaCrossing> = crossings(&one, &charged(2), later);
         assert_eq!(warning[0].event_id(), again[0].event_id());
-        let exhausted: Vec<QuotaCrossing> = crossings(&one, &charged(0), later).collect();
+        let exhausted: Vec<QuotaCrossing> = crossings(&one, &charged(0), later);
         assert_ne!(warning[0].event_id(), exhausted[0].event_id());
         let next_day = Timestamp::UNIX_EPOCH
             .checked_add(jiff::SignedDuration::from_hours(24))
             .unwrap();
         let mut tomorrow = meter(10, 1);
         tomorrow.quota.as_mut().unwrap().window = Window::containing(QuotaPeriod::Day, next_day);
-        let next: Vec<QuotaCrossing> = crossings(&tomorrow, &charged(2), next_day).collect();
+        let next: Vec<QuotaCrossing> = crossings(&tomorrow, &charged(2), next_day);
         assert_ne!(warning[0].event_id(), next[0].event_id());
         assert!(warning[0].event_id().starts_with("evt_") && warning[0].event_id().len() == 28);
     }

@@ -17,7 +17,7 @@ mod fallback;
 mod local;
 mod period;
 
-pub(crate) use events::{QuotaCrossing, QuotaEvents, crossings};
+pub(crate) use events::{QuotaCrossing, QuotaEvents, crossings, lines_crossed};
 pub(crate) use fallback::FallbackShares;
 pub use local::{CounterHint, LocalLedger};
 pub use period::Window;

@@ -36,7 +36,7 @@ use crate::limits::{
 use crate::log_limit::LogLimit;
 use crate::quota::{
     FallbackShares, Ledger, LocalLedger, Meter, MeterOutcome, QuotaCrossing, QuotaEvents,
-    QuotaSubject, crossings,
+    QuotaSubject, crossings, lines_crossed,
 };
 use crate::store::{KeyBatch, KeyStore, StoreError, within};
 
@@ -661,6 +661,9 @@ impl Verifier {
     /// Queues the quota events an exact charge raised (rarely any: a
     /// branch or two per request).
     fn note_crossings(&self, meter: &Meter, outcome: &MeterOutcome, now: Timestamp) {
+        if lines_crossed(meter, outcome) == (false, false) {
+            return;
+        }
         for crossing in crossings(meter, outcome, now) {
             if !self.quota_events.push(crossing) {
                 static QUEUE_FULL: LogLimit = LogLimit::per_second();
