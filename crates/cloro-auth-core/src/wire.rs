@@ -19,10 +19,15 @@ use core::num::NonZeroU32;
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod admin_tokens;
 mod leaked;
 mod usage;
 mod webhook;
 
+pub use admin_tokens::{
+    AdminRole, AdminTokenInfo, BOOTSTRAP_TOKEN_NAME, CreateAdminTokenRequest,
+    CreateAdminTokenResponse, ListAdminTokensResponse, MAX_ADMIN_TOKENS,
+};
 pub use leaked::{
     LeakFeedback, LeakLabel, LeakedToken, MAX_LEAKED_KEYS, RevokeLeakedRequest,
     RevokeLeakedResponse,

@@ -58,9 +58,9 @@ pub use redis::{
     spawn_invalidation_listener,
 };
 pub use store::{
-    AccountRecord, CounterStore, Cursor, EmbeddedStore, KeyBatch, KeyLookup, KeyRecord, KeyStore,
-    KeyUsage, MemoryStore, Page, PageRequest, RecordWrite, SeriesPoint, StoreError, StoreFailure,
-    USAGE_DEDUP_WINDOW, UsageBatch, UsageDelta,
+    AccountRecord, AdminTokenRecord, AdminTokenStore, CounterStore, Cursor, EmbeddedStore,
+    KeyBatch, KeyLookup, KeyRecord, KeyStore, KeyUsage, MemoryStore, Page, PageRequest,
+    RecordWrite, SeriesPoint, StoreError, StoreFailure, USAGE_DEDUP_WINDOW, UsageBatch, UsageDelta,
 };
 pub use store::{
     Claim, ClaimToken, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, IdempotencySlot, IdempotencyStore,

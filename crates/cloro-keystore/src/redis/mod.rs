@@ -13,6 +13,7 @@
 //! (`connection`: the command timeout, the retry on a dropped connection)
 //! and one way to show where it points without its password (`target`).
 
+mod admin_tokens;
 mod connection;
 mod idempotency;
 mod invalidation;

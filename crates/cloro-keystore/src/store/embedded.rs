@@ -175,6 +175,8 @@ impl EmbeddedStore {
             txn.open_table(embedded_webhooks::DELIVERIES).map(drop),
             txn.open_table(embedded_webhooks::DUE).map(drop),
             txn.open_table(embedded_notices::NOTICES).map(drop),
+            txn.open_table(super::embedded_admin_tokens::ADMIN_TOKENS)
+                .map(drop),
         ] {
             result.map_err(|error| redb_error("cannot create the tables", error))?;
         }

@@ -51,6 +51,8 @@ pub(super) struct State {
     /// The expiry-notice schedule: entry → the end of its claim (or
     /// `Timestamp::MIN` while free), earliest entry first.
     notices: BTreeMap<(Timestamp, String), (ScheduledNotice, Timestamp)>,
+    /// Named admin tokens (`memory_admin_tokens`).
+    pub(super) admin_tokens: Vec<super::AdminTokenRecord>,
     /// Usage series: (granularity, key, bucket start) → counts.
     series: BTreeMap<(UsageGranularity, KeyId, i64), UsageCounts>,
 }

@@ -12,8 +12,10 @@
 //! admin `Idempotency-Key` remembers; the memory and embedded stores keep
 //! it too (`memory`, `embedded_idempotency`).
 
+mod admin_tokens;
 mod counters;
 mod embedded;
+mod embedded_admin_tokens;
 mod embedded_idempotency;
 mod embedded_notices;
 mod embedded_webhooks;
@@ -21,11 +23,14 @@ mod error;
 mod expiry_notices;
 mod idempotency;
 mod memory;
+mod memory_admin_tokens;
 mod memory_webhooks;
 mod record;
 mod usage_series;
 mod webhooks;
 
+pub(crate) use admin_tokens::newest_first as newest_admin_tokens_first;
+pub use admin_tokens::{AdminTokenRecord, AdminTokenStore};
 pub use counters::CounterStore;
 pub use embedded::EmbeddedStore;
 pub(crate) use error::within;

@@ -229,11 +229,11 @@ impl AccountRecord {
 
 /// `KeyHash` as 64 hex digits in JSON: readable in a Redis `GET`, and the
 /// same text the Redis key names use.
-mod hash_hex {
+pub(super) mod hash_hex {
     use cloro_auth_core::KeyHash;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-    pub(super) fn serialize<S: Serializer>(
+    pub(in crate::store) fn serialize<S: Serializer>(
         hash: &KeyHash,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
@@ -241,7 +241,7 @@ mod hash_hex {
         serializer.serialize_str(core::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(in crate::store) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<KeyHash, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;

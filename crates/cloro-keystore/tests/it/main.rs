@@ -4,6 +4,7 @@
 // A test that meets the unexpected should stop right there, loudly.
 #![allow(clippy::unwrap_used)]
 
+mod admin_tokens;
 mod contract;
 mod embedded;
 mod idempotency;
