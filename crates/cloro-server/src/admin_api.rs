@@ -29,11 +29,11 @@ use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
 use crate::app::App;
+use crate::operators::Operator;
 use crate::routes::AdminRoute;
 use cloro_guard::{ApiError, Body, BoxError, json};
 
 /// The actor the audit log names for anything done with the admin token.
-const ACTOR: &str = "admin";
 /// Admin bodies are a few hundred bytes; the cap only stops a client from
 /// making the server buffer without bound.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -114,15 +114,19 @@ where
     }
     // Authenticate before routing, so that without the token nobody learns
     // which admin paths exist.
-    authenticate(
+    let operator = authenticate(
         app,
         &parts.headers,
         app.guard().client(peer, &parts.headers),
-    )?;
+    )
+    .await?;
     let route = match call.route {
         Ok(route) => route,
         Err(method_not_allowed) => return Ok(method_not_allowed),
     };
+    // A `read` token changes nothing, whatever the route (SPEC §13).
+    operator.may(&parts.method)?;
+    let actor = operator.name.as_str();
     let id = call.id;
     let now = app.clock().now();
     // Every admin POST honours `Idempotency-Key` (SPEC §11), here and only here.
@@ -133,14 +137,14 @@ where
         let body = read_body(body).await?;
         let request_id = call.request_id;
         let run = |body: Bytes| async move {
-            dispatch(app, parts, Full::new(body), route, id, now)
+            dispatch(app, parts, Full::new(body), route, id, actor, now)
                 .await
                 .unwrap_or_else(|error| error.into_response(request_id))
         };
         let answer = crate::idempotency::once(app, parts, key, body, request_id, run);
         return Ok(answer.await);
     }
-    dispatch(app, parts, body, route, id, now).await
+    dispatch(app, parts, body, route, id, actor, now).await
 }
 
 /// Runs one admin route (after the token check).
@@ -150,6 +154,7 @@ async fn dispatch<B>(
     body: B,
     route: AdminRoute,
     id: &str,
+    actor: &str,
     now: Timestamp,
 ) -> Result<Response<Body>, Refusal>
 where
@@ -166,7 +171,13 @@ where
             )
             .into())
         }
-        AdminRoute::CreateKey => create_key(app, parse_body(&read_body(body).await?)?, now).await,
+        AdminRoute::CreateKey => {
+            create_key(app, actor, parse_body(&read_body(body).await?)?, now).await
+        }
+        AdminRoute::CreateToken | AdminRoute::ListTokens | AdminRoute::DeleteToken => {
+            let body = read_body(body).await?;
+            crate::operators::answer(app, route, id, query, body, now).await
+        }
         AdminRoute::CreateWebhook
         | AdminRoute::ListWebhooks
         | AdminRoute::GetWebhook
@@ -185,26 +196,26 @@ where
             no_query(query)?;
             let id = key_id(id)?;
             let patch = parse_body(&read_body(body).await?)?;
-            update_key(app, &id, &patch, now).await
+            update_key(app, actor, &id, &patch, now).await
         }
         AdminRoute::RevokeKey => {
             no_query(query)?;
             let id = key_id(id)?;
             let request = parse_optional_body(&read_body(body).await?)?;
-            revoke_key(app, &id, request, now).await
+            revoke_key(app, actor, &id, request, now).await
         }
         AdminRoute::RotateKey => {
             no_query(query)?;
             let id = key_id(id)?;
             let request = parse_optional_body(&read_body(body).await?)?;
-            rotate_key(app, &id, &request, now).await
+            rotate_key(app, actor, &id, &request, now).await
         }
         AdminRoute::RevokeLeaked => {
             no_query(query)?;
             let request: RevokeLeakedRequest = parse_body(&read_body(body).await?)?;
             let revoked = app
                 .admin()
-                .revoke_leaked(&request.keys, request.reason.as_deref(), ACTOR, now)
+                .revoke_leaked(&request.keys, request.reason.as_deref(), actor, now)
                 .await
                 .map_err(admin_error)?;
             for record in &revoked.revoked {
@@ -228,7 +239,7 @@ where
                 .and_then(|value| value.to_str().ok());
             let record = app
                 .admin()
-                .change_credits(&id, &request, operation, ACTOR, now)
+                .change_credits(&id, &request, operation, actor, now)
                 .await
                 .map_err(admin_error)?;
             tracing::info!(key_id = %record.id, account_id = %record.account_id, "key credits changed");
@@ -281,7 +292,7 @@ where
             let request: SetPlanRequest = parse_body(&read_body(body).await?)?;
             let changed = app
                 .admin()
-                .set_plan(&account, request.plan, ACTOR, now)
+                .set_plan(&account, request.plan, actor, now)
                 .await
                 .map_err(admin_error)?;
             tracing::info!(account_id = %account, plan = %request.plan, "account plan set");
@@ -298,7 +309,7 @@ where
 /// gets 429 for *any* token, the right one included, until it refills:
 /// otherwise the lockout itself would tell a guesser when it had guessed
 /// right.
-fn authenticate(app: &App, headers: &HeaderMap, client: IpAddr) -> Result<(), Refusal> {
+async fn authenticate(app: &App, headers: &HeaderMap, client: IpAddr) -> Result<Operator, Refusal> {
     let attempts = app.guard().verifier().failed_attempts();
     let subject = attempts.subject(client);
     let now = i64::try_from(app.clock().now().as_nanosecond()).unwrap_or(i64::MAX);
@@ -316,7 +327,10 @@ fn authenticate(app: &App, headers: &HeaderMap, client: IpAddr) -> Result<(), Re
         }
     };
     if app.admin_token().matches(token) {
-        return Ok(());
+        return Ok(Operator::bootstrap());
+    }
+    if let Some(operator) = crate::operators::named(app, token).await? {
+        return Ok(operator);
     }
     let _ = attempts.charge(&subject, now).map_err(locked_out)?;
     // Someone holding an API key may expect it to open the admin API too;
@@ -348,12 +362,13 @@ fn locked_out(error: AuthError) -> Refusal {
 
 async fn create_key(
     app: &App,
+    actor: &str,
     request: CreateKeyRequest,
     now: Timestamp,
 ) -> Result<Response<Body>, Refusal> {
     let issued = app
         .admin()
-        .create(request, ACTOR, now)
+        .create(request, actor, now)
         .await
         .map_err(admin_error)?;
     let record = &issued.record;
@@ -397,13 +412,14 @@ async fn list_keys(
 
 async fn update_key(
     app: &App,
+    actor: &str,
     id: &KeyId,
     patch: &UpdateKeyRequest,
     now: Timestamp,
 ) -> Result<Response<Body>, Refusal> {
     let record = app
         .admin()
-        .update(id, patch, ACTOR, now)
+        .update(id, patch, actor, now)
         .await
         .map_err(admin_error)?;
     tracing::info!(key_id = %record.id, account_id = %record.account_id, "key updated");
@@ -412,13 +428,14 @@ async fn update_key(
 
 async fn revoke_key(
     app: &App,
+    actor: &str,
     id: &KeyId,
     request: RevokeKeyRequest,
     now: Timestamp,
 ) -> Result<Response<Body>, Refusal> {
     let record = app
         .admin()
-        .revoke(id, request.reason.as_deref(), ACTOR, now)
+        .revoke(id, request.reason.as_deref(), actor, now)
         .await
         .map_err(admin_error)?;
     tracing::info!(key_id = %record.id, account_id = %record.account_id, "key revoked");
@@ -427,13 +444,14 @@ async fn revoke_key(
 
 async fn rotate_key(
     app: &App,
+    actor: &str,
     id: &KeyId,
     request: &RotateKeyRequest,
     now: Timestamp,
 ) -> Result<Response<Body>, Refusal> {
     let rotation = app
         .admin()
-        .rotate(id, request, ACTOR, now)
+        .rotate(id, request, actor, now)
         .await
         .map_err(admin_error)?;
     let new: &KeyRecord = &rotation.issued.record;

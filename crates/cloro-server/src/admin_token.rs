@@ -102,7 +102,7 @@ impl AdminToken {
 
 /// `cloro_admin_` and 64 hex digits (256 bits). Never shaped like an API
 /// key, so neither can be mistaken for the other.
-fn generate() -> std::io::Result<String> {
+pub(crate) fn generate() -> std::io::Result<String> {
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut token = String::from("cloro_admin_");

@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use cloro_auth_core::wire::HealthResponse;
 use cloro_auth_core::{ErrorCode, normalise_path};
+use cloro_keystore::{AdminTokenStore, IdempotencyStore, RedisIdempotencyStore, WebhookStore};
 use cloro_keystore::{
     ChangeNotifier, Clock, CounterStore, EmbeddedStore, InvalidationListener, InvalidationSink,
     KeyAdmin, KeyStore, Ledger, LocalLedger, LocalNotifier, Readiness, RedisLedger, RedisNotifier,
     RedisOptions, RedisRateLimiter, RedisStore, SharedRateLimiter, StoreError, Verifier,
     VerifierConfig, spawn_cluster_invalidation_listener, spawn_invalidation_listener,
 };
-use cloro_keystore::{IdempotencyStore, RedisIdempotencyStore, WebhookStore};
 use cloro_keystore::{LogLimit, mask_url, mask_url_list};
 use http::{Request, Response, StatusCode};
 use tracing::Instrument;
@@ -53,6 +53,8 @@ pub struct App {
     secret_scanning: SecretScanning,
     /// Webhook endpoints and their deliveries (SPEC §12).
     webhooks: Arc<Webhooks>,
+    /// Named admin tokens (SPEC §13).
+    admin_tokens: Arc<dyn AdminTokenStore>,
 }
 
 /// Tasks the server runs beside requests; [`Background::stop`] ends them
@@ -85,6 +87,7 @@ struct Backend {
     redis: Option<RedisBackend>,
     idempotency: Arc<dyn IdempotencyStore>,
     webhooks: Arc<dyn WebhookStore>,
+    admin_tokens: Arc<dyn AdminTokenStore>,
 }
 
 /// What Redis mode's invalidations need: the store to publish through,
@@ -112,7 +115,8 @@ impl Backend {
                     counters: Some(store.clone()),
                     redis: None,
                     idempotency: store.clone(),
-                    webhooks: store,
+                    webhooks: store.clone(),
+                    admin_tokens: store,
                 })
             }
             StoreChoice::Redis { url, cluster } => {
@@ -128,6 +132,7 @@ impl Backend {
                 Ok(Backend {
                     store: store.clone(),
                     webhooks: store.clone(),
+                    admin_tokens: store.clone(),
                     idempotency: Arc::new(RedisIdempotencyStore::new(store.connection())),
                     shared_limiter: Some(Arc::new(RedisRateLimiter::new(store.connection()))),
                     counters: None,
@@ -222,6 +227,7 @@ impl App {
             redis,
             idempotency,
             webhooks,
+            admin_tokens,
         } = Backend::open(&settings)?;
         let webhooks = Arc::new(Webhooks::open(
             webhooks,
@@ -283,6 +289,7 @@ impl App {
         let webhook_worker = Worker::new(&webhooks, clock.clone()).spawn();
         let app = Arc::new(App {
             webhooks,
+            admin_tokens,
             secret_scanning,
             settings,
             guard,
@@ -328,6 +335,11 @@ impl App {
     }
 
     /// Webhook endpoints and deliveries (SPEC §12).
+    /// Named admin tokens.
+    pub(crate) fn admin_tokens(&self) -> &dyn AdminTokenStore {
+        self.admin_tokens.as_ref()
+    }
+
     pub(crate) fn webhooks(&self) -> &Webhooks {
         &self.webhooks
     }

@@ -201,7 +201,7 @@ fn remembered(status: StatusCode) -> bool {
 
 /// The top-level fields that hold a secret shown once: `key` (the
 /// plaintext of a key create or rotate) and `secret` (a webhook's).
-const SHOWN_ONCE: [&str; 2] = ["key", "secret"];
+const SHOWN_ONCE: [&str; 3] = ["key", "secret", "token"];
 
 /// The body as stored: a top-level `key` or `secret` string becomes
 /// `null`; anything else is kept byte for byte.

@@ -19,6 +19,7 @@ mod gateway;
 mod held_body;
 mod idempotency;
 mod metrics;
+mod operators;
 mod outbound;
 pub mod routes;
 pub mod secret_scanning;

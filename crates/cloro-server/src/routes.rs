@@ -68,6 +68,12 @@ pub(crate) enum AdminRoute {
     SetAccountPlan,
     /// `GET /admin/v1/accounts/{account_id}/quota`.
     AccountQuota,
+    /// `POST /admin/v1/tokens`.
+    CreateToken,
+    /// `GET /admin/v1/tokens`.
+    ListTokens,
+    /// `DELETE /admin/v1/tokens/{id}`.
+    DeleteToken,
     /// `POST /admin/v1/webhooks`.
     CreateWebhook,
     /// `GET /admin/v1/webhooks`.
@@ -280,6 +286,21 @@ pub const ROUTES: &[Route] = &[
     Route {
         path: "/admin/v1/accounts/{account_id}/usage",
         methods: Methods::Each(&[(Method::GET, admin(AdminRoute::AccountUsage))]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
+        path: "/admin/v1/tokens",
+        methods: Methods::Each(&[
+            (Method::GET, admin(AdminRoute::ListTokens)),
+            (Method::POST, admin(AdminRoute::CreateToken)),
+        ]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
+        path: "/admin/v1/tokens/{id}",
+        methods: Methods::Each(&[(Method::DELETE, admin(AdminRoute::DeleteToken))]),
         documented: true,
         label: RouteLabel::Admin,
     },

@@ -396,7 +396,7 @@ async fn audit_log(server: &TestServer, keys: &[String]) {
     let actions: Vec<&str> = events
         .iter()
         .filter(|e| e["actor"] != "expiry-schedule")
-        .inspect(|e| assert_eq!(e["actor"], "admin"))
+        .inspect(|e| assert_eq!(e["actor"], "bootstrap"))
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     // key_states: created, 2 × enabled, metadata cleared, revoked; rotation:

@@ -599,7 +599,7 @@ async fn operators_revoke_keys_by_plaintext_and_no_answer_echoes_one() {
     );
     let events = leaked_events(&server).await;
     assert_eq!(events.len(), 2);
-    assert_eq!(events[0]["actor"], "admin");
+    assert_eq!(events[0]["actor"], "bootstrap");
 
     // Bad input: clear 400s that name the field and never quote a key.
     let keys: Vec<String> = (0..1001).map(|_| kept.clone()).collect();

@@ -15,6 +15,7 @@ mod hostile;
 mod idempotency;
 mod leaked;
 mod nginx;
+mod operators;
 mod ops;
 mod process;
 mod public_api;
