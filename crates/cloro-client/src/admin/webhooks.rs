@@ -14,9 +14,9 @@ use crate::idempotency::IdempotencyKey;
 use crate::response::Response;
 use crate::transport::{Call, decode, decode_secret};
 
-/// An endpoint id as a path segment: ids are `wh_` and hex digits, so
-/// anything else is escaped rather than trusted.
-fn segment(id: &str) -> String {
+/// An id as a path segment: ids are a prefix and hex digits, so anything
+/// else is escaped rather than trusted.
+pub(super) fn segment(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for byte in id.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_') {

@@ -75,6 +75,10 @@ fn api_advice(error: &ApiError) -> String {
                 Some(scope) => format!(
                     "this key lacks the scope {scope}; use a key that has it, or add it with cloro keys update ID --scope {scope}"
                 ),
+                // The admin API's refusal of a `read` token names no scope.
+                None if error.message.contains("read role") => {
+                    "this admin token has the read role and may only read; use a token with the admin role (cloro tokens create NAME --role admin)".into()
+                }
                 None => "this key lacks the scope the route needs; use a key that has it".into(),
             },
             ErrorCode::RateLimitExceeded => match &error.details.plan {

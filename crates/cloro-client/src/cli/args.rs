@@ -12,8 +12,8 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use cloro_auth_core::wire::{
-    AppliesTo, KeyPurpose, MAX_QUOTA_COUNT, QuotaPeriod, QuotaPolicy, Refill, UsageGranularity,
-    WebhookEventType,
+    AdminRole, AppliesTo, KeyPurpose, MAX_QUOTA_COUNT, QuotaPeriod, QuotaPolicy, Refill,
+    UsageGranularity, WebhookEventType,
 };
 use cloro_auth_core::{AccountId, Environment, KeyId, PlanName, Scope, parse_duration, parse_rate};
 
@@ -67,6 +67,48 @@ pub enum Command {
     /// deliveries (admin token).
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Make, list and delete named admin tokens (admin token).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// `cloro tokens …`.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Make a token for a person or a system; prints it once, on stdout.
+    Create {
+        /// Who holds it (a-z 0-9 _ . -): the audit log's actor for
+        /// everything it does.
+        name: String,
+        /// What it may do: everything, or only read.
+        #[arg(long, value_enum, default_value = "read")]
+        role: RoleArg,
+    },
+    /// List the named tokens, newest first (never the tokens themselves).
+    List,
+    /// Delete a token: it is refused from the next request on.
+    Delete {
+        /// The token id, `tok_…`.
+        id: String,
+    },
+}
+
+/// An admin token's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Everything.
+    Admin,
+    /// Only read.
+    Read,
+}
+
+impl From<RoleArg> for AdminRole {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Admin => AdminRole::Admin,
+            RoleArg::Read => AdminRole::Read,
+        }
+    }
 }
 
 /// `cloro webhooks …`.

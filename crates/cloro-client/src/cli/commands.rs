@@ -14,7 +14,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::args::{
     AccountsCommand, AuditArgs, Cli, Command, CreateArgs, CreditsArgs, KeysCommand, ListArgs,
-    RevokeLeakedArgs, RotateArgs, UpdateArgs, UsageArgs, WebhooksCommand,
+    RevokeLeakedArgs, RotateArgs, TokensCommand, UpdateArgs, UsageArgs, WebhooksCommand,
 };
 use super::output::Out;
 use super::{Failure, Input};
@@ -73,6 +73,23 @@ pub(crate) async fn execute(
             out.account(info.value())?;
         }
         Command::Webhooks(command) => webhooks(command, &builder.build_admin()?, &mut out).await?,
+        Command::Tokens(command) => {
+            let admin = builder.build_admin()?;
+            match command {
+                TokensCommand::Create { name, role } => {
+                    let created = admin.create_admin_token(&name, role.into()).await?;
+                    out.token_created(created.value())?;
+                }
+                TokensCommand::List => {
+                    let listed = admin.admin_tokens().await?;
+                    out.admin_tokens(listed.value())?;
+                }
+                TokensCommand::Delete { id } => {
+                    admin.delete_admin_token(&id).await?;
+                    out.note(&format!("deleted admin token {id}"))?;
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use cloro_auth_core::wire::{
 use cloro_auth_core::wire::{
     AccountUsageResponse, KeyUsageResponse, UsageBucket, UsageGranularity, UsageOutcome,
 };
+use cloro_auth_core::wire::{CreateAdminTokenResponse, ListAdminTokensResponse};
 use cloro_auth_core::wire::{
     CreateWebhookResponse, ListDeliveriesResponse, ListWebhooksResponse, WebhookInfo,
 };
@@ -446,6 +447,54 @@ impl<'a> Out<'a> {
                 "a replay: the secret was shown only the first time; delete this webhook and create it again for a usable one"
             ),
         }
+    }
+
+    /// A new admin token: alone on stdout (or in the JSON), the rest on
+    /// stderr, as for a new key.
+    pub(crate) fn token_created(&mut self, created: &CreateAdminTokenResponse) -> io::Result<()> {
+        if self.json {
+            self.print_json(created)?;
+        } else if let Some(token) = &created.token {
+            writeln!(self.out, "{token}")?;
+        }
+        let info = &created.token_info;
+        writeln!(
+            self.err,
+            "created admin token {} named {} ({})",
+            info.id,
+            info.name,
+            info.role.as_str()
+        )?;
+        match created.token {
+            Some(_) => writeln!(
+                self.err,
+                "that is the token (cloro_admin_…): hand it over now, it is not shown again"
+            ),
+            None => writeln!(
+                self.err,
+                "a replay: the token was shown only the first time; delete this one and create another"
+            ),
+        }
+    }
+
+    pub(crate) fn admin_tokens(&mut self, answer: &ListAdminTokensResponse) -> io::Result<()> {
+        if self.json {
+            return self.print_json(answer);
+        }
+        let mut table = Table::new(&["ID", "NAME", "ROLE", "CREATED", "LAST USED"]);
+        for token in &answer.tokens {
+            table.row(vec![
+                token.id.clone(),
+                token.name.clone(),
+                token.role.as_str().to_owned(),
+                time(&token.created_at),
+                token
+                    .last_used_at
+                    .as_ref()
+                    .map_or_else(|| "never".into(), time),
+            ]);
+        }
+        table.write(self.out)
     }
 
     pub(crate) fn webhooks(&mut self, answer: &ListWebhooksResponse) -> io::Result<()> {

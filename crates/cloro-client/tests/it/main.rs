@@ -16,5 +16,6 @@ mod retries;
 mod sdk;
 mod support;
 mod tls;
+mod tokens;
 mod usage;
 mod webhooks;
