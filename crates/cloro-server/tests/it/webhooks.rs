@@ -155,6 +155,16 @@ impl Drop for Receiver {
     }
 }
 
+/// Settings of a server on the embedded store in `dir` that delivers to
+/// loopback receivers: two servers in turn on one directory are a restart.
+fn private_webhooks_in(dir: &std::path::Path) -> cloro_server::config::Settings {
+    let flags = cloro_server::config::Flags {
+        data_dir: Some(dir.to_owned()),
+        ..cloro_server::config::Flags::default()
+    };
+    cloro_server::config::Settings::from_toml(flags, "allow_private_webhooks = true").unwrap()
+}
+
 const ADMIN: &str = "Bearer test_admin_token_0123456789abcdefghijklmnop";
 
 async fn admin(server: &TestServer, method: Method, path: &str, body: &str) -> Answer {
@@ -374,13 +384,7 @@ async fn a_delivery_is_signed_and_retried_until_a_2xx_then_never_again() {
 async fn a_stop_during_a_send_lets_go_of_the_store_and_the_send_is_made_again() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::manual(Timestamp::now());
-    let settings = || {
-        let flags = cloro_server::config::Flags {
-            data_dir: Some(dir.path().to_owned()),
-            ..cloro_server::config::Flags::default()
-        };
-        cloro_server::config::Settings::from_toml(flags, "allow_private_webhooks = true").unwrap()
-    };
+    let settings = || private_webhooks_in(dir.path());
     // A receiver that accepts and never answers.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks/in", listener.local_addr().unwrap());
@@ -432,13 +436,7 @@ async fn a_stop_during_a_send_lets_go_of_the_store_and_the_send_is_made_again() 
 async fn expiry_notices_are_delivered_once_each_also_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::manual(Timestamp::now());
-    let settings = || {
-        let flags = cloro_server::config::Flags {
-            data_dir: Some(dir.path().to_owned()),
-            ..cloro_server::config::Flags::default()
-        };
-        cloro_server::config::Settings::from_toml(flags, "allow_private_webhooks = true").unwrap()
-    };
+    let settings = || private_webhooks_in(dir.path());
     let receiver = Receiver::start(&[]).await;
     let server = TestServer::start_with_clock(settings(), None, clock.clone()).await;
     let (webhook, secret) = register(
