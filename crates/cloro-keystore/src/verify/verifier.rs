@@ -12,13 +12,12 @@
 //! ledger durable every second, flushes usage and sweeps idle state every
 //! few seconds, and ends with the verifier.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use cloro_auth_core::wire::{AppliesTo, AuditEvent, RateLimitPolicy, UsageOutcome};
+use cloro_auth_core::wire::{AppliesTo, RateLimitPolicy, UsageOutcome};
 use cloro_auth_core::{
     ApiKey, AuthError, KeyHash, QuotaLimit, RevocationReason, Scope, bearer_token,
 };
@@ -35,8 +34,7 @@ use crate::limits::{
 };
 use crate::log_limit::LogLimit;
 use crate::quota::{
-    FallbackShares, Ledger, LocalLedger, Meter, MeterOutcome, QuotaCrossing, QuotaEvents,
-    QuotaSubject, crossings, lines_crossed,
+    FallbackShares, Ledger, LocalLedger, Meter, MeterOutcome, QuotaEvents, crossings, lines_crossed,
 };
 use crate::store::{KeyBatch, KeyStore, StoreError, within};
 
@@ -127,6 +125,16 @@ pub struct Verified {
     pub quota: Option<QuotaState>,
     /// The key's credits left after this request, when they are limited.
     pub credits: Option<u64>,
+}
+
+/// What [`Verifier::grant`] lets a request have: [`Verified`] without the
+/// key, which the caller still owns (so the hot path moves it, never
+/// counts a reference more).
+struct Granted {
+    rate: RateState,
+    concurrency: Option<ConcurrencyPermit>,
+    quota: Option<QuotaState>,
+    credits: Option<u64>,
 }
 
 /// The values of the quota's IETF policy (SPEC §11): `"quota";q=…;w=…` and
@@ -378,16 +386,7 @@ impl Verifier {
         ApiKey::check_format(token.as_bytes()).map_err(AuthError::InvalidApiKeyFormat)?;
         let hash = KeyHash::of(token.as_bytes());
         let key = self.known_key(&hash, request).await?;
-        let answer = self.authorize(Arc::clone(&key), request).await;
-        // SPEC §10: every answer about an issued key is counted by outcome
-        // (a valid one where it is let through, so a refused concurrency
-        // permit is not counted as valid first).
-        if let Err(refused) = &answer
-            && let Some(outcome) = usage_outcome(&refused.error)
-        {
-            self.usage.record_refusal(&key, outcome, nanos(request.now));
-        }
-        answer
+        self.authorize(key, request).await
     }
 
     /// The cached or stored key, after the failed-attempt guard.
@@ -484,13 +483,43 @@ impl Verifier {
         }
     }
 
-    /// Status, scope, rate limit, concurrency: everything after the lookup.
+    /// [`Verifier::grant`], and the answer counted for the key by outcome
+    /// (SPEC §10), here and only here: a valid one once it is let through
+    /// (so a refused concurrency permit is not counted as valid first).
     #[allow(clippy::result_large_err)] // see `verify`
     async fn authorize(
         &self,
         key: Arc<CachedKey>,
         request: &VerifyRequest,
     ) -> Result<Verified, Refused> {
+        let now = nanos(request.now);
+        match self.grant(&key, request).await {
+            Ok(granted) => {
+                self.usage.record(&key, now);
+                Ok(Verified {
+                    key,
+                    rate: granted.rate,
+                    concurrency: granted.concurrency,
+                    quota: granted.quota,
+                    credits: granted.credits,
+                })
+            }
+            Err(refused) => {
+                if let Some(outcome) = usage_outcome(&refused.error) {
+                    self.usage.record_refusal(&key, outcome, now);
+                }
+                Err(refused)
+            }
+        }
+    }
+
+    /// Status, scope, rate limit, concurrency: everything after the lookup.
+    #[allow(clippy::result_large_err)] // see `verify`
+    async fn grant(
+        &self,
+        key: &Arc<CachedKey>,
+        request: &VerifyRequest,
+    ) -> Result<Granted, Refused> {
         let record = &key.record;
         if let Some(refusal) = record.status(request.now).refusal() {
             return Err(refusal.into());
@@ -516,7 +545,7 @@ impl Verifier {
             request.now,
         );
         let (decision, outcome) = self
-            .rate_and_quota(&key, &policy, meter.as_ref(), request.now)
+            .rate_and_quota(key, &policy, meter.as_ref(), request.now)
             .await?;
         let rate = match decision {
             RateDecision::Allowed { state } => state,
@@ -566,9 +595,7 @@ impl Verifier {
             _ => None,
         };
 
-        self.usage.record(&key, nanos(request.now));
-        Ok(Verified {
-            key,
+        Ok(Granted {
             rate,
             concurrency,
             quota,
@@ -695,7 +722,7 @@ impl Verifier {
             let batch = KeyBatch {
                 account_id: crossing.account,
                 writes: Vec::new(),
-                audit: vec![quota_audit_event(&crossing)],
+                audit: vec![crossing.audit_event()],
             };
             if let Err(error) = self.store.commit(batch).await {
                 failure = Some(error);
@@ -771,43 +798,6 @@ fn usage_outcome(error: &AuthError) -> Option<UsageOutcome> {
         _ => return None,
     })
 }
-
-/// The audit event of a quota line crossed (actor `quota`).
-fn quota_audit_event(crossing: &QuotaCrossing) -> AuditEvent {
-    let mut details = BTreeMap::new();
-    let subject = match crossing.subject {
-        QuotaSubject::Account => "account",
-        QuotaSubject::Key(_) => "key",
-    };
-    details.insert("subject".to_owned(), subject.to_owned());
-    details.insert("limit".to_owned(), crossing.limit.to_string());
-    details.insert("used".to_owned(), crossing.used.to_string());
-    details.insert(
-        "period".to_owned(),
-        crossing.window.period.as_str().to_owned(),
-    );
-    if let Ok(end) = Timestamp::from_second(crossing.window.end) {
-        details.insert("resets_at".to_owned(), end.to_string());
-    }
-    if let Some(plan) = crossing.plan {
-        details.insert("plan".to_owned(), plan.as_str().to_owned());
-    }
-    AuditEvent {
-        id: crossing.event_id(),
-        at: crossing.at,
-        actor: QUOTA_EVENT_ACTOR.to_owned(),
-        action: crossing.action,
-        key_id: match crossing.subject {
-            QuotaSubject::Account => None,
-            QuotaSubject::Key(id) => Some(id),
-        },
-        account_id: crossing.account,
-        details,
-    }
-}
-
-/// The audit actor of quota events: no person or token raised them.
-pub const QUOTA_EVENT_ACTOR: &str = "quota";
 
 /// The quota's header values after `outcome`, when the meter has a quota.
 fn quota_state(meter: &Meter, outcome: &MeterOutcome, now: Timestamp) -> Option<QuotaState> {
