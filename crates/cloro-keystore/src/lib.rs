@@ -48,8 +48,8 @@ pub use limits::{
 };
 pub use log_limit::LogLimit;
 pub use quota::{
-    CounterHint, CreditsChange, CreditsMeter, Ledger, LocalLedger, Meter, MeterOutcome, QuotaMeter,
-    QuotaSubject, RefillWindow, Window,
+    CounterHint, CreditsChange, CreditsMeter, Ledger, LocalLedger, Meter, MeterOutcome,
+    QUOTA_EVENT_ACTOR, QuotaMeter, QuotaSubject, RefillWindow, Window,
 };
 pub use redis::RedisIdempotencyStore;
 pub use redis::{
@@ -74,7 +74,7 @@ pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};
 pub use verify::{
     CacheBounds, CacheEntry, CachedKey, FillRefused, Filled, KeyCache, LEDGER_PERSIST_INTERVAL,
-    MAINTENANCE_INTERVAL, PENDING_LOOKUP_BYTES, QUOTA_EVENT_ACTOR, QuotaState, Readiness, Refused,
-    StoreHealth, StripedCounter, UsageRecorder, Verified, Verifier, VerifierConfig, VerifierStats,
+    MAINTENANCE_INTERVAL, PENDING_LOOKUP_BYTES, QuotaState, Readiness, Refused, StoreHealth,
+    StripedCounter, UsageRecorder, Verified, Verifier, VerifierConfig, VerifierStats,
     VerifyRequest,
 };

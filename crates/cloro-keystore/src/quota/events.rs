@@ -17,9 +17,10 @@
 //! embedded store forgot its last second of counts) reaches receivers
 //! under the same `webhook-id`, which they drop as a repeat.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use cloro_auth_core::wire::AuditAction;
+use cloro_auth_core::wire::{AuditAction, AuditEvent};
 use cloro_auth_core::{AccountId, KeyHash, PlanName};
 use jiff::Timestamp;
 
@@ -53,7 +54,42 @@ pub(crate) struct QuotaCrossing {
     pub(crate) at: Timestamp,
 }
 
+/// The audit actor of quota events: no person or token raised them.
+pub const QUOTA_EVENT_ACTOR: &str = "quota";
+
 impl QuotaCrossing {
+    /// The audit (and so outbox) event of this crossing, actor
+    /// [`QUOTA_EVENT_ACTOR`].
+    pub(crate) fn audit_event(&self) -> AuditEvent {
+        let subject = match self.subject {
+            QuotaSubject::Account => "account",
+            QuotaSubject::Key(_) => "key",
+        };
+        let mut details = BTreeMap::new();
+        details.insert("subject".to_owned(), subject.to_owned());
+        details.insert("limit".to_owned(), self.limit.to_string());
+        details.insert("used".to_owned(), self.used.to_string());
+        details.insert("period".to_owned(), self.window.period.as_str().to_owned());
+        if let Ok(end) = Timestamp::from_second(self.window.end) {
+            details.insert("resets_at".to_owned(), end.to_string());
+        }
+        if let Some(plan) = self.plan {
+            details.insert("plan".to_owned(), plan.as_str().to_owned());
+        }
+        AuditEvent {
+            id: self.event_id(),
+            at: self.at,
+            actor: QUOTA_EVENT_ACTOR.to_owned(),
+            action: self.action,
+            key_id: match self.subject {
+                QuotaSubject::Account => None,
+                QuotaSubject::Key(id) => Some(id),
+            },
+            account_id: self.account,
+            details,
+        }
+    }
+
     /// The event's id: `evt_` and 24 hex digits of a SHA-256 over what it
     /// is about (see the module documentation).
     pub(crate) fn event_id(&self) -> String {

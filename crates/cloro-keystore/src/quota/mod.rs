@@ -17,7 +17,8 @@ mod fallback;
 mod local;
 mod period;
 
-pub(crate) use events::{QuotaCrossing, QuotaEvents, crossings, lines_crossed};
+pub use events::QUOTA_EVENT_ACTOR;
+pub(crate) use events::{QuotaEvents, crossings, lines_crossed};
 pub(crate) use fallback::FallbackShares;
 pub use local::{CounterHint, LocalLedger};
 pub use period::Window;

@@ -187,6 +187,10 @@ redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 return 1
 ";
 
+/// Buckets a usage read names outright instead of listing the account's
+/// index: a key's longest range (1,500 buckets) and then some.
+const DIRECT_SERIES_READ: i64 = 4096;
+
 /// Accounts whose usage is written at once: enough to keep the multiplexed
 /// connection busy (a flush of 50,000 accounts then takes about 200 round
 /// trips' time, not 50,000), few enough that a flush cannot swamp Redis or
@@ -649,31 +653,53 @@ impl KeyStore for RedisStore {
     ) -> Result<Vec<SeriesPoint>, StoreError> {
         let slot = AccountSlot::new(account);
         let wanted: std::collections::HashSet<&str> = keys.iter().map(KeyId::as_str).collect();
+        let width = granularity.seconds();
+        let starts = (to.saturating_sub(from).max(0) + width - 1) / width;
         self.connection
             .bounded(async {
-                // The buckets that exist in the range, then only those read.
-                let buckets: Vec<String> = self
-                    .connection
-                    .query(
-                        redis::cmd("ZRANGEBYSCORE")
-                            .arg(slot.series_buckets(granularity))
-                            .arg(from)
-                            .arg(format!("({to}")),
-                    )
-                    .await?;
-                let mut found = Vec::new();
-                for bucket in &buckets {
-                    let Some((id, start)) = bucket.rsplit_once(':') else {
-                        continue;
-                    };
-                    if !wanted.contains(id) {
-                        continue;
+                // Few keys (one key's usage): the fields are known, so they
+                // are read straight, however many keys the account has.
+                // Many (an account's): the buckets that exist in the range,
+                // from the account's index, then only those are read.
+                let found: Vec<(String, KeyId, i64)> = if i64::try_from(keys.len())
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(starts)
+                    <= DIRECT_SERIES_READ
+                {
+                    let mut found = Vec::new();
+                    for key_id in keys {
+                        let mut start = granularity.bucket_start(from);
+                        while start < to {
+                            if start >= from {
+                                found.push((format!("{key_id}:{start}"), *key_id, start));
+                            }
+                            start += width;
+                        }
                     }
-                    let (Ok(key_id), Ok(start)) = (KeyId::new(id), start.parse::<i64>()) else {
-                        continue;
-                    };
-                    found.push((bucket, key_id, start));
-                }
+                    found
+                } else {
+                    let buckets: Vec<String> = self
+                        .connection
+                        .query(
+                            redis::cmd("ZRANGEBYSCORE")
+                                .arg(slot.series_buckets(granularity))
+                                .arg(from)
+                                .arg(format!("({to}")),
+                        )
+                        .await?;
+                    buckets
+                        .into_iter()
+                        .filter_map(|bucket| {
+                            let (id, start) = bucket.rsplit_once(':')?;
+                            if !wanted.contains(id) {
+                                return None;
+                            }
+                            let key_id = KeyId::new(id).ok()?;
+                            let start = start.parse::<i64>().ok()?;
+                            Some((bucket.clone(), key_id, start))
+                        })
+                        .collect()
+                };
                 let mut points = Vec::with_capacity(found.len());
                 for chunk in found.chunks(256) {
                     let mut command = redis::cmd("HMGET");
@@ -685,6 +711,9 @@ impl KeyStore for RedisStore {
                     }
                     let values: Vec<Option<u64>> = self.connection.query(&command).await?;
                     for ((_, key_id, start), counts) in chunk.iter().zip(values.chunks(8)) {
+                        if counts.iter().all(Option::is_none) {
+                            continue;
+                        }
                         let mut array = [0u64; 8];
                         for (slot, value) in array.iter_mut().zip(counts) {
                             *slot = value.unwrap_or(0);

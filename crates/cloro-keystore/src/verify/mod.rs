@@ -17,6 +17,6 @@ pub use health::{Readiness, StoreHealth};
 pub use striped::StripedCounter;
 pub use usage::UsageRecorder;
 pub use verifier::{
-    LEDGER_PERSIST_INTERVAL, MAINTENANCE_INTERVAL, QUOTA_EVENT_ACTOR, QuotaState, Refused,
-    Verified, Verifier, VerifierConfig, VerifierStats, VerifyRequest,
+    LEDGER_PERSIST_INTERVAL, MAINTENANCE_INTERVAL, QuotaState, Refused, Verified, Verifier,
+    VerifierConfig, VerifierStats, VerifyRequest,
 };
