@@ -3,6 +3,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -60,8 +61,8 @@ pub struct AdminTokenInfo {
     pub last_used_at: Option<Timestamp>,
 }
 
-/// `201` of `POST /admin/v1/tokens`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `201` of `POST /admin/v1/tokens`. Its `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateAdminTokenResponse {
     /// The token, `cloro_admin_…`: in this answer only. `null` in a replay
     /// of the request under its `Idempotency-Key` (it is never stored):
@@ -71,10 +72,45 @@ pub struct CreateAdminTokenResponse {
     pub token_info: AdminTokenInfo,
 }
 
+impl fmt::Debug for CreateAdminTokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateAdminTokenResponse")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("token_info", &self.token_info)
+            .finish()
+    }
+}
+
 /// `GET /admin/v1/tokens`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListAdminTokensResponse {
     /// Every named token, newest first (the bootstrap token is configured,
     /// not stored, and not listed).
     pub tokens: Vec<AdminTokenInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::format;
+    use alloc::string::ToString;
+
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let token = "cloro_admin_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let created = CreateAdminTokenResponse {
+            token: Some(token.to_string()),
+            token_info: AdminTokenInfo {
+                id: "tok_0123456789abcdef01234567".to_string(),
+                name: "ops".to_string(),
+                role: AdminRole::Admin,
+                created_at: Timestamp::UNIX_EPOCH,
+                last_used_at: None,
+            },
+        };
+        let shown = format!("{created:?}");
+        assert!(!shown.contains("00112233") && shown.contains("[redacted]"), "{shown}");
+        assert!(shown.contains("ops"));
+    }
 }
