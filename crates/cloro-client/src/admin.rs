@@ -769,6 +769,17 @@ impl AdminClient {
         let call = Call::new(Method::GET, path);
         decode(self.transport.send(&call, &self.authorization).await?)
     }
+
+    /// `DELETE path`, whose success (204) has no body.
+    async fn delete(&self, path: &str) -> Result<Response<()>, Error> {
+        let call = Call::new(Method::DELETE, path);
+        let (_, meta) = self
+            .transport
+            .send(&call, &self.authorization)
+            .await?
+            .into_parts();
+        Ok(Response::new((), meta))
+    }
 }
 
 /// The create, rotate and credits calls of an [`AdminClient`] with the

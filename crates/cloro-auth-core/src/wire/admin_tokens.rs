@@ -110,7 +110,10 @@ mod tests {
             },
         };
         let shown = format!("{created:?}");
-        assert!(!shown.contains("00112233") && shown.contains("[redacted]"), "{shown}");
+        assert!(
+            !shown.contains("00112233") && shown.contains("[redacted]"),
+            "{shown}"
+        );
         assert!(shown.contains("ops"));
     }
 }

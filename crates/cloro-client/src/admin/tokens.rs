@@ -52,12 +52,7 @@ impl AdminClient {
     /// # Errors
     /// Any [`Error`]; an unknown id is `NOT_FOUND`.
     pub async fn delete_admin_token(&self, id: &str) -> Result<Response<()>, Error> {
-        let call = Call::new(Method::DELETE, format!("/admin/v1/tokens/{}", segment(id)));
-        let (_, meta) = self
-            .transport
-            .send(&call, &self.authorization)
-            .await?
-            .into_parts();
-        Ok(Response::new((), meta))
+        self.delete(&format!("/admin/v1/tokens/{}", segment(id)))
+            .await
     }
 }

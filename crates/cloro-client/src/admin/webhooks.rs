@@ -70,16 +70,8 @@ impl AdminClient {
     /// # Errors
     /// Any [`Error`]; an unknown id is `NOT_FOUND`.
     pub async fn delete_webhook(&self, id: &str) -> Result<Response<()>, Error> {
-        let call = Call::new(
-            Method::DELETE,
-            format!("/admin/v1/webhooks/{}", segment(id)),
-        );
-        let (_, meta) = self
-            .transport
-            .send(&call, &self.authorization)
-            .await?
-            .into_parts();
-        Ok(Response::new((), meta))
+        self.delete(&format!("/admin/v1/webhooks/{}", segment(id)))
+            .await
     }
 
     /// `GET /admin/v1/webhooks/{id}/deliveries`: one page, newest event
