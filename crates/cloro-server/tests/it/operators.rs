@@ -172,6 +172,25 @@ async fn named_tokens_act_under_their_name_and_read_tokens_change_nothing() {
         assert_eq!(missing.status, StatusCode::NOT_FOUND, "{id}");
     }
 
+    // Other spellings: HEAD reads (a read token may), other methods are
+    // 405, an oversized body is refused whole.
+    let (auditor, _) = make(&server, "auditor-2", "read").await;
+    let head = call(&server, &auditor, Method::HEAD, "/admin/v1/tokens", "").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    let put = call(&server, ADMIN_TOKEN, Method::PUT, "/admin/v1/tokens", "{}").await;
+    assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
+    let huge = format!(r#"{{"name": "{}", "role": "read"}}"#, "a".repeat(70 * 1024));
+    let refused = call(
+        &server,
+        ADMIN_TOKEN,
+        Method::POST,
+        "/admin/v1/tokens",
+        &huge,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+
     // A replay under an Idempotency-Key never shows the token again.
     let headers = [
         ("authorization", format!("Bearer {ADMIN_TOKEN}")),

@@ -147,6 +147,9 @@ async fn every_outcome_is_counted_per_key_and_summed_per_account() {
         ("to=2026-13-01T00:00:00Z", "to"),
         ("granularity=minute&from=2020-01-01T00:00:00Z", "from"),
         ("limit=3", "limit"),
+        ("granularity=Minute", "granularity"),
+        ("granularity=minute&granularity=day", "granularity"),
+        ("from=2026-12-03T10:00:00Z&to=2026-12-03T09:00:00Z", "from"),
     ] {
         let answer = admin(
             &server,
