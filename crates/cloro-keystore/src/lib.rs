@@ -70,6 +70,7 @@ pub use store::{
     DELIVERY_RETENTION, Delivery, OutboxEvent, WEBHOOK_LEASE, WebhookRecord, WebhookStore,
 };
 pub use store::{ExpiryNotice, NoticeStage, ScheduledNotice};
+pub use store::{MAX_SESSIONS, SessionRecord, SessionStore, SessionSubject};
 pub use table::{BoundedTable, KeyedHasher};
 pub use url_mask::{mask_url, mask_url_list};
 pub use verify::{

@@ -20,6 +20,7 @@ mod invalidation;
 mod ledger;
 mod limiter;
 mod notices;
+mod sessions;
 mod store;
 mod target;
 mod webhooks;

@@ -177,6 +177,9 @@ impl EmbeddedStore {
             txn.open_table(embedded_notices::NOTICES).map(drop),
             txn.open_table(super::embedded_admin_tokens::ADMIN_TOKENS)
                 .map(drop),
+            txn.open_table(super::embedded_sessions::SESSIONS).map(drop),
+            txn.open_table(super::embedded_sessions::SESSION_ENDS)
+                .map(drop),
         ] {
             result.map_err(|error| redb_error("cannot create the tables", error))?;
         }

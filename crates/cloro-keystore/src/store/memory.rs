@@ -53,6 +53,8 @@ pub(super) struct State {
     notices: BTreeMap<(Timestamp, String), (ScheduledNotice, Timestamp)>,
     /// Named admin tokens (`memory_admin_tokens`).
     pub(super) admin_tokens: Vec<super::AdminTokenRecord>,
+    /// Dashboard and portal sessions (`memory_sessions`).
+    pub(super) sessions: HashMap<KeyHash, super::SessionRecord>,
     /// Usage series: (granularity, key, bucket start) → counts.
     series: BTreeMap<(UsageGranularity, KeyId, i64), UsageCounts>,
 }

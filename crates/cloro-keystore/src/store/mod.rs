@@ -18,14 +18,17 @@ mod embedded;
 mod embedded_admin_tokens;
 mod embedded_idempotency;
 mod embedded_notices;
+mod embedded_sessions;
 mod embedded_webhooks;
 mod error;
 mod expiry_notices;
 mod idempotency;
 mod memory;
 mod memory_admin_tokens;
+mod memory_sessions;
 mod memory_webhooks;
 mod record;
+mod sessions;
 mod usage_series;
 mod webhooks;
 
@@ -42,6 +45,7 @@ pub use idempotency::{
 };
 pub use memory::MemoryStore;
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
+pub use sessions::{MAX_SESSIONS, SessionRecord, SessionStore, SessionSubject};
 pub use usage_series::SeriesPoint;
 pub(crate) use usage_series::{PRUNE_PER_WRITE, bucket_starts, retention_cutoff};
 pub use webhooks::{

@@ -14,6 +14,7 @@ mod redis;
 mod redis_cluster;
 mod redis_quota;
 mod redis_verifier;
+mod sessions;
 mod usage;
 mod verifier;
 mod webhooks;

@@ -52,6 +52,10 @@ async fn redis_cluster_keeps_the_contract_and_carries_invalidations() {
         RedisStore::connect_cluster(&seeds, patient()).unwrap(),
     ))
     .await;
+    crate::sessions::run_session_contract(Arc::new(
+        RedisStore::connect_cluster(&seeds, patient()).unwrap(),
+    ))
+    .await;
     crate::idempotency::run_idempotency_contract(|| {
         let store = RedisStore::connect_cluster(&seeds, patient()).unwrap();
         Arc::new(RedisIdempotencyStore::new(store.connection())) as Arc<dyn IdempotencyStore>
