@@ -21,6 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod admin_tokens;
 mod leaked;
+mod portal;
 mod usage;
 mod webhook;
 
@@ -32,6 +33,7 @@ pub use leaked::{
     LeakFeedback, LeakLabel, LeakedToken, MAX_LEAKED_KEYS, RevokeLeakedRequest,
     RevokeLeakedResponse,
 };
+pub use portal::{PORTAL_LINK_SECONDS, PORTAL_SESSION_SECONDS, PortalSessionResponse};
 pub use usage::{
     AccountUsageResponse, KeyUsageResponse, KeyUsageTotals, MAX_USAGE_BUCKETS, UsageBucket,
     UsageCounts, UsageGranularity, UsageOutcome,

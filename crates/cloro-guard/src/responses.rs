@@ -197,6 +197,11 @@ impl ApiError {
         self
     }
 
+    /// The message: what went wrong and what to do.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// `details.field`, if the error names one.
     pub fn field(&self) -> Option<&str> {
         self.details.field.as_deref()

@@ -245,6 +245,30 @@ where
             tracing::info!(key_id = %record.id, account_id = %record.account_id, "key credits changed");
             Ok(json(StatusCode::OK, &record.to_info(now)))
         }
+        AdminRoute::PortalSession => {
+            no_query(query)?;
+            let account = account_id(id)?;
+            // No body is taken; one sent is refused rather than ignored.
+            let body = read_body(body).await?;
+            if !body.iter().all(u8::is_ascii_whitespace) {
+                let fields: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
+                if let Some(field) = fields.keys().next() {
+                    return Err(invalid(
+                        cloro_auth_core::redact_keys_in(field),
+                        "this route takes no fields; send no body or {}",
+                    ));
+                }
+            }
+            let link = crate::dashboard::portal::create_link(
+                app,
+                &account,
+                &parts.uri,
+                &parts.headers,
+                now,
+            )
+            .await?;
+            Ok(json(StatusCode::CREATED, &link))
+        }
         AdminRoute::AccountQuota => {
             no_query(query)?;
             let account = account_id(id)?;
@@ -326,6 +350,27 @@ async fn authenticate(app: &App, headers: &HeaderMap, client: IpAddr) -> Result<
             return Err(ApiError::admin_token().into());
         }
     };
+    operator_of(app, token, client).await
+}
+
+/// The operator whose admin token `token` is, under the same lockout as
+/// the admin API (SPEC §9): an address that used up its allowance of wrong
+/// tokens is refused any token, and each wrong one is charged. The
+/// dashboard's sign-in comes through here too, so it is no way around it.
+pub(crate) async fn operator_of(
+    app: &App,
+    token: &str,
+    client: IpAddr,
+) -> Result<Operator, Refusal> {
+    let attempts = app.guard().verifier().failed_attempts();
+    let subject = attempts.subject(client);
+    let now = i64::try_from(app.clock().now().as_nanosecond()).unwrap_or(i64::MAX);
+    attempts.check(&subject, now).map_err(locked_out)?;
+    if token.is_empty() {
+        return Err(ApiError::admin_token()
+            .with_message("paste an admin token (cloro_admin_… or the bootstrap token)")
+            .into());
+    }
     if app.admin_token().matches(token) {
         return Ok(Operator::bootstrap());
     }
@@ -553,7 +598,7 @@ pub(crate) fn store_refusal(error: cloro_keystore::StoreError) -> Refusal {
     admin_error(AdminError::from(error))
 }
 
-fn admin_error(error: AdminError) -> Refusal {
+pub(crate) fn admin_error(error: AdminError) -> Refusal {
     Box::new(match error.code() {
         ErrorCode::InvalidRequest => match &error {
             AdminError::InvalidField { field, .. } => {

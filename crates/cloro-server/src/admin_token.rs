@@ -94,6 +94,12 @@ impl AdminToken {
         Ok((Self::from_value(&token)?, path))
     }
 
+    /// The token's SHA-256 (a dashboard session remembers which token
+    /// signed in by it).
+    pub(crate) fn hash(&self) -> &KeyHash {
+        &self.hash
+    }
+
     /// Whether `token` is the admin token (constant time).
     pub fn matches(&self, token: &str) -> bool {
         KeyHash::of(token.as_bytes()) == self.hash

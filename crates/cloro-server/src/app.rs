@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use cloro_auth_core::wire::HealthResponse;
 use cloro_auth_core::{ErrorCode, normalise_path};
-use cloro_keystore::{AdminTokenStore, IdempotencyStore, RedisIdempotencyStore, WebhookStore};
+use cloro_keystore::{
+    AdminTokenStore, IdempotencyStore, RedisIdempotencyStore, SessionStore, WebhookStore,
+};
 use cloro_keystore::{
     ChangeNotifier, Clock, CounterStore, EmbeddedStore, InvalidationListener, InvalidationSink,
     KeyAdmin, KeyStore, Ledger, LocalLedger, LocalNotifier, Readiness, RedisLedger, RedisNotifier,
@@ -55,6 +57,8 @@ pub struct App {
     webhooks: Arc<Webhooks>,
     /// Named admin tokens (SPEC §13).
     admin_tokens: Arc<dyn AdminTokenStore>,
+    /// Dashboard and portal sessions (SPEC §13).
+    sessions: Arc<dyn SessionStore>,
 }
 
 /// Tasks the server runs beside requests; [`Background::stop`] ends them
@@ -88,6 +92,7 @@ struct Backend {
     idempotency: Arc<dyn IdempotencyStore>,
     webhooks: Arc<dyn WebhookStore>,
     admin_tokens: Arc<dyn AdminTokenStore>,
+    sessions: Arc<dyn SessionStore>,
 }
 
 /// What Redis mode's invalidations need: the store to publish through,
@@ -116,7 +121,8 @@ impl Backend {
                     redis: None,
                     idempotency: store.clone(),
                     webhooks: store.clone(),
-                    admin_tokens: store,
+                    admin_tokens: store.clone(),
+                    sessions: store,
                 })
             }
             StoreChoice::Redis { url, cluster } => {
@@ -133,6 +139,7 @@ impl Backend {
                     store: store.clone(),
                     webhooks: store.clone(),
                     admin_tokens: store.clone(),
+                    sessions: store.clone(),
                     idempotency: Arc::new(RedisIdempotencyStore::new(store.connection())),
                     shared_limiter: Some(Arc::new(RedisRateLimiter::new(store.connection()))),
                     counters: None,
@@ -228,6 +235,7 @@ impl App {
             idempotency,
             webhooks,
             admin_tokens,
+            sessions,
         } = Backend::open(&settings)?;
         let webhooks = Arc::new(Webhooks::open(
             webhooks,
@@ -290,6 +298,7 @@ impl App {
         let app = Arc::new(App {
             webhooks,
             admin_tokens,
+            sessions,
             secret_scanning,
             settings,
             guard,
@@ -338,6 +347,11 @@ impl App {
     /// Named admin tokens.
     pub(crate) fn admin_tokens(&self) -> &dyn AdminTokenStore {
         self.admin_tokens.as_ref()
+    }
+
+    /// Dashboard and portal sessions.
+    pub(crate) fn sessions(&self) -> &dyn SessionStore {
+        self.sessions.as_ref()
     }
 
     pub(crate) fn webhooks(&self) -> &Webhooks {
@@ -507,6 +521,10 @@ impl App {
             Handler::SecretScanning(partner) => {
                 crate::secret_scanning::handle(self, partner, request, peer.ip(), request_id).await
             }
+            Handler::Dashboard => match crate::dashboard::site_of(path) {
+                Some(site) => crate::dashboard::handle(self, site, request, peer.ip()).await,
+                None => crate::routes::not_found(path, request_id),
+            },
             Handler::Admin(route) => {
                 let id = matched.id.map(str::to_owned);
                 crate::admin_api::handle(

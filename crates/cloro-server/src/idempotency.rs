@@ -18,9 +18,10 @@
 //! verifier's clock, so tests move it past the window.
 //!
 //! The plaintext key of a create or rotate answer, and a new webhook's
-//! secret, exist once (SPEC §6, §12): the top-level `key` and `secret` are
-//! set to `null` before the answer is stored, so a replay carries `null`
-//! there and nothing secret is ever at rest.
+//! secret, a named admin token and a portal link exist once (SPEC §6, §12,
+//! §13): the top-level `key`, `secret`, `token` and `url` are set to `null`
+//! before the answer is stored, so a replay carries `null` there and
+//! nothing secret is ever at rest.
 
 use bytes::Bytes;
 use cloro_auth_core::ErrorCode;
@@ -200,8 +201,9 @@ fn remembered(status: StatusCode) -> bool {
 }
 
 /// The top-level fields that hold a secret shown once: `key` (the
-/// plaintext of a key create or rotate) and `secret` (a webhook's).
-const SHOWN_ONCE: [&str; 3] = ["key", "secret", "token"];
+/// plaintext of a key create or rotate), `secret` (a webhook's), `token`
+/// (a named admin token) and `url` (a portal link, which holds its secret).
+const SHOWN_ONCE: [&str; 4] = ["key", "secret", "token", "url"];
 
 /// The body as stored: a top-level `key` or `secret` string becomes
 /// `null`; anything else is kept byte for byte.
@@ -318,5 +320,10 @@ mod tests {
         let stored: serde_json::Value = serde_json::from_str(&without_secret(webhook)).unwrap();
         assert_eq!(stored["secret"], serde_json::Value::Null);
         assert_eq!(stored["webhook"]["id"], "wh_1");
+        let portal =
+            br#"{"url":"http://h/portal/enter?link=ab","expires_at":"2026-12-04T00:00:00Z"}"#;
+        let stored: serde_json::Value = serde_json::from_str(&without_secret(portal)).unwrap();
+        assert_eq!(stored["url"], serde_json::Value::Null);
+        assert_eq!(stored["expires_at"], "2026-12-04T00:00:00Z");
     }
 }

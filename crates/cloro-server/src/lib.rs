@@ -14,6 +14,7 @@ mod app;
 mod background;
 mod body_timeout;
 mod connection;
+mod dashboard;
 mod expiry_notices;
 mod gateway;
 mod held_body;

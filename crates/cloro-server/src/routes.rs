@@ -33,6 +33,9 @@ pub(crate) enum Handler {
     SecretScanning(Partner),
     /// An admin route; the admin token is checked before anything else.
     Admin(AdminRoute),
+    /// The dashboard or the portal (SPEC §13): HTML pages, which route
+    /// their own paths.
+    Dashboard,
 }
 
 /// The admin routes (their ids come from the path parameters).
@@ -68,6 +71,8 @@ pub(crate) enum AdminRoute {
     SetAccountPlan,
     /// `GET /admin/v1/accounts/{account_id}/quota`.
     AccountQuota,
+    /// `POST /admin/v1/accounts/{account_id}/portal-sessions`.
+    PortalSession,
     /// `POST /admin/v1/tokens`.
     CreateToken,
     /// `GET /admin/v1/tokens`.
@@ -103,18 +108,21 @@ pub(crate) enum RouteLabel {
     Admin,
     /// `/partners/*`: secret-scanning reports.
     Partners,
+    /// `/dashboard/*` and `/portal/*`.
+    Dashboard,
     /// Health, readiness, metrics, the OpenAPI document, and paths no
     /// route serves.
     Ops,
 }
 
 impl RouteLabel {
-    pub(crate) const ALL: [RouteLabel; 6] = [
+    pub(crate) const ALL: [RouteLabel; 7] = [
         RouteLabel::Whoami,
         RouteLabel::Verify,
         RouteLabel::Gateway,
         RouteLabel::Admin,
         RouteLabel::Partners,
+        RouteLabel::Dashboard,
         RouteLabel::Ops,
     ];
 
@@ -125,6 +133,7 @@ impl RouteLabel {
             RouteLabel::Gateway => "gateway",
             RouteLabel::Admin => "admin",
             RouteLabel::Partners => "partners",
+            RouteLabel::Dashboard => "dashboard",
             RouteLabel::Ops => "ops",
         }
     }
@@ -284,6 +293,12 @@ pub const ROUTES: &[Route] = &[
         label: RouteLabel::Admin,
     },
     Route {
+        path: "/admin/v1/accounts/{account_id}/portal-sessions",
+        methods: Methods::Each(&[(Method::POST, admin(AdminRoute::PortalSession))]),
+        documented: true,
+        label: RouteLabel::Admin,
+    },
+    Route {
         path: "/admin/v1/accounts/{account_id}/usage",
         methods: Methods::Each(&[(Method::GET, admin(AdminRoute::AccountUsage))]),
         documented: true,
@@ -364,6 +379,44 @@ pub const ROUTES: &[Route] = &[
         )]),
         documented: true,
         label: RouteLabel::Partners,
+    },
+    // The dashboard and the portal, for people (SPEC §13): HTML, routed
+    // by `dashboard::Page`, not API operations.
+    Route {
+        path: "/dashboard",
+        methods: Methods::Any(HandlerRef(Handler::Dashboard)),
+        documented: false,
+        label: RouteLabel::Dashboard,
+    },
+    Route {
+        path: "/dashboard/{*rest}",
+        methods: Methods::Any(HandlerRef(Handler::Dashboard)),
+        documented: false,
+        label: RouteLabel::Dashboard,
+    },
+    Route {
+        path: "/dashboard/",
+        methods: Methods::Any(HandlerRef(Handler::Dashboard)),
+        documented: false,
+        label: RouteLabel::Dashboard,
+    },
+    Route {
+        path: "/portal",
+        methods: Methods::Any(HandlerRef(Handler::Dashboard)),
+        documented: false,
+        label: RouteLabel::Dashboard,
+    },
+    Route {
+        path: "/portal/{*rest}",
+        methods: Methods::Any(HandlerRef(Handler::Dashboard)),
+        documented: false,
+        label: RouteLabel::Dashboard,
+    },
+    Route {
+        path: "/portal/",
+        methods: Methods::Any(HandlerRef(Handler::Dashboard)),
+        documented: false,
+        label: RouteLabel::Dashboard,
     },
     // Operational.
     Route {

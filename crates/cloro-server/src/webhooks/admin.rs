@@ -129,7 +129,7 @@ fn not_found(id: &str) -> Refusal {
 }
 
 impl Webhooks {
-    async fn find(&self, id: &str) -> Result<WebhookRecord, Refusal> {
+    pub(crate) async fn find(&self, id: &str) -> Result<WebhookRecord, Refusal> {
         if !is_webhook_id(id) {
             return Err(not_found(id));
         }

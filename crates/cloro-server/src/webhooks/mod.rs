@@ -25,7 +25,7 @@ use sealing::SealingKey;
 /// What the admin routes and the worker share.
 #[derive(Debug)]
 pub(crate) struct Webhooks {
-    store: Arc<dyn WebhookStore>,
+    pub(crate) store: Arc<dyn WebhookStore>,
     key: SealingKey,
     allow_private: bool,
 }

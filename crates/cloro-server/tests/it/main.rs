@@ -9,6 +9,7 @@
 mod admin_api;
 mod caddy;
 mod cluster;
+mod dashboard;
 mod flood;
 mod gateway;
 mod hostile;

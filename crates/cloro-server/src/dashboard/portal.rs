@@ -1,0 +1,156 @@
+//! Account portal links (SPEC §13). An operator's site asks the admin API
+//! for a link (`POST /admin/v1/accounts/{id}/portal-sessions`) and hands it
+//! to its customer; the link opens the portal of that one account, once,
+//! within 10 minutes. Opening it is a `POST` from a button on the link's
+//! page, so a link preview or a mail scanner fetching the URL never uses
+//! it up; the portal session it starts lasts an hour.
+
+use bytes::Bytes;
+use cloro_auth_core::wire::{PORTAL_LINK_SECONDS, PORTAL_SESSION_SECONDS, PortalSessionResponse};
+use cloro_auth_core::{AccountId, ErrorCode};
+use cloro_keystore::{SessionRecord, SessionSubject, StoreError};
+use http::header::HOST;
+use http::request::Parts;
+use http::uri::Authority;
+use http::{HeaderMap, Method, Uri};
+use jiff::{SignedDuration, Timestamp};
+
+use super::forms::Form;
+use super::session::{self, id_of, is_secret_shaped};
+use super::{Answer, Refused, Site, views};
+use crate::admin_api::Refusal;
+use crate::app::App;
+use cloro_guard::{ApiError, BoxError};
+
+/// Makes a portal link for `account` (the admin API's route).
+///
+/// # Errors
+/// A store failure, or no randomness.
+pub(crate) async fn create_link(
+    app: &App,
+    account: &AccountId,
+    uri: &Uri,
+    headers: &HeaderMap,
+    now: Timestamp,
+) -> Result<PortalSessionResponse, Refusal> {
+    let secret = session::new_secret().map_err(refusal)?;
+    let expires_at = now
+        .checked_add(SignedDuration::from_secs(PORTAL_LINK_SECONDS))
+        .unwrap_or(Timestamp::MAX);
+    let record = SessionRecord {
+        subject: SessionSubject::PortalLink {
+            account_id: *account,
+        },
+        created_at: now,
+        expires_at,
+    };
+    match app
+        .sessions()
+        .put_session(&id_of(&secret), &record, now)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => {
+            return Err(Box::new(ApiError::new(
+                ErrorCode::AuthUnavailable,
+                "too many sessions and links are open; retry when some have ended",
+            )));
+        }
+        Err(error) => return Err(crate::admin_api::store_refusal(error)),
+    }
+    tracing::info!(account_id = %account, "portal link made");
+    let origin = origin(app, uri, headers);
+    Ok(PortalSessionResponse {
+        url: Some(format!("{origin}/portal/enter?link={secret}")),
+        expires_at,
+    })
+}
+
+fn refusal(refused: Refused) -> Refusal {
+    Box::new(ApiError::new(refused.code, refused.message))
+}
+
+/// Where this server is, as the request that asked for the link reached
+/// it: the scheme it serves and the authority the caller used (checked to
+/// be one; else the listening address).
+fn origin(app: &App, uri: &Uri, headers: &HeaderMap) -> String {
+    let scheme = if app.settings().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let named = uri.authority().cloned().or_else(|| {
+        headers
+            .get(HOST)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<Authority>().ok())
+    });
+    let authority = named
+        .filter(|authority| authority.as_str().bytes().all(|c| c.is_ascii_graphic()))
+        .map_or_else(|| app.settings().listen.to_string(), |a| a.to_string());
+    format!("{scheme}://{authority}")
+}
+
+/// `GET /portal/enter?link=…` (the door) and `POST /portal/enter` (open).
+pub(crate) async fn enter<B>(
+    app: &App,
+    parts: &Parts,
+    body: B,
+    now: Timestamp,
+) -> Result<Answer, Refused>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let used = || {
+        Refused::new(
+            ErrorCode::InvalidAdminToken,
+            "this portal link was used already, or has expired (links open once, within 10 minutes); ask for a new link",
+        )
+    };
+    if parts.method != Method::POST {
+        let link = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .find(|(name, _)| name == "link")
+            .map(|(_, value)| value.into_owned())
+            .filter(|link| is_secret_shaped(link))
+            .ok_or_else(used)?;
+        let found = app
+            .sessions()
+            .session(&id_of(&link), now)
+            .await
+            .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?;
+        return match found.map(|record| record.subject) {
+            Some(SessionSubject::PortalLink { account_id }) => Ok(Answer::Html(
+                http::StatusCode::OK,
+                views::enter_portal(&account_id, &link),
+            )),
+            _ => Err(used()),
+        };
+    }
+    let form = Form::read(body, &["link"]).await?;
+    let link = form
+        .get("link")
+        .filter(|link| is_secret_shaped(link))
+        .ok_or_else(used)?;
+    let taken = app
+        .sessions()
+        .take_session(&id_of(link), now)
+        .await
+        .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?;
+    let Some(SessionSubject::PortalLink { account_id }) = taken.map(|record| record.subject) else {
+        return Err(used());
+    };
+    let cookie = session::start(
+        app,
+        Site::Portal,
+        SessionSubject::Portal { account_id },
+        SignedDuration::from_secs(PORTAL_SESSION_SECONDS),
+        now,
+    )
+    .await?;
+    tracing::info!(account_id = %account_id, "portal opened");
+    Ok(Answer::Cookies(
+        vec![cookie],
+        Box::new(Answer::Redirect("/portal".to_owned())),
+    ))
+}
