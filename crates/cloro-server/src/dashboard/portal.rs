@@ -109,11 +109,19 @@ where
         )
     };
     if parts.method != Method::POST {
-        let link = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+        let Some(link) = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
             .find(|(name, _)| name == "link")
             .map(|(_, value)| value.into_owned())
-            .filter(|link| is_secret_shaped(link))
-            .ok_or_else(used)?;
+        else {
+            // Where a sign-out lands.
+            return Err(Refused::new(
+                ErrorCode::InvalidAdminToken,
+                "the portal is closed; it opens from a link the API's website gives you, once, within 10 minutes",
+            ));
+        };
+        if !is_secret_shaped(&link) {
+            return Err(used());
+        }
         let found = app
             .sessions()
             .session(&id_of(&link), now)

@@ -358,7 +358,7 @@ pub(crate) fn account(chrome: &Chrome<'_>, view: &AccountView) -> Markup {
             }
             section.card {
                 h2 { "Audit log" }
-                (audit_table(&view.audit))
+                (audit_table(chrome.site, &view.audit))
                 @if let Some(cursor) = &view.older_audit {
                     p { a href={(chrome.account_url(account)) "?audit=" (cursor)} { "Older events →" } }
                 }
@@ -367,7 +367,17 @@ pub(crate) fn account(chrome: &Chrome<'_>, view: &AccountView) -> Markup {
     )
 }
 
-fn audit_table(events: &[AuditEvent]) -> Markup {
+/// Who did it, as the site shows it: the portal names no operator (their
+/// token names are the operator's business, not the customer's).
+fn actor(site: Site, actor: &str) -> String {
+    match site {
+        Site::Dashboard => actor.to_owned(),
+        Site::Portal if actor.starts_with("portal:") => "you, in this portal".to_owned(),
+        Site::Portal => "the API's operator".to_owned(),
+    }
+}
+
+fn audit_table(site: Site, events: &[AuditEvent]) -> Markup {
     html! {
         @if events.is_empty() {
             p.muted { "Nothing has happened here yet." }
@@ -380,7 +390,7 @@ fn audit_table(events: &[AuditEvent]) -> Markup {
                             td { (when(event.at)) }
                             td { code { (word(&event.action)) } }
                             td { @if let Some(key) = &event.key_id { code { (key) } } }
-                            td { (event.actor) }
+                            td { (actor(site, &event.actor)) }
                         }
                     }
                 }
@@ -495,7 +505,7 @@ pub(crate) fn key(chrome: &Chrome<'_>, view: &KeyView) -> Markup {
             }
             section.card {
                 h2 { "Audit events" }
-                (audit_table(&view.audit))
+                (audit_table(chrome.site, &view.audit))
             }
         },
     )

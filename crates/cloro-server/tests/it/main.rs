@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin_api;
+mod browser;
 mod caddy;
 mod cluster;
 mod dashboard;
