@@ -1,7 +1,8 @@
 //! What the tests need besides cargo, installed when missing, so that the
 //! README's test command alone works on a fresh machine: the programs the
 //! integration tests start themselves (a private `redis-server` per test, a
-//! real nginx and Caddy, `prlimit` for the descriptor-limit test) and
+//! real nginx and Caddy, headless Chromium and its chromedriver for the
+//! dashboard, `prlimit` for the descriptor-limit test) and
 //! `cargo-deny` for the licence check.
 //!
 //! As root with `apt-get` (Debian, as CI is) a missing package is installed;
@@ -37,6 +38,16 @@ const PROGRAMS: &[Needed] = &[
         program: "caddy",
         package: "caddy",
         why: "the Caddy forward_auth example is run against a real Caddy",
+    },
+    Needed {
+        program: "chromium",
+        package: "chromium",
+        why: "the dashboard's browser tests drive a headless Chromium",
+    },
+    Needed {
+        program: "chromedriver",
+        package: "chromium-driver",
+        why: "the dashboard's browser tests speak WebDriver to chromedriver",
     },
     Needed {
         program: "prlimit",

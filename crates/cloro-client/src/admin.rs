@@ -22,6 +22,7 @@
 //! the page just read, or a list longer than [`MAX_PAGES`], ends in an
 //! error instead of a loop that never ends (SPEC §9).
 
+mod portal;
 mod tokens;
 mod usage;
 mod webhooks;

@@ -259,6 +259,12 @@ pub enum AccountsCommand {
         #[command(flatten)]
         range: UsageArgs,
     },
+    /// Make a single-use link (10 minutes) into the account's portal, its
+    /// own page of keys and usage, to hand to the account's user.
+    Portal {
+        /// The account id.
+        account: AccountId,
+    },
     /// Put an account on a plan.
     SetPlan {
         /// The account id.

@@ -68,6 +68,13 @@ pub(crate) async fn execute(
             let usage = admin.account_usage(&account, usage_query(&range)?).await?;
             out.account_usage(usage.value())?;
         }
+        Command::Accounts(AccountsCommand::Portal { account }) => {
+            let link = builder
+                .build_admin()?
+                .create_portal_session(&account)
+                .await?;
+            out.portal_link(&account, link.value())?;
+        }
         Command::Accounts(AccountsCommand::SetPlan { account, plan }) => {
             let info = builder.build_admin()?.set_plan(&account, plan).await?;
             out.account(info.value())?;

@@ -451,6 +451,29 @@ impl<'a> Out<'a> {
 
     /// A new admin token: alone on stdout (or in the JSON), the rest on
     /// stderr, as for a new key.
+    pub(crate) fn portal_link(
+        &mut self,
+        account: &cloro_auth_core::AccountId,
+        link: &cloro_auth_core::wire::PortalSessionResponse,
+    ) -> io::Result<()> {
+        if self.json {
+            self.print_json(link)?;
+        } else if let Some(url) = &link.url {
+            writeln!(self.out, "{url}")?;
+        }
+        match link.url {
+            Some(_) => writeln!(
+                self.err,
+                "a portal link for {account}: it opens once, until {}; hand it to the account's user only",
+                link.expires_at
+            ),
+            None => writeln!(
+                self.err,
+                "a replay: the link was shown only the first time; make another"
+            ),
+        }
+    }
+
     pub(crate) fn token_created(&mut self, created: &CreateAdminTokenResponse) -> io::Result<()> {
         if self.json {
             self.print_json(created)?;

@@ -74,3 +74,31 @@ async fn tokens_are_made_listed_limited_by_role_and_deleted() {
     let gone = reader.admin_tokens().await.unwrap_err();
     assert_eq!(gone.code(), Some(ErrorCode::InvalidAdminToken));
 }
+
+#[tokio::test]
+async fn a_portal_link_comes_from_the_sdk_and_the_cli_and_never_prints_in_debug() {
+    let server = Server::start().await;
+    let account = AccountId::new("acct_portal_sdk").unwrap();
+    let link = server
+        .admin()
+        .create_portal_session(&account)
+        .await
+        .unwrap()
+        .into_value();
+    let url = link.url.clone().unwrap();
+    assert!(url.contains("/portal/enter?link="), "{url}");
+    let secret = url.rsplit('=').next().unwrap();
+    assert_eq!(secret.len(), 64);
+    assert!(!format!("{link:?}").contains(secret), "{link:?}");
+
+    let printed = cloro(&server, ADMIN, &["accounts", "portal", "acct_portal_sdk"])
+        .await
+        .ok();
+    let cli_url = printed.stdout.trim();
+    assert!(
+        cli_url.contains("/portal/enter?link=") && !cli_url.contains(' '),
+        "{printed:?}"
+    );
+    assert_ne!(cli_url, url, "each call makes a new link");
+    assert!(printed.stderr.contains("opens once"), "{printed:?}");
+}

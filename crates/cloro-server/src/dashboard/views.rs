@@ -499,9 +499,10 @@ pub(crate) fn key(chrome: &Chrome<'_>, view: &KeyView) -> Markup {
                 }
                 @if view.usage.totals.is_empty() {
                     div.empty { p { "No requests in this range yet. Calls with this key show up here within a few seconds." } }
+                } @else {
+                    (chart::usage_chart(&format!("Requests of key {} by outcome", info.name), &view.usage.buckets, view.usage.granularity))
+                    (chart::legend(&view.usage.totals))
                 }
-                (chart::usage_chart(&format!("Requests of key {} by outcome", info.name), &view.usage.buckets, view.usage.granularity))
-                (chart::legend(&view.usage.totals))
             }
             section.card {
                 h2 { "Audit events" }

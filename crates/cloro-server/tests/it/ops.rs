@@ -417,6 +417,13 @@ async fn openapi_schemas_have_the_field_names_of_the_wire_types() {
             ["events", "next_cursor"].map(String::from).into(),
         ),
         ("ErrorBody", fields(&error)),
+        (
+            "PortalSessionResponse",
+            fields(&cloro_auth_core::wire::PortalSessionResponse {
+                url: Some("u".into()),
+                expires_at: time,
+            }),
+        ),
     ];
     for (schema, wire) in cases {
         assert_eq!(properties(&doc, schema), wire, "schema {schema}");
