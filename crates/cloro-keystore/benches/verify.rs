@@ -93,6 +93,17 @@ fn setup(count: usize) -> Bench {
 
 /// [`setup`] on `plans`, each key holding `credits` if given.
 fn setup_with(count: usize, plans: Arc<Plans>, credits: Option<u64>) -> Bench {
+    setup_counting(count, plans, credits, true)
+}
+
+/// [`setup_with`], with usage counting on or off (the baseline of
+/// `verify_usage`).
+fn setup_counting(
+    count: usize,
+    plans: Arc<Plans>,
+    credits: Option<u64>,
+    count_usage: bool,
+) -> Bench {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -100,6 +111,7 @@ fn setup_with(count: usize, plans: Arc<Plans>, credits: Option<u64>) -> Bench {
     let store = Arc::new(MemoryStore::new());
     let config = VerifierConfig {
         cache_ttl: Duration::from_secs(3600),
+        count_usage,
         ..Default::default()
     };
     let verifier = Verifier::new(store.clone(), plans.clone(), None, &config);
@@ -365,6 +377,28 @@ fn quota_local(c: &mut Criterion) {
     group.finish();
 }
 
+/// What counting usage (SPEC §10) costs the hot path: a cached valid key
+/// with counting on against the same with it off, interleaved. The goal is
+/// at most 1.05.
+fn usage_counting(c: &mut Criterion) {
+    let off = setup_counting(1, Arc::new(Plans::builtin()), None, false);
+    let on = setup_counting(1, Arc::new(Plans::builtin()), None, true);
+    let request = request_now();
+    let mut group = c.benchmark_group("verify_usage");
+    for (name, bench) in [("counting_off", &off), ("counting_on", &on)] {
+        let _entered = bench.runtime.enter();
+        let header = &bench.headers[0];
+        group.bench_function(name, |b| {
+            b.iter(|| assert!(verify_ok(&bench.verifier, black_box(header), &request)))
+        });
+    }
+    group.finish();
+    let (low, median, high) = interleaved_ratio(&off, &on, &request);
+    eprintln!(
+        "verify_usage/counting_on against counting_off, interleaved: median {median:.3}x (range {low:.3}x to {high:.3}x over {ROUNDS} rounds)"
+    );
+}
+
 /// Rounds of [`interleaved_ratio`], and requests per case in each.
 const ROUNDS: usize = 41;
 const PER_ROUND: u32 = 20_000;
@@ -551,6 +585,7 @@ criterion_group!(
     parallel,
     components,
     quota_local,
+    usage_counting,
     quota_redis
 );
 criterion_main!(benches);

@@ -225,6 +225,7 @@ impl App {
             failed_auth_table_bytes: settings.memory.failed_auth_table,
             pending_lookup_bytes: settings.memory.pending_lookups,
             clock,
+            count_usage: true,
         };
 
         let Backend {

@@ -72,6 +72,10 @@ pub struct VerifierConfig {
     pub pending_lookup_bytes: usize,
     /// Where "now" comes from (the system clock; tests move a manual one).
     pub clock: Clock,
+    /// Whether answers are counted per key: use counts, `last_used_at` and
+    /// usage by outcome (SPEC §10). Always on in the server; off only for
+    /// the benchmark's baseline, which measures what counting costs.
+    pub count_usage: bool,
 }
 
 impl Default for VerifierConfig {
@@ -86,6 +90,7 @@ impl Default for VerifierConfig {
             failed_auth_table_bytes: 8 << 20,
             pending_lookup_bytes: cache.pending_lookups,
             clock: Clock::system(),
+            count_usage: true,
         }
     }
 }
@@ -213,6 +218,8 @@ pub struct Verifier {
     quota_events: QuotaEvents,
     failed_attempts: FailedAttempts,
     usage: UsageRecorder,
+    /// [`VerifierConfig::count_usage`].
+    count_usage: bool,
     health: StoreHealth,
     stats: VerifierStats,
     store_timeout: Duration,
@@ -282,6 +289,7 @@ impl Verifier {
                 config.failed_auth_table_bytes,
             ),
             usage: UsageRecorder::default(),
+            count_usage: config.count_usage,
             health: StoreHealth::default(),
             stats: VerifierStats::default(),
             store_timeout: config.store_timeout,
@@ -495,7 +503,9 @@ impl Verifier {
         let now = nanos(request.now);
         match self.grant(&key, request).await {
             Ok(granted) => {
-                self.usage.record(&key, now);
+                if self.count_usage {
+                    self.usage.record(&key, now);
+                }
                 Ok(Verified {
                     key,
                     rate: granted.rate,
@@ -505,7 +515,9 @@ impl Verifier {
                 })
             }
             Err(refused) => {
-                if let Some(outcome) = usage_outcome(&refused.error) {
+                if let Some(outcome) = usage_outcome(&refused.error)
+                    && self.count_usage
+                {
                     self.usage.record_refusal(&key, outcome, now);
                 }
                 Err(refused)

@@ -221,7 +221,30 @@ async fn signing_in_gives_a_strict_session_cookie_and_every_page_is_secured() {
     )
     .await;
     let id = key_id_of(&server, &key).await;
+    let hook = admin(
+        &server,
+        Method::POST,
+        "/admin/v1/webhooks",
+        r#"{"url": "https://hooks.example.com/cloro?team=a&x=1", "events": ["key.revoked"]}"#,
+    )
+    .await;
+    assert_eq!(hook.status, StatusCode::CREATED, "{}", text(&hook));
+    let hook_id = hook.json()["webhook"]["id"].as_str().unwrap().to_owned();
+    let listed = visitor.get("/dashboard/webhooks").await;
+    assert!(
+        text(&listed).contains("https://hooks.example.com/cloro?team=a&amp;x=1"),
+        "escaped: {}",
+        text(&listed)
+    );
+    let deliveries = visitor.get(&format!("/dashboard/webhooks/{hook_id}")).await;
+    assert_eq!(deliveries.status, StatusCode::OK);
+    assert!(text(&deliveries).contains("Nothing was sent to this endpoint yet."));
+    assert_eq!(
+        visitor.get("/dashboard/webhooks/wh_nope").await.status,
+        StatusCode::NOT_FOUND
+    );
     for path in [
+        format!("/dashboard/webhooks/{hook_id}"),
         "/dashboard".to_owned(),
         "/dashboard/sign-in".to_owned(),
         "/dashboard/accounts/acct_pages".to_owned(),
