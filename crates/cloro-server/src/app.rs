@@ -429,6 +429,11 @@ impl App {
                     .await
             }
         };
+        // Whatever answers a dashboard or portal path (a path refused before
+        // routing too) carries the pages' security headers.
+        if crate::dashboard::site_of(&path).is_some() {
+            response = crate::dashboard::secure(response);
+        }
         let code = response.extensions().get::<AnsweredCode>().map(|c| c.0);
         self.metrics.record_request(route_label, code);
         if let Ok(value) = http::HeaderValue::from_str(&request_id) {

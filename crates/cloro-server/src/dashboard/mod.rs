@@ -303,7 +303,7 @@ fn redirect(to: &str) -> Response<Body> {
 /// The headers every dashboard and portal answer carries (SPEC §13). Pages
 /// are never stored by a cache: one may show a key, and all show an
 /// account's data.
-fn secure(mut response: Response<Body>) -> Response<Body> {
+pub(crate) fn secure(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -31,6 +31,10 @@ use cloro_guard::BoxError;
 const KEYS_PER_PAGE: usize = 25;
 /// Audit events shown per page.
 const EVENTS_PER_PAGE: usize = 20;
+/// The most live keys an account may have for its portal to make another:
+/// a customer's script cannot fill the store (or an operator's webhooks)
+/// with keys.
+pub(crate) const MAX_PORTAL_KEYS: usize = 50;
 
 fn refused_admin(error: AdminError) -> Refused {
     crate::admin_api::admin_error(error).into()
@@ -493,7 +497,12 @@ async fn create_key(
         }
         Some(_) => return Err(invalid("choose when the key expires from the list")),
     };
+    let portal_template = match chrome.site {
+        Site::Portal => portal_template(app, &account, now).await?,
+        Site::Dashboard => None,
+    };
     let scopes = match form.text("scopes") {
+        _ if chrome.site == Site::Portal => Vec::new(),
         None => vec![Scope::wildcard()],
         Some(text) if text.eq_ignore_ascii_case("all") => vec![Scope::wildcard()],
         Some(text) => text
@@ -518,6 +527,9 @@ async fn create_key(
     request.environment = environment;
     request.expires_at = expires_at;
     request.scopes = scopes;
+    if chrome.site == Site::Portal {
+        like_template(&mut request, portal_template.as_ref());
+    }
     let created = app
         .admin()
         .create(request, &chrome.signed.viewer.actor(), now)
@@ -587,6 +599,51 @@ async fn rotate_key(
     )))
 }
 
+/// The key a portal's new key takes its settings from: the account's
+/// newest active key. Refuses when the account has [`MAX_PORTAL_KEYS`]
+/// live keys already.
+async fn portal_template(
+    app: &App,
+    account: &AccountId,
+    now: Timestamp,
+) -> Result<Option<cloro_keystore::KeyRecord>, Refused> {
+    let live = app
+        .admin()
+        .list(account, MAX_PORTAL_KEYS, None, false)
+        .await
+        .map_err(refused_admin)?;
+    if live.items.len() >= MAX_PORTAL_KEYS {
+        return Err(invalid(format!(
+            "this account has {MAX_PORTAL_KEYS} keys already; revoke one before creating another"
+        )));
+    }
+    Ok(live
+        .items
+        .into_iter()
+        .find(|record| record.to_info(now).status == cloro_auth_core::KeyStatus::Active))
+}
+
+/// A portal's key is no more than the operator gave the account: it takes
+/// the scopes and limits of the account's newest active key (with none,
+/// the plan's limits and every scope, as a key the operator made with the
+/// defaults). A credit-metered template makes a key with no credits and no
+/// refill, for the operator to top up: a customer making keys must never
+/// make balance.
+fn like_template(request: &mut CreateKeyRequest, template: Option<&cloro_keystore::KeyRecord>) {
+    let Some(template) = template else {
+        request.scopes = vec![Scope::wildcard()];
+        return;
+    };
+    request.scopes = template.scopes.clone();
+    request.rate_limit = template.rate_limit;
+    request.concurrency_limit = template.concurrency_limit;
+    request.quota = template.quota;
+    request.purpose = template.purpose;
+    if template.credits_limited {
+        request.credits = Some(0);
+    }
+}
+
 /// `GET` and `POST /dashboard/sign-in`.
 async fn sign_in<B>(
     app: &App,
@@ -599,7 +656,8 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
-    let (form_secret, form_cookie) = session::sign_in_form(app, &parts.headers)?;
+    let (form_secret, form_cookie) =
+        session::door_form(app, session::Door::SignIn, &parts.headers)?;
     let page = |status: StatusCode, error: Option<Refused>| {
         let answer = Answer::Html(status, views::sign_in(&form_secret, error.as_ref()));
         match &form_cookie {
@@ -617,7 +675,7 @@ where
         return Ok(page(StatusCode::OK, None));
     }
     let form = Form::read(body, &["token", "sign_in"]).await?;
-    if !session::sign_in_form_is_ours(&parts.headers, form.get("sign_in")) {
+    if !session::door_form_is_ours(session::Door::SignIn, &parts.headers, form.get("sign_in")) {
         return Ok(page(
             StatusCode::FORBIDDEN,
             Some(Refused::new(
@@ -637,6 +695,11 @@ where
             return Ok(page(status, Some(refused)));
         }
     };
+    // A sign-in replaces the browser's session, so signing in again and
+    // again keeps one session, not many.
+    if let Some(old) = session::find(app, Site::Dashboard, &parts.headers, now).await? {
+        let _ = session::end(app, Site::Dashboard, &old, now).await;
+    }
     let subject: SessionSubject = session::operator_subject(&operator, token);
     let cookie = session::start(
         app,

@@ -16,7 +16,7 @@ use http::{HeaderMap, Method, Uri};
 use jiff::{SignedDuration, Timestamp};
 
 use super::forms::Form;
-use super::session::{self, id_of, is_secret_shaped};
+use super::session::{self, Door, id_of, is_secret_shaped};
 use super::{Answer, Refused, Site, views};
 use crate::admin_api::Refusal;
 use crate::app::App;
@@ -85,8 +85,13 @@ fn origin(app: &App, uri: &Uri, headers: &HeaderMap) -> String {
             .and_then(|value| value.to_str().ok())
             .and_then(|text| text.parse::<Authority>().ok())
     });
+    // An authority with userinfo (`real.example@evil.example`) would send
+    // the link's secret elsewhere while looking right: never used.
     let authority = named
-        .filter(|authority| authority.as_str().bytes().all(|c| c.is_ascii_graphic()))
+        .filter(|authority| {
+            let text = authority.as_str();
+            !text.contains('@') && text.bytes().all(|c| c.is_ascii_graphic())
+        })
         .map_or_else(|| app.settings().listen.to_string(), |a| a.to_string());
     format!("{scheme}://{authority}")
 }
@@ -127,19 +132,42 @@ where
             .session(&id_of(&link), now)
             .await
             .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?;
-        return match found.map(|record| record.subject) {
-            Some(SessionSubject::PortalLink { account_id }) => Ok(Answer::Html(
-                http::StatusCode::OK,
-                views::enter_portal(&account_id, &link),
-            )),
-            _ => Err(used()),
+        let Some(SessionSubject::PortalLink { account_id }) = found.map(|record| record.subject)
+        else {
+            return Err(used());
         };
+        let (door, cookie) = session::door_form(app, Door::Portal, &parts.headers)?;
+        let page = Answer::Html(
+            http::StatusCode::OK,
+            views::enter_portal(&account_id, &link, &door),
+        );
+        return Ok(match cookie {
+            Some(cookie) => Answer::Cookies(vec![cookie], Box::new(page)),
+            None => page,
+        });
     }
-    let form = Form::read(body, &["link"]).await?;
+    let form = Form::read(body, &["link", "door"]).await?;
+    if !session::door_form_is_ours(Door::Portal, &parts.headers, form.get("door")) {
+        return Err(Refused::new(
+            ErrorCode::InsufficientPermissions,
+            "this form did not come from the portal link's own page; open the link itself",
+        ));
+    }
     let link = form
         .get("link")
         .filter(|link| is_secret_shaped(link))
         .ok_or_else(used)?;
+    // Only a link is taken: another kind of session under this secret is
+    // left alone.
+    let is_link = app
+        .sessions()
+        .session(&id_of(link), now)
+        .await
+        .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?
+        .is_some_and(|record| matches!(record.subject, SessionSubject::PortalLink { .. }));
+    if !is_link {
+        return Err(used());
+    }
     let taken = app
         .sessions()
         .take_session(&id_of(link), now)

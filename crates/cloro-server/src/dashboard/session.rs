@@ -29,6 +29,9 @@ const PORTAL_COOKIE: &str = "cloro_portal";
 /// The sign-in form's own cookie, which its hidden field must repeat: a
 /// page elsewhere cannot sign a browser in to a session of its choosing.
 const SIGN_IN_COOKIE: &str = "cloro_sign_in";
+/// The portal door's own cookie, for the same reason: a page elsewhere
+/// cannot open its own portal link in a customer's browser.
+const DOOR_COOKIE: &str = "cloro_portal_door";
 
 /// Who is looking at a page.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,17 +124,25 @@ pub(crate) fn same_token(a: &str, b: &str) -> bool {
     KeyHash::of(a.as_bytes()) == KeyHash::of(b.as_bytes())
 }
 
-/// The value of cookie `name`, if the request sent one of our shape.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// Every value of cookie `name` of our shape the request sent: a browser
+/// sends two of one name when another site of the same domain set one too,
+/// and a planted one must not hide the real one.
+fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|field| field.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
+        .filter(move |(key, _)| *key == name)
         .map(|(_, value)| value)
         .filter(|value| is_secret_shaped(value))
+        .take(4)
+}
+
+/// The first value of cookie `name` of our shape.
+fn cookie<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a str> {
+    cookies(headers, name).next()
 }
 
 /// A `Set-Cookie` value: `HttpOnly`, `SameSite=Strict`, the site's path,
@@ -167,16 +178,20 @@ pub(crate) async fn find(
     headers: &HeaderMap,
     now: Timestamp,
 ) -> Result<Option<Signed>, Refused> {
-    let Some(secret) = cookie(headers, cookie_name(site)) else {
-        return Ok(None);
-    };
-    let id = id_of(secret);
-    let Some(record) = app
-        .sessions()
-        .session(&id, now)
-        .await
-        .map_err(|error| store_down(&error))?
-    else {
+    let mut found = None;
+    for secret in cookies(headers, cookie_name(site)) {
+        let id = id_of(secret);
+        if let Some(record) = app
+            .sessions()
+            .session(&id, now)
+            .await
+            .map_err(|error| store_down(&error))?
+        {
+            found = Some((secret, id, record));
+            break;
+        }
+    }
+    let Some((secret, id, record)) = found else {
         return Ok(None);
     };
     let viewer = match (site, record.subject) {
@@ -218,29 +233,42 @@ async fn operator_of_token(app: &App, token: &KeyHash) -> Result<Option<Operator
     }))
 }
 
-/// The sign-in form's secret: the one in the browser's cookie if it has a
+/// A form that starts a session (sign-in, the portal's door): its cookie
+/// and the path it is sent to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Door {
+    SignIn,
+    Portal,
+}
+
+impl Door {
+    fn cookie(self) -> (&'static str, &'static str) {
+        match self {
+            Door::SignIn => (SIGN_IN_COOKIE, "/dashboard/sign-in"),
+            Door::Portal => (DOOR_COOKIE, "/portal/enter"),
+        }
+    }
+}
+
+/// The door form's secret: the one in the browser's cookie if it has a
 /// good one, else a new one with the cookie to set.
-pub(crate) fn sign_in_form(
+pub(crate) fn door_form(
     app: &App,
+    door: Door,
     headers: &HeaderMap,
 ) -> Result<(String, Option<HeaderValue>), Refused> {
-    if let Some(secret) = cookie(headers, SIGN_IN_COOKIE) {
+    let (name, path) = door.cookie();
+    if let Some(secret) = cookie(headers, name) {
         return Ok((secret.to_owned(), None));
     }
     let secret = new_secret()?;
-    let cookie = set_cookie(
-        SIGN_IN_COOKIE,
-        &secret,
-        "/dashboard/sign-in",
-        3600,
-        app.settings().tls.is_some(),
-    );
+    let cookie = set_cookie(name, &secret, path, 3600, app.settings().tls.is_some());
     Ok((secret, Some(cookie)))
 }
 
-/// Whether the sign-in form's hidden field repeats the browser's cookie.
-pub(crate) fn sign_in_form_is_ours(headers: &HeaderMap, field: Option<&str>) -> bool {
-    match (cookie(headers, SIGN_IN_COOKIE), field) {
+/// Whether the door form's hidden field repeats the browser's cookie.
+pub(crate) fn door_form_is_ours(door: Door, headers: &HeaderMap, field: Option<&str>) -> bool {
+    match (cookie(headers, door.cookie().0), field) {
         (Some(cookie), Some(field)) => same_token(cookie, field),
         _ => false,
     }

@@ -151,19 +151,38 @@ pub(crate) fn problem(site: Site, refused: &Refused) -> Markup {
         None,
         "Something went wrong",
         html! {
-            section.card.problem {
-                h1 { (title_of(refused)) }
-                p { (refused.message) }
+            section.card.narrow.problem {
+                h1 { (title_of(site, refused)) }
+                p { (sentence(&refused.message)) }
                 p.code { "Code " code { (refused.code.as_str()) } }
-                p { a href=(site.base()) { "Back to the start" } }
+                @if !(site == Site::Portal && refused.code.status() == 401) {
+                    p { a href=(site.base()) { "Back to the start" } }
+                }
             }
         },
     )
 }
 
-fn title_of(refused: &Refused) -> &'static str {
+/// A message as a sentence: the API's messages start in lower case.
+fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => {
+            let mut text: String = first.to_uppercase().collect();
+            text.push_str(chars.as_str());
+            if !text.ends_with('.') {
+                text.push('.');
+            }
+            text
+        }
+        None => String::new(),
+    }
+}
+
+fn title_of(site: Site, refused: &Refused) -> &'static str {
     match refused.code.status() {
         400 => "That request could not be used",
+        401 if site == Site::Portal => "This portal is closed",
         401 => "You are not signed in",
         403 => "Not allowed",
         404 => "Not found",
@@ -186,7 +205,7 @@ pub(crate) fn sign_in(form_secret: &str, error: Option<&Refused>) -> Markup {
                 h1 { "Sign in" }
                 p.muted { "Paste an admin token. Its name will be on everything you change." }
                 @if let Some(error) = error {
-                    p.alert role="alert" { (error.message) " " code { (error.code.as_str()) } }
+                    p.alert role="alert" { (sentence(&error.message)) " " code { (error.code.as_str()) } }
                 }
                 form method="post" action="/dashboard/sign-in" {
                     input type="hidden" name="sign_in" value=(form_secret);
@@ -539,8 +558,12 @@ pub(crate) fn new_key(chrome: &Chrome<'_>, account: &AccountId, form_id: &str) -
                         option value="90" { "in 90 days" }
                         option value="365" { "in a year" }
                     }
-                    label for="scopes" { "Scopes" }
-                    input #scopes type="text" name="scopes" placeholder="all (or e.g. read:users write:orders)" spellcheck="false";
+                    @if chrome.site == Site::Dashboard {
+                        label for="scopes" { "Scopes" }
+                        input #scopes type="text" name="scopes" placeholder="all (or e.g. read:users write:orders)" spellcheck="false";
+                    } @else {
+                        p.muted.small { "The key gets the same scopes and limits as the account's newest active key." }
+                    }
                     button.primary type="submit" { "Create" }
                 }
             }
@@ -687,7 +710,7 @@ pub(crate) fn webhook(
 }
 
 /// The portal's door: a button, so a link preview never uses it up.
-pub(crate) fn enter_portal(account: &AccountId, link: &str) -> Markup {
+pub(crate) fn enter_portal(account: &AccountId, link: &str, door: &str) -> Markup {
     page(
         Site::Portal,
         None,
@@ -698,6 +721,7 @@ pub(crate) fn enter_portal(account: &AccountId, link: &str) -> Markup {
                 p { "This link opens once and for one hour. Open it now to see, create, rotate and revoke your keys." }
                 form method="post" action="/portal/enter" {
                     input type="hidden" name="link" value=(link);
+                    input type="hidden" name="door" value=(door);
                     button.primary type="submit" { "Open" }
                 }
             }

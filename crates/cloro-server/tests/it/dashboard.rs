@@ -84,6 +84,19 @@ impl<'a> Visitor<'a> {
         answer
     }
 
+    /// Opens a portal link the way its page does: the door page (which
+    /// sets the door's cookie), then its button. Answers the door page when
+    /// it refused, else the button's answer.
+    pub(crate) async fn open_portal(&mut self, secret: &str) -> Answer {
+        let door = self.get(&format!("/portal/enter?link={secret}")).await;
+        if door.status != StatusCode::OK {
+            return door;
+        }
+        let door_field = hidden(&door, "door");
+        self.post("/portal/enter", &[("link", secret), ("door", &door_field)])
+            .await
+    }
+
     /// Signs in with `token` through the sign-in page.
     pub(crate) async fn sign_in(&mut self, token: &str) -> Answer {
         let page = self.get("/dashboard/sign-in").await;
@@ -261,6 +274,9 @@ async fn signing_in_gives_a_strict_session_cookie_and_every_page_is_secured() {
         "/dashboard/assets/dashboard.js".to_owned(),
         "/portal".to_owned(),
         "/portal/enter?link=nope".to_owned(),
+        // Refused before routing (SPEC §9), still with the pages' headers.
+        "/dashboard/a;b".to_owned(),
+        "/portal/%2e%2e/admin".to_owned(),
     ] {
         let page = visitor.get(&path).await;
         assert!(page.status.as_u16() < 500, "{path}: {}", page.status);
@@ -535,7 +551,9 @@ async fn a_portal_link_opens_once_for_ten_minutes_and_only_its_own_account() {
     let server = TestServer::embedded_with_clock(PLANS, clock.clone()).await;
     let own = server
         .create_key(|request| {
-            request.account_id = cloro_auth_core::AccountId::new("acct_own").unwrap()
+            request.account_id = cloro_auth_core::AccountId::new("acct_own").unwrap();
+            request.scopes = vec![cloro_auth_core::Scope::new("read:users").unwrap()];
+            request.credits = Some(1000);
         })
         .await;
     let other = server
@@ -577,7 +595,16 @@ async fn a_portal_link_opens_once_for_ten_minutes_and_only_its_own_account() {
         assert_eq!(door.status, StatusCode::OK);
         assert!(text(&door).contains("acct_own"));
     }
-    let opened = customer.post("/portal/enter", &[("link", &secret)]).await;
+    // A page elsewhere cannot open a link in this browser: the button's
+    // form must repeat the door page's own cookie.
+    let planted = customer
+        .post(
+            "/portal/enter",
+            &[("link", &secret), ("door", &"0".repeat(64))],
+        )
+        .await;
+    assert_eq!(planted.status, StatusCode::FORBIDDEN, "{}", text(&planted));
+    let opened = customer.open_portal(&secret).await;
     assert_eq!(opened.status, StatusCode::SEE_OTHER);
     assert_eq!(opened.header("location"), Some("/portal"));
     assert!(
@@ -631,9 +658,12 @@ async fn a_portal_link_opens_once_for_ten_minutes_and_only_its_own_account() {
         StatusCode::UNAUTHORIZED
     );
     // Its own changes are audited as the portal's.
-    let (_, made_key, _) =
+    let (made_page, made_key, _) =
         create_through_form(&mut customer, "/portal/keys/new", "from the portal").await;
-    let made_id = key_id_of(&server, &made_key).await;
+    assert!(made_key.starts_with("sk_live_"));
+    let made_body = text(&made_page);
+    let at = made_body.find("href=\"/portal/keys/").unwrap() + "href=\"/portal/keys/".len();
+    let made_id = made_body[at..at + made_body[at..].find('"').unwrap()].to_owned();
     let audit = admin(
         &server,
         Method::GET,
@@ -649,13 +679,22 @@ async fn a_portal_link_opens_once_for_ten_minutes_and_only_its_own_account() {
         .cloned()
         .unwrap();
     assert_eq!(created["actor"], "portal:acct_own");
+    // ... and get no more than the operator gave the account: the newest
+    // active key's scopes, and no credits of their own to spend.
+    let made_info = admin(
+        &server,
+        Method::GET,
+        &format!("/admin/v1/keys/{made_id}"),
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(made_info["scopes"], serde_json::json!(["read:users"]));
+    assert_eq!(made_info["credits"], 0);
     // The link opens once.
     let mut second = Visitor::new(&server);
     assert_eq!(
-        second
-            .post("/portal/enter", &[("link", &secret)])
-            .await
-            .status,
+        second.open_portal(&secret).await.status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(second.get(&path).await.status, StatusCode::UNAUTHORIZED);
@@ -677,10 +716,7 @@ async fn a_portal_link_opens_once_for_ten_minutes_and_only_its_own_account() {
         .to_owned();
     clock.advance(SignedDuration::from_mins(10));
     assert_eq!(
-        second
-            .post("/portal/enter", &[("link", &late_secret)])
-            .await
-            .status,
+        second.open_portal(&late_secret).await.status,
         StatusCode::UNAUTHORIZED
     );
     // And the opened portal closes after its hour.
@@ -781,19 +817,68 @@ async fn a_session_made_on_one_redis_node_is_good_on_the_other_and_ends_on_both(
         .to_owned();
     let mut customer = Visitor::new(&second);
     assert_eq!(
-        customer
-            .post("/portal/enter", &[("link", &secret)])
-            .await
-            .status,
+        customer.open_portal(&secret).await.status,
         StatusCode::SEE_OTHER
     );
     let mut late = Visitor::new(&first);
     assert_eq!(
-        late.post("/portal/enter", &[("link", &secret)])
-            .await
-            .status,
+        late.open_portal(&secret).await.status,
         StatusCode::UNAUTHORIZED
     );
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test]
+async fn a_portal_cannot_fill_an_account_with_keys() {
+    let server = TestServer::embedded(PLANS).await;
+    for n in 0..MAX_PORTAL_KEYS_IN_TESTS {
+        server
+            .create_key(|request| {
+                request.account_id = cloro_auth_core::AccountId::new("acct_full").unwrap();
+                request.name = format!("key {n}");
+            })
+            .await;
+    }
+    let made = admin(
+        &server,
+        Method::POST,
+        "/admin/v1/accounts/acct_full/portal-sessions",
+        "",
+    )
+    .await;
+    let secret = made.json()["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut customer = Visitor::new(&server);
+    assert_eq!(
+        customer.open_portal(&secret).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let form = customer.get("/portal/keys/new").await;
+    let refused = customer
+        .post(
+            "/portal/keys",
+            &[
+                ("csrf", &hidden(&form, "csrf")),
+                ("form_id", &hidden(&form, "form_id")),
+                ("name", "one more"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        text(&refused)
+    );
+    assert!(text(&refused).contains("revoke one before creating another"));
+    server.stop().await;
+}
+
+/// The server's cap on a portal's keys (`MAX_PORTAL_KEYS`).
+const MAX_PORTAL_KEYS_IN_TESTS: usize = 50;
