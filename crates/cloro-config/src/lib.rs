@@ -62,6 +62,11 @@ pub struct Flags {
     /// Where authenticated `/v1/*` requests are forwarded (`http://host:port`).
     #[arg(long, env = "CLORO_UPSTREAM")]
     pub upstream: Option<String>,
+    /// The URL people reach this server by, e.g. `https://auth.example.com`:
+    /// the base of portal links, and with `https` the dashboard's cookies
+    /// are `Secure` behind a proxy that ends TLS.
+    #[arg(long, env = "CLORO_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// PEM certificate chain; with `--tls-key`, serve HTTPS.
     #[arg(long, env = "CLORO_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -160,6 +165,7 @@ struct FileConfig {
     redis_url: Option<String>,
     redis_cluster: Option<bool>,
     upstream: Option<String>,
+    public_url: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     cache_ttl: Option<String>,
@@ -338,6 +344,8 @@ pub struct Settings {
     pub upstream: Option<http::Uri>,
     /// Certificate and key files, when serving TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--public-url`: scheme and authority people reach the server by.
+    pub public_url: Option<http::Uri>,
     /// Verify-cache TTL.
     pub cache_ttl: Duration,
     /// Failed-attempt allowance per client address.
@@ -647,6 +655,11 @@ impl Settings {
             .or(file.upstream)
             .map(|text| parse_upstream(&text))
             .transpose()?;
+        let public_url = flags
+            .public_url
+            .or(file.public_url)
+            .map(|text| parse_public_url(&text))
+            .transpose()?;
         let tls = match (
             flags.tls_cert.or(file.tls_cert),
             flags.tls_key.or(file.tls_key),
@@ -684,6 +697,7 @@ impl Settings {
             store,
             upstream,
             tls,
+            public_url,
             cache_ttl,
             max_failed_auth,
             trusted_proxies: flags
@@ -849,6 +863,27 @@ fn without_string_values(message: &str) -> String {
     kept
 }
 
+/// `--public-url`: `http` or `https`, a host, nothing after it but `/`.
+fn parse_public_url(text: &str) -> Result<http::Uri, ConfigError> {
+    let refuse = || {
+        invalid(
+            "public_url",
+            format!(
+                "`{}` is not a base URL; use https://host[:port] with no path, query or credentials",
+                mask_url(text)
+            ),
+        )
+    };
+    let uri: http::Uri = text.parse().map_err(|_| refuse())?;
+    let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(authority)) if bare && !authority.as_str().contains('@') => {
+            Ok(uri)
+        }
+        _ => Err(refuse()),
+    }
+}
+
 fn parse_upstream(text: &str) -> Result<http::Uri, ConfigError> {
     let uri: http::Uri = text
         .parse()
@@ -1000,6 +1035,19 @@ mod tests {
         assert!(error.to_string().contains("listne"), "{error}");
         let error = Settings::from_toml(Flags::default(), "default_plan = \"gold\"").unwrap_err();
         assert!(error.to_string().contains("gold"), "{error}");
+        let public =
+            Settings::from_toml(flags(&["--public-url", "https://auth.example.com"]), "").unwrap();
+        assert_eq!(public.public_url.unwrap().scheme_str(), Some("https"));
+        for bad in [
+            "auth.example.com",
+            "ftp://auth.example.com",
+            "https://auth.example.com/portal",
+            "https://auth.example.com?x=1",
+            "https://me@auth.example.com",
+        ] {
+            let error = Settings::from_toml(flags(&["--public-url", bad]), "").unwrap_err();
+            assert!(error.to_string().contains("public_url"), "{bad}: {error}");
+        }
         let error = Settings::from_toml(flags(&["--upstream", "ftp://x"]), "").unwrap_err();
         assert!(error.to_string().contains("upstream"), "{error}");
         assert!(Flags::try_parse_from(["cloro-server", "--cache-ttl", "soon"]).is_err());

@@ -70,10 +70,15 @@ fn refusal(refused: Refused) -> Refusal {
     Box::new(ApiError::new(refused.code, refused.message))
 }
 
-/// Where this server is, as the request that asked for the link reached
-/// it: the scheme it serves and the authority the caller used (checked to
-/// be one; else the listening address).
+/// Where this server is: `--public-url` when set, else as the request that
+/// asked for the link reached it: the scheme it serves and the authority
+/// the caller used (checked to be one; else the listening address).
 fn origin(app: &App, uri: &Uri, headers: &HeaderMap) -> String {
+    if let Some(public) = &app.settings().public_url
+        && let (Some(scheme), Some(authority)) = (public.scheme_str(), public.authority())
+    {
+        return format!("{scheme}://{authority}");
+    }
     let scheme = if app.settings().tls.is_some() {
         "https"
     } else {

@@ -155,6 +155,18 @@ fn set_cookie(name: &str, value: &str, path: &str, max_age: i64, tls: bool) -> H
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// Whether people reach the dashboard over HTTPS: the server speaks TLS,
+/// or `--public-url` says a proxy in front of it does. Cookies are then
+/// `Secure`.
+fn served_over_https(app: &App) -> bool {
+    app.settings().tls.is_some()
+        || app
+            .settings()
+            .public_url
+            .as_ref()
+            .is_some_and(|url| url.scheme_str() == Some("https"))
+}
+
 fn cookie_name(site: Site) -> &'static str {
     match site {
         Site::Dashboard => DASHBOARD_COOKIE,
@@ -262,7 +274,7 @@ pub(crate) fn door_form(
         return Ok((secret.to_owned(), None));
     }
     let secret = new_secret()?;
-    let cookie = set_cookie(name, &secret, path, 3600, app.settings().tls.is_some());
+    let cookie = set_cookie(name, &secret, path, 3600, served_over_https(app));
     Ok((secret, Some(cookie)))
 }
 
@@ -308,7 +320,7 @@ pub(crate) async fn start(
         &secret,
         site.base(),
         lasts.as_secs(),
-        app.settings().tls.is_some(),
+        served_over_https(app),
     ))
 }
 
@@ -337,7 +349,7 @@ pub(crate) async fn end(
         "",
         site.base(),
         0,
-        app.settings().tls.is_some(),
+        served_over_https(app),
     ))
 }
 

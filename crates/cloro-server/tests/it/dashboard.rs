@@ -882,3 +882,52 @@ async fn a_portal_cannot_fill_an_account_with_keys() {
 
 /// The server's cap on a portal's keys (`MAX_PORTAL_KEYS`).
 const MAX_PORTAL_KEYS_IN_TESTS: usize = 50;
+
+#[tokio::test]
+async fn behind_a_tls_proxy_the_public_url_makes_cookies_secure_and_links_public() {
+    let server = TestServer::embedded(&format!(
+        "public_url = \"https://auth.example.com\"\n{PLANS}"
+    ))
+    .await;
+    let mut visitor = Visitor::new(&server);
+    let signed = visitor.sign_in(ADMIN_TOKEN).await;
+    let cookie = signed.header("set-cookie").unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    // The Host a client sent is not where a link points.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let made = server
+        .send(
+            Method::POST,
+            "/admin/v1/accounts/acct_pub/portal-sessions",
+            &[("authorization", &auth), ("host", "evil.example")],
+            "",
+        )
+        .await;
+    let url = made.json()["url"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with("https://auth.example.com/portal/enter?link="),
+        "{url}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_link_never_points_at_a_host_with_userinfo() {
+    let server = TestServer::embedded(PLANS).await;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let made = server
+        .send(
+            Method::POST,
+            "/admin/v1/accounts/acct_pub/portal-sessions",
+            &[
+                ("authorization", &auth),
+                ("host", "cloro.example.com@evil.example"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let url = made.json()["url"].as_str().unwrap().to_owned();
+    assert!(!url.contains('@') && !url.contains("evil"), "{url}");
+    server.stop().await;
+}
