@@ -203,6 +203,12 @@ impl From<Box<cloro_guard::ApiError>> for Refused {
     }
 }
 
+/// A store failure of a page that does not go through `KeyAdmin`, shown
+/// as the admin API answers it.
+pub(crate) fn store_failed(error: cloro_keystore::StoreError) -> Refused {
+    crate::admin_api::store_refusal(error).into()
+}
+
 /// Answers a request to `/dashboard…` or `/portal…`.
 pub(crate) async fn handle<B>(
     app: &App,

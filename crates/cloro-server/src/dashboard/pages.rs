@@ -207,7 +207,7 @@ where
                 .store
                 .webhooks()
                 .await
-                .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?;
+                .map_err(super::store_failed)?;
             let infos: Vec<_> = listed.into_iter().map(|record| record.info).collect();
             Ok(html(views::webhooks(&chrome, &infos)))
         }
@@ -222,7 +222,7 @@ where
                 .store
                 .deliveries(&found.info.id, &page)
                 .await
-                .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?;
+                .map_err(super::store_failed)?;
             let infos: Vec<_> = deliveries.items.iter().map(|d| d.to_info()).collect();
             Ok(html(views::webhook(&chrome, &found.info, &infos)))
         }
@@ -431,14 +431,13 @@ async fn claim_form(
         String::from_utf8_lossy(&signed.id.to_hex()[..16])
     );
     let slot = IdempotencySlot::new(&scope, form_id.as_bytes());
-    let token = ClaimToken::generate()
-        .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?;
+    let token = ClaimToken::generate().map_err(super::store_failed)?;
     let fingerprint = RequestFingerprint::of(&[b"dashboard form"]);
     let claim = app
         .idempotency()
         .claim(&slot, &fingerprint, &token, now, IDEMPOTENCY_LEASE)
         .await
-        .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?;
+        .map_err(super::store_failed)?;
     Ok(match claim {
         Claim::Claimed(token) => Some((slot, token)),
         _ => None,

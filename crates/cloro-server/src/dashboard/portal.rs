@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use cloro_auth_core::wire::{PORTAL_LINK_SECONDS, PORTAL_SESSION_SECONDS, PortalSessionResponse};
 use cloro_auth_core::{AccountId, ErrorCode};
-use cloro_keystore::{SessionRecord, SessionSubject, StoreError};
+use cloro_keystore::SessionSubject;
 use http::header::HOST;
 use http::request::Parts;
 use http::uri::Authority;
@@ -33,31 +33,16 @@ pub(crate) async fn create_link(
     headers: &HeaderMap,
     now: Timestamp,
 ) -> Result<PortalSessionResponse, Refusal> {
-    let secret = session::new_secret().map_err(refusal)?;
-    let expires_at = now
-        .checked_add(SignedDuration::from_secs(PORTAL_LINK_SECONDS))
-        .unwrap_or(Timestamp::MAX);
-    let record = SessionRecord {
-        subject: SessionSubject::PortalLink {
+    let (secret, expires_at) = session::put_new(
+        app,
+        SessionSubject::PortalLink {
             account_id: *account,
         },
-        created_at: now,
-        expires_at,
-    };
-    match app
-        .sessions()
-        .put_session(&id_of(&secret), &record, now)
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => {
-            return Err(Box::new(ApiError::new(
-                ErrorCode::AuthUnavailable,
-                "too many sessions and links are open; retry when some have ended",
-            )));
-        }
-        Err(error) => return Err(crate::admin_api::store_refusal(error)),
-    }
+        SignedDuration::from_secs(PORTAL_LINK_SECONDS),
+        now,
+    )
+    .await
+    .map_err(refusal)?;
     tracing::info!(account_id = %account, "portal link made");
     let origin = origin(app, uri, headers);
     Ok(PortalSessionResponse {
@@ -136,7 +121,7 @@ where
             .sessions()
             .session(&id_of(&link), now)
             .await
-            .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?;
+            .map_err(super::store_failed)?;
         let Some(SessionSubject::PortalLink { account_id }) = found.map(|record| record.subject)
         else {
             return Err(used());
@@ -168,7 +153,7 @@ where
         .sessions()
         .session(&id_of(link), now)
         .await
-        .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?
+        .map_err(super::store_failed)?
         .is_some_and(|record| matches!(record.subject, SessionSubject::PortalLink { .. }));
     if !is_link {
         return Err(used());
@@ -177,7 +162,7 @@ where
         .sessions()
         .take_session(&id_of(link), now)
         .await
-        .map_err(|error| Refused::from(crate::admin_api::store_refusal(error)))?;
+        .map_err(super::store_failed)?;
     let Some(SessionSubject::PortalLink { account_id }) = taken.map(|record| record.subject) else {
         return Err(used());
     };

@@ -286,14 +286,14 @@ pub(crate) fn door_form_is_ours(door: Door, headers: &HeaderMap, field: Option<&
     }
 }
 
-/// Starts a session for `subject` on `site`; answers the cookie to set.
-pub(crate) async fn start(
+/// Stores a new session (or link) for `subject`, lasting `lasts`; answers
+/// its secret, the only copy, and when it ends.
+pub(crate) async fn put_new(
     app: &App,
-    site: Site,
     subject: SessionSubject,
     lasts: SignedDuration,
     now: Timestamp,
-) -> Result<HeaderValue, Refused> {
+) -> Result<(String, Timestamp), Refused> {
     let secret = new_secret()?;
     let expires_at = now.checked_add(lasts).unwrap_or(Timestamp::MAX);
     let record = SessionRecord {
@@ -306,15 +306,24 @@ pub(crate) async fn start(
         .put_session(&id_of(&secret), &record, now)
         .await
     {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => {
-            return Err(Refused::new(
-                ErrorCode::AuthUnavailable,
-                "too many sessions are open; wait for some to end, then sign in again",
-            ));
-        }
-        Err(error) => return Err(store_down(&error)),
+        Ok(()) => Ok((secret, expires_at)),
+        Err(StoreError::Conflict) => Err(Refused::new(
+            ErrorCode::AuthUnavailable,
+            "too many sessions and portal links are open; retry when some have ended",
+        )),
+        Err(error) => Err(store_down(&error)),
     }
+}
+
+/// Starts a session for `subject` on `site`; answers the cookie to set.
+pub(crate) async fn start(
+    app: &App,
+    site: Site,
+    subject: SessionSubject,
+    lasts: SignedDuration,
+    now: Timestamp,
+) -> Result<HeaderValue, Refused> {
+    let (secret, _) = put_new(app, subject, lasts, now).await?;
     Ok(set_cookie(
         cookie_name(site),
         &secret,

@@ -18,16 +18,8 @@ use http::{Method, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use jiff::{SignedDuration, Timestamp};
 
+use crate::dashboard::{PLANS, key_id_of};
 use crate::support::{ADMIN_TOKEN, TestServer};
-
-const PLANS: &str = r#"
-default_plan = "free"
-[plans.free]
-rate_limit = { requests = 1000, per_seconds = 3600 }
-[plans.pro]
-rate_limit = { requests = 100000, per_seconds = 3600 }
-quota = { requests = 50000, period = "month" }
-"#;
 
 fn screenshot_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-screenshots");
@@ -140,12 +132,6 @@ impl Browser {
             self.source().await
         );
     }
-}
-
-async fn key_id_of(server: &TestServer, key: &str) -> String {
-    let whoami = server.get_with_key("/v1/whoami", key).await;
-    assert_eq!(whoami.status, StatusCode::OK, "{key}");
-    whoami.json()["id"].as_str().unwrap().to_owned()
 }
 
 async fn admin(server: &TestServer, method: Method, path: &str, body: &str) -> serde_json::Value {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::support::{ADMIN_TOKEN, Answer, TestServer};
 use cloro_keystore::Clock;
 
-const PLANS: &str = r#"
+pub(crate) const PLANS: &str = r#"
 default_plan = "free"
 [plans.free]
 rate_limit = { requests = 1000, per_seconds = 3600 }
@@ -132,6 +132,12 @@ async fn admin(server: &TestServer, method: Method, path: &str, body: &str) -> A
         .await
 }
 
+/// The secret of a portal link answer's `url`.
+fn link_secret(answer: &Value) -> String {
+    let url = answer["url"].as_str().unwrap();
+    url.rsplit_once("link=").unwrap().1.to_owned()
+}
+
 fn assert_secure(answer: &Answer, what: &str) {
     let csp = answer.header("content-security-policy").unwrap_or_default();
     for part in [
@@ -199,7 +205,7 @@ fn hidden_value_of_secret(answer: &Answer) -> String {
     value[..value.find('"').unwrap()].to_owned()
 }
 
-async fn key_id_of(server: &TestServer, key: &str) -> String {
+pub(crate) async fn key_id_of(server: &TestServer, key: &str) -> String {
     let whoami = server.get_with_key("/v1/whoami", key).await;
     assert_eq!(whoami.status, StatusCode::OK);
     whoami.json()["id"].as_str().unwrap().to_owned()
@@ -707,13 +713,7 @@ async fn a_portal_link_opens_once_for_ten_minutes_and_only_its_own_account() {
     )
     .await
     .json();
-    let late_secret = late["url"]
-        .as_str()
-        .unwrap()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .to_owned();
+    let late_secret = link_secret(&late);
     clock.advance(SignedDuration::from_mins(10));
     assert_eq!(
         second.open_portal(&late_secret).await.status,
@@ -808,13 +808,7 @@ async fn a_session_made_on_one_redis_node_is_good_on_the_other_and_ends_on_both(
     )
     .await
     .json();
-    let secret = made["url"]
-        .as_str()
-        .unwrap()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .to_owned();
+    let secret = link_secret(&made);
     let mut customer = Visitor::new(&second);
     assert_eq!(
         customer.open_portal(&secret).await.status,
@@ -847,13 +841,7 @@ async fn a_portal_cannot_fill_an_account_with_keys() {
         "",
     )
     .await;
-    let secret = made.json()["url"]
-        .as_str()
-        .unwrap()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .to_owned();
+    let secret = link_secret(&made.json());
     let mut customer = Visitor::new(&server);
     assert_eq!(
         customer.open_portal(&secret).await.status,
