@@ -31,7 +31,6 @@ const WRK_DURATION: &str = "10s";
 /// One wrk run's figures.
 struct Load {
     requests_per_second: f64,
-    p50: String,
     p99: String,
     non_2xx: u64,
 }
@@ -45,20 +44,34 @@ pub(crate) fn run(cargo: &str) -> Result<(), String> {
         cargo,
         &["build", "--release", "--package", "cloro-server"],
     )?;
+    load(Path::new(RELEASE_SERVER))?;
+    propagation(Path::new(RELEASE_SERVER))
+}
+
+/// Only the load comparison, against `binary` (a release build of the
+/// server unless the caller names another binary).
+pub(crate) fn run_load(cargo: &str, binary: Option<&str>) -> Result<(), String> {
+    crate::provision::provision(std::slice::from_ref(&crate::provision::WRK))?;
+    let binary = match binary {
+        Some(path) => Path::new(path).to_owned(),
+        None => {
+            step(
+                "release build of cloro-server",
+                cargo,
+                &["build", "--release", "--package", "cloro-server"],
+            )?;
+            Path::new(RELEASE_SERVER).to_owned()
+        }
+    };
+    load(&binary)
+}
+
+fn load(binary: &Path) -> Result<(), String> {
     let data_dir = std::env::temp_dir().join(format!("cloro-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
-    let port = free_port()?;
-    let mut server = ServerProcess::start(
-        Path::new(RELEASE_SERVER),
-        port,
-        &Store::Embedded(&data_dir),
-        &[],
-    )?;
-    let result = compare(port);
-    server.stop();
+    let result = compare(binary, &data_dir);
     let _ = std::fs::remove_dir_all(&data_dir);
-    result?;
-    propagation(Path::new(RELEASE_SERVER))
+    result
 }
 
 /// Only the propagation run (after a release build of the server).
@@ -136,55 +149,193 @@ fn measure_revocations(port_a: u16, port_b: u16) -> Result<Vec<Duration>, String
     Ok(delays)
 }
 
-fn compare(port: u16) -> Result<(), String> {
-    let (key, _) = create_key(port, BENCH_KEY)?;
+/// A route of the load comparison, and the key it sends.
+struct Case {
+    name: &'static str,
+    path: &'static str,
+    key: Option<String>,
+}
+
+/// One server's figures at one worker-thread count.
+struct Row {
+    threads: usize,
+    loads: Vec<Load>,
+}
+
+/// The server at 1 and at 2 worker threads (each its own process on the
+/// same data), every route in turn, then nginx's static answer with one
+/// worker: every figure of the performance goals from one run, as ratios.
+fn compare(binary: &Path, data_dir: &Path) -> Result<(), String> {
+    let mut rows = Vec::new();
+    let mut cases = Vec::new();
+    for threads in [1usize, 2] {
+        let port = free_port()?;
+        let threads_text = threads.to_string();
+        let mut server = ServerProcess::start_with_env(
+            binary,
+            port,
+            &Store::Embedded(data_dir),
+            &[],
+            &[("TOKIO_WORKER_THREADS", &threads_text)],
+        )?;
+        let measured = measure(port, &mut cases);
+        server.stop();
+        rows.push(Row {
+            threads,
+            loads: measured?,
+        });
+    }
+    let nginx = nginx_static()?;
+    print_comparison(&cases, &rows, &nginx);
+    Ok(())
+}
+
+/// Every case against the server on `port` (the key is made on first use
+/// and kept for the next server, which shares the data).
+fn measure(port: u16, cases: &mut Vec<Case>) -> Result<Vec<Load>, String> {
+    if cases.is_empty() {
+        let (key, _) = create_key(port, BENCH_KEY)?;
+        let bad = bad_checksum(&key);
+        cases.extend([
+            Case {
+                name: "GET /healthz (no auth)",
+                path: "/healthz",
+                key: None,
+            },
+            Case {
+                name: "GET /auth/verify (key, rate limit)",
+                path: "/auth/verify",
+                key: Some(key.clone()),
+            },
+            Case {
+                name: "GET /v1/whoami (key, rate limit)",
+                path: "/v1/whoami",
+                key: Some(key),
+            },
+            Case {
+                name: "bad-key flood (bad checksum)",
+                path: "/v1/whoami",
+                key: Some(bad),
+            },
+        ]);
+    }
     let base = format!("http://127.0.0.1:{port}");
-    // Warm up both paths (connection setup, the key's cache entry).
-    wrk(&format!("{base}/healthz"), None, "2s")?;
-    wrk(&format!("{base}/v1/whoami"), Some(&key), "2s")?;
+    let mut loads = Vec::new();
+    for case in cases.iter() {
+        let url = format!("{base}{}", case.path);
+        // Warm up: connections, the key's cache entry.
+        wrk(&url, case.key.as_deref(), "2s")?;
+        let misses_before = metric(port, "cloro_cache_misses_total")?;
+        let load = wrk(&url, case.key.as_deref(), WRK_DURATION)?;
+        let misses = metric(port, "cloro_cache_misses_total")?.saturating_sub(misses_before);
+        let flood = case.name.starts_with("bad-key");
+        if flood && misses > 0 {
+            return Err(format!(
+                "the bad-key flood caused {misses} store lookups (goal 0)"
+            ));
+        }
+        if !flood && load.non_2xx > 0 {
+            return Err(format!(
+                "{}: {} answers were not 2xx",
+                case.name, load.non_2xx
+            ));
+        }
+        loads.push(load);
+    }
+    Ok(loads)
+}
 
-    let unauthenticated = wrk(&format!("{base}/healthz"), None, WRK_DURATION)?;
-    let authenticated = wrk(&format!("{base}/v1/whoami"), Some(&key), WRK_DURATION)?;
-    let misses_before = metric(port, "cloro_cache_misses_total")?;
-    let bad_key = bad_checksum(&key);
-    let flood = wrk(&format!("{base}/v1/whoami"), Some(&bad_key), WRK_DURATION)?;
-    let misses_after = metric(port, "cloro_cache_misses_total")?;
-
-    let ratio = authenticated.requests_per_second / unauthenticated.requests_per_second;
+fn print_comparison(cases: &[Case], rows: &[Row], nginx: &Load) {
     eprintln!();
     eprintln!(
-        "load comparison (wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_DURATION}, same server, same run):"
+        "load comparison (wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_DURATION}, one run, requests/s and p99):"
     );
+    eprint!("  {:<38}", "");
+    for row in rows {
+        eprint!(" {:>22}", format!("{} server thread(s)", row.threads));
+    }
+    eprintln!();
+    for (index, case) in cases.iter().enumerate() {
+        eprint!("  {:<38}", case.name);
+        for row in rows {
+            let load = &row.loads[index];
+            eprint!(" {:>12.0} {:>9}", load.requests_per_second, load.p99);
+        }
+        eprintln!();
+    }
     eprintln!(
-        "  {:<38} {:>12} {:>10} {:>10}",
-        "", "requests/s", "p50", "p99"
+        "  {:<38} {:>12.0} {:>9}",
+        "nginx `return 200`, 1 worker", nginx.requests_per_second, nginx.p99
     );
-    for (name, load) in [
-        ("GET /healthz (no auth)", &unauthenticated),
-        ("GET /v1/whoami (API key, rate limit)", &authenticated),
-        ("invalid-key flood (bad checksum)", &flood),
-    ] {
+    let rate = |row: &Row, index: usize| row.loads[index].requests_per_second;
+    for row in rows {
+        let healthz = rate(row, 0);
         eprintln!(
-            "  {name:<38} {:>12.0} {:>10} {:>10}",
-            load.requests_per_second, load.p50, load.p99
+            "  {} thread(s): verify / healthz {:.2} (goal >= 0.90), whoami / healthz {:.2} (goal >= 0.85), flood / healthz {:.2} (goal >= 0.95)",
+            row.threads,
+            rate(row, 1) / healthz,
+            rate(row, 2) / healthz,
+            rate(row, 3) / healthz,
         );
     }
-    eprintln!(
-        "  authenticated / unauthenticated throughput: {:.1}% (goal >= 90%)",
-        ratio * 100.0
-    );
-    eprintln!(
-        "  store lookups caused by the flood: {} (goal 0); its non-2xx answers: {}",
-        misses_after.saturating_sub(misses_before),
-        flood.non_2xx
-    );
-    if authenticated.non_2xx > 0 {
-        return Err(format!(
-            "{} authenticated requests failed",
-            authenticated.non_2xx
-        ));
+    if let [one, two] = rows {
+        let scaling: Vec<String> = cases
+            .iter()
+            .enumerate()
+            .map(|(index, case)| {
+                format!("{} {:.2}", case.path, rate(two, index) / rate(one, index))
+            })
+            .collect();
+        eprintln!("  2 threads / 1 thread (goal >= 1): {}", scaling.join(", "));
+        eprintln!(
+            "  healthz (1 thread) / nginx: {:.2} (goal >= 0.95); verify (1 thread) / nginx: {:.2} (target >= 0.85)",
+            rate(one, 0) / nginx.requests_per_second,
+            rate(one, 1) / nginx.requests_per_second,
+        );
     }
-    Ok(())
+}
+
+/// nginx with one worker answering `return 200` from its config, the
+/// static baseline of the HTTP layer.
+fn nginx_static() -> Result<Load, String> {
+    crate::provision::provision(std::slice::from_ref(&crate::provision::NGINX))?;
+    let dir = std::env::temp_dir().join(format!("cloro-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let config = format!(
+        "worker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; keepalive_requests 1000000;\n\
+           client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi;\n\
+           uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
+           server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }} }} }}\n",
+        dir = dir.display()
+    );
+    let config_path = dir.join("nginx.conf");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let mut nginx = Command::new("nginx")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start nginx (apt-get install nginx): {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(port, "GET", "/", &[], "").is_err() {
+        if Instant::now() > deadline {
+            let _ = nginx.kill();
+            return Err("nginx did not answer within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}/");
+    let measured = wrk(&url, None, "2s").and_then(|_| wrk(&url, None, WRK_DURATION));
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    measured
 }
 
 pub(crate) fn step(name: &str, cargo: &str, args: &[&str]) -> Result<(), String> {
@@ -241,7 +392,6 @@ fn wrk(url: &str, key: Option<&str>, duration: &str) -> Result<Load, String> {
         .unwrap_or(0);
     Ok(Load {
         requests_per_second,
-        p50: field("50%").unwrap_or_default(),
         p99: field("99%").unwrap_or_default(),
         non_2xx,
     })

@@ -44,7 +44,20 @@ impl ServerProcess {
         store: &Store<'_>,
         extra: &[&str],
     ) -> Result<Self, String> {
+        Self::start_with_env(binary, port, store, extra, &[])
+    }
+
+    /// [`ServerProcess::start`] with these environment variables too
+    /// (`TOKIO_WORKER_THREADS`, say).
+    pub(crate) fn start_with_env(
+        binary: &Path,
+        port: u16,
+        store: &Store<'_>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let mut command = Command::new(binary);
+        command.envs(env.iter().copied());
         command.args(["--listen", &format!("127.0.0.1:{port}")]);
         match store {
             Store::Embedded(dir) => command.arg("--data-dir").arg(dir),

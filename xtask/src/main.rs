@@ -138,6 +138,13 @@ fn main() -> ExitCode {
                 _ if rest.first().map(String::as_str) == Some("propagation") => {
                     bench::run_propagation(&cargo)
                 }
+                _ if rest.first().map(String::as_str) == Some("load") => {
+                    let binary = match rest.get(1..) {
+                        Some([flag, path]) if flag == "--server" => Some(path.as_str()),
+                        _ => None,
+                    };
+                    bench::run_load(&cargo, binary)
+                }
                 _ => bench::run(&cargo),
             };
             match outcome {
@@ -166,7 +173,10 @@ fn main() -> ExitCode {
                 "  bench  criterion benchmarks, then a wrk load comparison of the server (needs wrk),"
             );
             eprintln!(
-                "         then revocation propagation across two nodes (`bench propagation`: only that)"
+                "         then revocation propagation across two nodes (`bench propagation`: only that;"
+            );
+            eprintln!(
+                "         `bench load [--server PATH]`: only the load comparison, with nginx beside us)"
             );
             eprintln!(
                 "  soak   [--minutes N] [--store embedded|redis|both]: the release server under mixed traffic"

@@ -63,6 +63,13 @@ pub(crate) const WRK: Needed = Needed {
     why: "the load comparison of `cargo xtask bench`",
 };
 
+/// `nginx`, the static baseline of `cargo xtask bench`.
+pub(crate) const NGINX: Needed = Needed {
+    program: "nginx",
+    package: "nginx",
+    why: "the static-answer baseline of `cargo xtask bench`",
+};
+
 /// `redis-server`, for the soak's Redis-backed server.
 pub(crate) const REDIS: Needed = Needed {
     program: "redis-server",

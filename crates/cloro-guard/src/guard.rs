@@ -174,20 +174,25 @@ pub fn refusal_response(refused: &Refused, request_id: &str) -> Response<Body> {
 }
 
 /// The identity headers sent upstream and answered by `/auth/verify`.
+/// Their values were rendered when the key was cached and are shared, not
+/// copied, by every answer.
 pub fn add_identity_headers(headers: &mut HeaderMap, verified: &Verified) {
-    let record = &verified.key.record;
-    let values = [
-        ("x-cloro-key-id", record.id.as_str()),
-        ("x-cloro-account-id", record.account_id.as_str()),
-        ("x-cloro-environment", record.environment.as_str()),
-        ("x-cloro-scopes", verified.key.scopes_header.as_str()),
+    let key = &verified.key;
+    let shared = [
+        (&crate::responses::X_CLORO_KEY_ID, &key.id_header),
+        (&crate::responses::X_CLORO_ACCOUNT_ID, &key.account_header),
+        (&crate::responses::X_CLORO_SCOPES, &key.scopes_header),
     ];
-    for (name, value) in values {
+    for (name, value) in shared {
         // Ids and scopes are validated ASCII, so this never fails.
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
+        if let Ok(value) = HeaderValue::from_maybe_shared(value.clone()) {
+            headers.insert(name.clone(), value);
         }
     }
+    headers.insert(
+        crate::responses::X_CLORO_ENVIRONMENT.clone(),
+        HeaderValue::from_static(key.record.environment.as_str()),
+    );
 }
 
 /// The limit headers of an accepted request.

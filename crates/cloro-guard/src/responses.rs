@@ -7,7 +7,7 @@ use cloro_auth_core::wire::{ErrorBody, ErrorDetails, ErrorObject};
 use cloro_auth_core::{AuthError, Challenge, ErrorCode};
 use cloro_keystore::{ConcurrencyState, QuotaState, RateState};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use serde::Serialize;
@@ -157,26 +157,82 @@ impl ApiError {
     }
 }
 
+// Header names, parsed once: a name given as text is checked and hashed
+// again on every insert.
+pub(crate) const X_CLORO_KEY_ID: HeaderName = HeaderName::from_static("x-cloro-key-id");
+pub(crate) const X_CLORO_ACCOUNT_ID: HeaderName = HeaderName::from_static("x-cloro-account-id");
+pub(crate) const X_CLORO_ENVIRONMENT: HeaderName = HeaderName::from_static("x-cloro-environment");
+pub(crate) const X_CLORO_SCOPES: HeaderName = HeaderName::from_static("x-cloro-scopes");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_CONCURRENT_LIMIT: HeaderName = HeaderName::from_static("x-concurrent-limit");
+const X_CONCURRENT_CURRENT: HeaderName = HeaderName::from_static("x-concurrent-current");
+const X_CONCURRENT_REMAINING: HeaderName = HeaderName::from_static("x-concurrent-remaining");
+
+/// One IETF list member, `"name";a=N;b=M`, appended to `out` (numbers
+/// written with `itoa`: no formatting machinery, no temporary strings).
+fn push_member(out: &mut Vec<u8>, name: &str, a: (&str, u64), b: (&str, u64)) {
+    let mut digits = itoa::Buffer::new();
+    if !out.is_empty() {
+        out.extend_from_slice(b", ");
+    }
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\";");
+    out.extend_from_slice(a.0.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(digits.format(a.1).as_bytes());
+    out.push(b';');
+    out.extend_from_slice(b.0.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(digits.format(b.1).as_bytes());
+}
+
+/// A header value made of `bytes` we wrote (ASCII only), without a copy.
+fn owned_value(bytes: Vec<u8>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(bytes)).ok()
+}
+
 /// Adds `X-RateLimit-*` and the IETF `RateLimit-Policy`/`RateLimit` fields.
 pub fn add_rate_headers(headers: &mut HeaderMap, rate: &RateState, quota: Option<&QuotaState>) {
-    headers.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
-    headers.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
-    headers.insert("x-ratelimit-reset", HeaderValue::from(rate.reset_seconds));
-    let mut policy = format!("\"default\";q={};w={}", rate.limit, rate.window_seconds);
-    let mut state = format!("\"default\";r={};t={}", rate.remaining, rate.reset_seconds);
+    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(rate.limit));
+    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(rate.remaining));
+    headers.insert(X_RATELIMIT_RESET, HeaderValue::from(rate.reset_seconds));
+    let capacity = if quota.is_some() { 80 } else { 40 };
+    let mut policy = Vec::with_capacity(capacity);
+    let mut state = Vec::with_capacity(capacity);
+    push_member(
+        &mut policy,
+        "default",
+        ("q", u64::from(rate.limit)),
+        ("w", u64::from(rate.window_seconds)),
+    );
+    push_member(
+        &mut state,
+        "default",
+        ("r", u64::from(rate.remaining)),
+        ("t", rate.reset_seconds),
+    );
     // SPEC §11: the quota is the second policy of the same fields.
     if let Some(quota) = quota {
-        policy.push_str(&format!(
-            ", \"quota\";q={};w={}",
-            quota.limit, quota.window_seconds
-        ));
-        state.push_str(&format!(
-            ", \"quota\";r={};t={}",
-            quota.remaining, quota.reset_seconds
-        ));
+        push_member(
+            &mut policy,
+            "quota",
+            ("q", quota.limit),
+            ("w", quota.window_seconds),
+        );
+        push_member(
+            &mut state,
+            "quota",
+            ("r", quota.remaining),
+            ("t", quota.reset_seconds),
+        );
     }
-    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+    for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, state)] {
+        if let Some(value) = owned_value(value) {
             headers.insert(name, value);
         }
     }
@@ -184,9 +240,9 @@ pub fn add_rate_headers(headers: &mut HeaderMap, rate: &RateState, quota: Option
 
 /// Adds `X-Concurrent-Limit`, `-Current` and `-Remaining`.
 pub fn add_concurrency_headers(headers: &mut HeaderMap, state: &ConcurrencyState) {
-    headers.insert("x-concurrent-limit", HeaderValue::from(state.limit));
-    headers.insert("x-concurrent-current", HeaderValue::from(state.current));
-    headers.insert("x-concurrent-remaining", HeaderValue::from(state.remaining));
+    headers.insert(X_CONCURRENT_LIMIT, HeaderValue::from(state.limit));
+    headers.insert(X_CONCURRENT_CURRENT, HeaderValue::from(state.current));
+    headers.insert(X_CONCURRENT_REMAINING, HeaderValue::from(state.remaining));
 }
 
 impl ApiError {
@@ -205,5 +261,41 @@ impl ApiError {
     /// `details.field`, if the error names one.
     pub fn field(&self) -> Option<&str> {
         self.details.field.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_headers_are_the_ietf_lists_byte_for_byte() {
+        let rate = RateState {
+            limit: 1000,
+            window_seconds: 3600,
+            remaining: 999,
+            reset_seconds: 4,
+        };
+        let quota = QuotaState {
+            limit: 10_000,
+            window_seconds: 2_678_400,
+            remaining: 0,
+            reset_seconds: 86_399,
+        };
+        let mut headers = HeaderMap::new();
+        add_rate_headers(&mut headers, &rate, None);
+        assert_eq!(headers["ratelimit-policy"], "\"default\";q=1000;w=3600");
+        assert_eq!(headers["ratelimit"], "\"default\";r=999;t=4");
+        assert_eq!(headers["x-ratelimit-limit"], "1000");
+        add_rate_headers(&mut headers, &rate, Some(&quota));
+        assert_eq!(
+            headers["ratelimit-policy"],
+            "\"default\";q=1000;w=3600, \"quota\";q=10000;w=2678400"
+        );
+        assert_eq!(
+            headers["ratelimit"],
+            "\"default\";r=999;t=4, \"quota\";r=0;t=86399"
+        );
+        assert_eq!(headers.get_all("ratelimit").iter().count(), 1);
     }
 }

@@ -27,6 +27,7 @@
 //! that joins a fill after an invalidation does not take its (possibly
 //! older) answer but looks again.
 
+use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -54,8 +55,14 @@ pub struct CachedKey {
     pub account_plan: Option<PlanName>,
     /// The rate-limit subject of the whole account.
     pub account_subject: Subject,
-    /// `X-Cloro-Scopes`: the scopes, space-separated, computed once.
-    pub scopes_header: String,
+    /// `X-Cloro-Scopes`: the scopes, space-separated, computed once and
+    /// shared by every answer (an `HTTP` header value takes it without a
+    /// copy).
+    pub scopes_header: Bytes,
+    /// `X-Cloro-Key-Id` and `X-Cloro-Account-Id`, likewise.
+    pub id_header: Bytes,
+    /// See [`CachedKey::id_header`].
+    pub account_header: Bytes,
     /// This node's counters for the key, shared by every refill of it.
     pub(crate) counters: Arc<KeyCounters>,
     /// The quota counter this entry charges, once found (a fresh entry
@@ -353,13 +360,17 @@ impl KeyCache {
             .unwrap_or_default();
         CachedKey {
             account_subject: account_subject(&lookup.record.account_id),
-            scopes_header: lookup
-                .record
-                .scopes
-                .iter()
-                .map(Scope::as_str)
-                .collect::<Vec<_>>()
-                .join(" "),
+            scopes_header: Bytes::from(
+                lookup
+                    .record
+                    .scopes
+                    .iter()
+                    .map(Scope::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            id_header: Bytes::copy_from_slice(lookup.record.id.as_str().as_bytes()),
+            account_header: Bytes::copy_from_slice(lookup.record.account_id.as_str().as_bytes()),
             record: lookup.record,
             account_plan: lookup.account_plan,
             counters,

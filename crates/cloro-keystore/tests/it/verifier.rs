@@ -124,7 +124,7 @@ async fn valid_key_yields_identity_and_rate_state() {
         .await
         .unwrap();
     assert_eq!(verified.key.record.id, issued.record.id);
-    assert_eq!(verified.key.scopes_header, "monitor:write run");
+    assert_eq!(&verified.key.scopes_header[..], b"monitor:write run");
     assert_eq!(
         (
             verified.rate.limit,
