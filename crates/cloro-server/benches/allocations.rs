@@ -8,6 +8,9 @@
 //! The goal: `/auth/verify` at most 3 allocations above `/healthz`.
 //! Run with `cargo bench -p cloro-server --bench allocations`.
 
+// A bench that meets the unexpected should stop right there, loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::alloc::System;
 use std::net::SocketAddr;
 use std::sync::Arc;
