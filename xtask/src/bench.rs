@@ -152,6 +152,8 @@ fn measure_revocations(port_a: u16, port_b: u16) -> Result<Vec<Duration>, String
 /// A route of the load comparison, and the key it sends.
 struct Case {
     name: &'static str,
+    /// For the scaling line.
+    short: &'static str,
     path: &'static str,
     key: Option<String>,
 }
@@ -199,21 +201,25 @@ fn measure(port: u16, cases: &mut Vec<Case>) -> Result<Vec<Load>, String> {
         cases.extend([
             Case {
                 name: "GET /healthz (no auth)",
+                short: "healthz",
                 path: "/healthz",
                 key: None,
             },
             Case {
                 name: "GET /auth/verify (key, rate limit)",
+                short: "verify",
                 path: "/auth/verify",
                 key: Some(key.clone()),
             },
             Case {
                 name: "GET /v1/whoami (key, rate limit)",
+                short: "whoami",
                 path: "/v1/whoami",
                 key: Some(key),
             },
             Case {
                 name: "bad-key flood (bad checksum)",
+                short: "flood",
                 path: "/v1/whoami",
                 key: Some(bad),
             },
@@ -283,7 +289,7 @@ fn print_comparison(cases: &[Case], rows: &[Row], nginx: &Load) {
             .iter()
             .enumerate()
             .map(|(index, case)| {
-                format!("{} {:.2}", case.path, rate(two, index) / rate(one, index))
+                format!("{} {:.2}", case.short, rate(two, index) / rate(one, index))
             })
             .collect();
         eprintln!("  2 threads / 1 thread (goal >= 1): {}", scaling.join(", "));

@@ -31,8 +31,11 @@ pub fn empty() -> Body {
 
 /// A JSON response.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => {
+    // Sized for a key's info or an error body at once, so the buffer is not
+    // grown (and copied) field by field.
+    let mut bytes = Vec::with_capacity(768);
+    match serde_json::to_writer(&mut bytes, value) {
+        Ok(()) => {
             let mut response = Response::new(full(bytes));
             *response.status_mut() = status;
             response
@@ -176,9 +179,6 @@ const X_CONCURRENT_REMAINING: HeaderName = HeaderName::from_static("x-concurrent
 /// written with `itoa`: no formatting machinery, no temporary strings).
 fn push_member(out: &mut Vec<u8>, name: &str, a: (&str, u64), b: (&str, u64)) {
     let mut digits = itoa::Buffer::new();
-    if !out.is_empty() {
-        out.extend_from_slice(b", ");
-    }
     out.push(b'"');
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\";");
@@ -191,50 +191,69 @@ fn push_member(out: &mut Vec<u8>, name: &str, a: (&str, u64), b: (&str, u64)) {
     out.extend_from_slice(digits.format(b.1).as_bytes());
 }
 
-/// A header value made of `bytes` we wrote (ASCII only), without a copy.
-fn owned_value(bytes: Vec<u8>) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(Bytes::from(bytes)).ok()
-}
-
 /// Adds `X-RateLimit-*` and the IETF `RateLimit-Policy`/`RateLimit` fields.
+///
+/// All five values are written into one buffer and each header holds a
+/// slice of it: one allocation for the five, where a value each would
+/// cost five.
 pub fn add_rate_headers(headers: &mut HeaderMap, rate: &RateState, quota: Option<&QuotaState>) {
-    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(rate.limit));
-    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(rate.remaining));
-    headers.insert(X_RATELIMIT_RESET, HeaderValue::from(rate.reset_seconds));
-    let capacity = if quota.is_some() { 80 } else { 40 };
-    let mut policy = Vec::with_capacity(capacity);
-    let mut state = Vec::with_capacity(capacity);
+    let mut text = Vec::with_capacity(if quota.is_some() { 176 } else { 96 });
+    let mut digits = itoa::Buffer::new();
+    let mut ends = [0usize; 5];
+    text.extend_from_slice(digits.format(rate.limit).as_bytes());
+    ends[0] = text.len();
+    text.extend_from_slice(digits.format(rate.remaining).as_bytes());
+    ends[1] = text.len();
+    text.extend_from_slice(digits.format(rate.reset_seconds).as_bytes());
+    ends[2] = text.len();
     push_member(
-        &mut policy,
+        &mut text,
         "default",
         ("q", u64::from(rate.limit)),
         ("w", u64::from(rate.window_seconds)),
     );
-    push_member(
-        &mut state,
-        "default",
-        ("r", u64::from(rate.remaining)),
-        ("t", rate.reset_seconds),
-    );
     // SPEC §11: the quota is the second policy of the same fields.
     if let Some(quota) = quota {
+        text.extend_from_slice(b", ");
         push_member(
-            &mut policy,
+            &mut text,
             "quota",
             ("q", quota.limit),
             ("w", quota.window_seconds),
         );
+    }
+    ends[3] = text.len();
+    push_member(
+        &mut text,
+        "default",
+        ("r", u64::from(rate.remaining)),
+        ("t", rate.reset_seconds),
+    );
+    if let Some(quota) = quota {
+        text.extend_from_slice(b", ");
         push_member(
-            &mut state,
+            &mut text,
             "quota",
             ("r", quota.remaining),
             ("t", quota.reset_seconds),
         );
     }
-    for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, state)] {
-        if let Some(value) = owned_value(value) {
+    ends[4] = text.len();
+    let text = Bytes::from(text);
+    let names = [
+        X_RATELIMIT_LIMIT,
+        X_RATELIMIT_REMAINING,
+        X_RATELIMIT_RESET,
+        RATELIMIT_POLICY,
+        RATELIMIT,
+    ];
+    let mut start = 0;
+    for (name, end) in names.into_iter().zip(ends) {
+        // Digits, quotes, `;`, `=`, `,` and letters: always a valid value.
+        if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
             headers.insert(name, value);
         }
+        start = end;
     }
 }
 

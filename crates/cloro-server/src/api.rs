@@ -37,6 +37,7 @@ pub(crate) async fn whoami(
                 info.credits = verified.credits;
             }
             let mut response = json(StatusCode::OK, &info);
+            response.headers_mut().reserve(16);
             add_limit_headers(response.headers_mut(), &verified);
             response
         }
@@ -79,6 +80,8 @@ pub(crate) async fn verify(
     match app.guard().check(facts).await {
         Ok(verified) => {
             let mut response = Response::new(empty());
+            // Room for every header this answer gets, allocated once.
+            response.headers_mut().reserve(16);
             add_identity_headers(response.headers_mut(), &verified);
             add_limit_headers(response.headers_mut(), &verified);
             response
