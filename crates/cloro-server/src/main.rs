@@ -7,12 +7,6 @@ use clap::Parser;
 use cloro_server::config::Flags;
 use tracing_subscriber::EnvFilter;
 
-// The allocator of the binary only (the library leaves the choice to
-// whoever embeds it); see the `mimalloc` feature.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let flags = Flags::parse();
     let filter = EnvFilter::try_from_env("CLORO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));

@@ -117,6 +117,18 @@ impl Browser {
         self.wait_for_path("/dashboard/sign-in").await;
     }
 
+    /// Waits until the page holds `text` (a form that answers with a
+    /// redirect to the same path leaves the path unchanged).
+    async fn wait_for_text(&self, text: &str) {
+        for _ in 0..200 {
+            if self.source().await.contains(text) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the page never showed {text:?}:\n{}", self.source().await);
+    }
+
     /// Waits until the browser is on `path` (a click that submits a form
     /// may return before the navigation it starts has ended).
     async fn wait_for_path(&self, path: &str) {
@@ -321,7 +333,7 @@ async fn walk_through(server: TestServer, clock: Clock, prefix: &'static str) {
     browser
         .wait_for_path("/dashboard/accounts/acct_browser")
         .await;
-    assert!(browser.source().await.contains("of 50,000"));
+    browser.wait_for_text("of 50,000").await;
     browser.shot("09-account").await;
     let account = admin(&server, Method::GET, "/admin/v1/accounts/acct_browser", "").await;
     assert_eq!(account["plan"], "pro");
