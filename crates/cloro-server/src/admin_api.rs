@@ -334,23 +334,25 @@ where
 /// otherwise the lockout itself would tell a guesser when it had guessed
 /// right.
 async fn authenticate(app: &App, headers: &HeaderMap, client: IpAddr) -> Result<Operator, Refusal> {
-    let attempts = app.guard().verifier().failed_attempts();
-    let subject = attempts.subject(client);
-    let now = i64::try_from(app.clock().now().as_nanosecond()).unwrap_or(i64::MAX);
-    attempts.check(&subject, now).map_err(locked_out)?;
     let fields = headers
         .get_all(AUTHORIZATION)
         .iter()
         .map(HeaderValue::as_bytes);
-    let token = match bearer_token(fields) {
-        Ok(token) => token,
+    match bearer_token(fields) {
+        Ok(token) => operator_of(app, token, client).await,
         Err(error) => {
-            // Not a guess at the token (no bearer token at all): not charged.
+            // A locked-out address hears so whatever it sends; otherwise
+            // this is no guess at the token (no bearer token at all): not
+            // charged.
+            let attempts = app.guard().verifier().failed_attempts();
+            let now = i64::try_from(app.clock().now().as_nanosecond()).unwrap_or(i64::MAX);
+            attempts
+                .check(&attempts.subject(client), now)
+                .map_err(locked_out)?;
             tracing::info!(reason = %error.code(), "admin request without a usable bearer token");
-            return Err(ApiError::admin_token().into());
+            Err(ApiError::admin_token().into())
         }
-    };
-    operator_of(app, token, client).await
+    }
 }
 
 /// The operator whose admin token `token` is, under the same lockout as

@@ -13,7 +13,9 @@ use cloro_auth_core::KeyHash;
 use jiff::Timestamp;
 
 use super::store::RedisStore;
-use crate::store::{SessionRecord, SessionStore, StoreError};
+use crate::store::{
+    SessionRecord, SessionStore, StoreError, decode_session as decode, encode_session as encode,
+};
 
 fn key(id: &KeyHash) -> String {
     let mut key = String::from("cloro:session:");
@@ -21,9 +23,13 @@ fn key(id: &KeyHash) -> String {
     key
 }
 
-fn decode(json: &str) -> Result<SessionRecord, StoreError> {
-    serde_json::from_str(json)
-        .map_err(|error| StoreError::corrupt("a session cannot be read").caused_by(error))
+/// The live session in what Redis answered, if any.
+fn live(json: Option<Vec<u8>>, now: Timestamp) -> Result<Option<SessionRecord>, StoreError> {
+    Ok(json
+        .as_deref()
+        .map(decode)
+        .transpose()?
+        .filter(|session| session.is_live(now)))
 }
 
 #[async_trait]
@@ -37,8 +43,7 @@ impl SessionStore for RedisStore {
         if !record.is_live(now) {
             return Ok(());
         }
-        let json = serde_json::to_string(record)
-            .map_err(|error| StoreError::corrupt("a session cannot be encoded").caused_by(error))?;
+        let json = encode(record)?;
         let end_ms = record.expires_at.as_millisecond();
         self.connection()
             .bounded(
@@ -58,15 +63,11 @@ impl SessionStore for RedisStore {
         id: &KeyHash,
         now: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let json: Option<String> = self
+        let json: Option<Vec<u8>> = self
             .connection()
             .bounded(self.connection().query(redis::cmd("GET").arg(key(id))))
             .await?;
-        Ok(json
-            .as_deref()
-            .map(decode)
-            .transpose()?
-            .filter(|session| session.is_live(now)))
+        live(json, now)
     }
 
     async fn take_session(
@@ -76,17 +77,13 @@ impl SessionStore for RedisStore {
     ) -> Result<Option<SessionRecord>, StoreError> {
         // Once, never retried: a second GETDEL after a lost answer would
         // find nothing and call a good link used.
-        let json: Option<String> = self
+        let json: Option<Vec<u8>> = self
             .connection()
             .bounded(
                 self.connection()
                     .query_once(redis::cmd("GETDEL").arg(key(id))),
             )
             .await?;
-        Ok(json
-            .as_deref()
-            .map(decode)
-            .transpose()?
-            .filter(|session| session.is_live(now)))
+        live(json, now)
     }
 }

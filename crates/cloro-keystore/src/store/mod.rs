@@ -46,6 +46,7 @@ pub use idempotency::{
 pub use memory::MemoryStore;
 pub use record::{AccountRecord, KeyLookup, KeyRecord, KeyUsage, UsageBatch, UsageDelta};
 pub use sessions::{MAX_SESSIONS, SessionRecord, SessionStore, SessionSubject};
+pub(crate) use sessions::{decode as decode_session, encode as encode_session};
 pub use usage_series::SeriesPoint;
 pub(crate) use usage_series::{PRUNE_PER_WRITE, bucket_starts, retention_cutoff};
 pub use webhooks::{

@@ -119,12 +119,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Option<SessionRecord>, StoreError>;
 }
 
-pub(super) fn decode(json: &[u8]) -> Result<SessionRecord, StoreError> {
+pub(crate) fn decode(json: &[u8]) -> Result<SessionRecord, StoreError> {
     serde_json::from_slice(json)
         .map_err(|error| StoreError::corrupt("a session cannot be read").caused_by(error))
 }
 
-pub(super) fn encode(record: &SessionRecord) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(record)
         .map_err(|error| StoreError::corrupt("a session cannot be encoded").caused_by(error))
 }

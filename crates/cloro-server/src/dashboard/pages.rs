@@ -8,9 +8,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use cloro_auth_core::wire::{
-    CreateKeyRequest, CreditsRequest, RevokeKeyRequest, RotateKeyRequest, UsageGranularity,
-};
+use cloro_auth_core::wire::{CreateKeyRequest, CreditsRequest, RotateKeyRequest, UsageGranularity};
 use cloro_auth_core::{AccountId, Environment, ErrorCode, KeyId, PlanName, Scope};
 use cloro_keystore::{
     AdminError, Claim, ClaimToken, Cursor, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, IdempotencySlot,
@@ -164,15 +162,8 @@ where
             if !post {
                 return Ok(html(views::confirm_revoke(&chrome, &record.to_info(now))));
             }
-            let reason = form.text("reason").map(str::to_owned);
-            let request = RevokeKeyRequest { reason };
             app.admin()
-                .revoke(
-                    &record.id,
-                    request.reason.as_deref(),
-                    &signed.viewer.actor(),
-                    now,
-                )
+                .revoke(&record.id, form.text("reason"), &signed.viewer.actor(), now)
                 .await
                 .map_err(refused_admin)?;
             tracing::info!(key_id = %record.id, account_id = %record.account_id, "key revoked from the dashboard");
@@ -312,7 +303,7 @@ async fn account_page(
         .into_iter()
         .map(|plan| plan.name)
         .collect();
-    let quota = admin.account_quota(&account, now).await.ok();
+    let quota = unless_no_account(admin.account_quota(&account, now).await)?;
     let keys_cursor = query_value(query, "keys");
     let keys = admin
         .list(&account, KEYS_PER_PAGE, keys_cursor.as_deref(), true)
@@ -330,15 +321,21 @@ async fn account_page(
         .iter()
         .zip(sparklines)
         .map(|(record, usage)| {
+            // A sparkline that cannot be read is drawn empty rather than
+            // failing the page: the table beside it was read.
             let buckets = usage.map(|usage| usage.buckets).unwrap_or_default();
             (record.to_info(now), buckets)
         })
         .collect();
-    let usage = admin
-        .account_usage(&account, UsageGranularity::Hour, day_ago, Some(now))
-        .await
-        .ok()
-        .filter(|_| !keys.items.is_empty());
+    let usage = if keys.items.is_empty() {
+        None
+    } else {
+        unless_no_account(
+            admin
+                .account_usage(&account, UsageGranularity::Hour, day_ago, Some(now))
+                .await,
+        )?
+    };
     let audit_cursor = query_value(query, "audit");
     let audit = admin
         .audit(&account, EVENTS_PER_PAGE, audit_cursor.as_deref())
@@ -357,6 +354,16 @@ async fn account_page(
         now,
     };
     Ok(html(views::account(chrome, &view)))
+}
+
+/// An account that has no record yet (no key, no plan set) has nothing
+/// to show here; any other failure is the page's.
+fn unless_no_account<T>(read: Result<T, AdminError>) -> Result<Option<T>, Refused> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(AdminError::AccountNotFound) => Ok(None),
+        Err(error) => Err(refused_admin(error)),
+    }
 }
 
 async fn key_page(
@@ -688,7 +695,12 @@ where
     let operator = match crate::admin_api::operator_of(app, token, client).await {
         Ok(operator) => operator,
         Err(refusal) => {
-            let refused = Refused::from(refusal);
+            let mut refused = Refused::from(refusal);
+            // The API's wording speaks of headers; a person at a form
+            // needs to hear what to do there.
+            if refused.code == ErrorCode::InvalidAdminToken {
+                refused.message = "this is not an admin token this server knows (or it was deleted); check it and paste it again".to_owned();
+            }
             let status =
                 StatusCode::from_u16(refused.code.status()).unwrap_or(StatusCode::UNAUTHORIZED);
             return Ok(page(status, Some(refused)));
