@@ -186,6 +186,7 @@ async fn walk_through(server: TestServer, clock: Clock, prefix: &'static str) {
             .await
             .contains("INVALID_ADMIN_TOKEN")
     );
+    browser.shot("01b-sign-in-refused").await;
     browser.type_into("#token", ADMIN_TOKEN).await;
     browser.click("form button[type=submit]").await;
     browser.wait_for_path("/dashboard").await;
@@ -208,6 +209,7 @@ async fn walk_through(server: TestServer, clock: Clock, prefix: &'static str) {
     // Create a key: shown once, with a copy button.
     browser.click(".empty a.button").await;
     browser.type_into("#name", "Production backend").await;
+    browser.shot("03b-create-form").await;
     browser.click("form button.primary").await;
     let key = browser
         .css("#secret")
@@ -353,7 +355,24 @@ async fn walk_through(server: TestServer, clock: Clock, prefix: &'static str) {
     );
 
     browser.goto("/dashboard/webhooks").await;
-    browser.shot("10-webhooks").await;
+    browser.shot("10-webhooks-empty").await;
+    let hook = admin(
+        &server,
+        Method::POST,
+        "/admin/v1/webhooks",
+        r#"{"url": "https://hooks.example.com/cloro", "events": ["key.revoked", "key.created"]}"#,
+    )
+    .await;
+    browser.goto("/dashboard/webhooks").await;
+    browser.shot("10b-webhooks").await;
+    browser
+        .goto(&format!(
+            "/dashboard/webhooks/{}",
+            hook["webhook"]["id"].as_str().unwrap()
+        ))
+        .await;
+    browser.wait_for_text("Deliveries").await;
+    browser.shot("10c-webhook-deliveries").await;
     browser.sign_out().await;
     browser.goto("/dashboard/accounts/acct_browser").await;
     browser.wait_for_path("/dashboard/sign-in").await;

@@ -33,7 +33,7 @@ impl<'a> Visitor<'a> {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(name, value)| format!("{name}={value}"))
@@ -917,5 +917,115 @@ async fn a_link_never_points_at_a_host_with_userinfo() {
     assert_eq!(made.status, StatusCode::CREATED);
     let url = made.json()["url"].as_str().unwrap().to_owned();
     assert!(!url.contains('@') && !url.contains("evil"), "{url}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn other_spellings_of_pages_forms_and_the_portal_route_are_refused_cleanly() {
+    let server = TestServer::embedded(PLANS).await;
+    let key = server.create_key(|_| {}).await;
+    let id = key_id_of(&server, &key).await;
+    let mut visitor = Visitor::new(&server);
+    visitor.sign_in(ADMIN_TOKEN).await;
+    let cookie = visitor.cookie_header();
+    // HEAD is GET without a body, with the same headers; never a change.
+    let head = server
+        .send(Method::HEAD, "/dashboard", &[("cookie", &cookie)], "")
+        .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_secure(&head, "HEAD /dashboard");
+    let head_rotate = server
+        .send(
+            Method::HEAD,
+            &format!("/dashboard/keys/{id}/rotate"),
+            &[("cookie", &cookie)],
+            "",
+        )
+        .await;
+    assert_eq!(head_rotate.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        server.get_with_key("/v1/whoami", &key).await.status,
+        StatusCode::OK
+    );
+    // Forms: huge, repeated fields, unknown fields, bad UTF-8, each a 400
+    // that changes nothing.
+    let page = visitor.get(&format!("/dashboard/keys/{id}/revoke")).await;
+    let csrf = hidden(&page, "csrf");
+    let revoke = format!("/dashboard/keys/{id}/revoke");
+    let huge = "r".repeat(20 * 1024);
+    for (what, body) in [
+        ("huge", format!("csrf={csrf}&reason={huge}")),
+        ("repeated", format!("csrf={csrf}&reason=a&reason=b")),
+        ("unknown", format!("csrf={csrf}&colour=red")),
+        ("bad utf-8", format!("csrf={csrf}&reason=%ff")),
+    ] {
+        let answer = server
+            .send(
+                Method::POST,
+                &revoke,
+                &[
+                    ("cookie", &cookie),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                &body,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{what}");
+        assert!(text(&answer).contains("INVALID_REQUEST"), "{what}");
+    }
+    assert_eq!(
+        server.get_with_key("/v1/whoami", &key).await.status,
+        StatusCode::OK
+    );
+    // A cookie of the wrong shape is no session, and a planted one first
+    // in line does not hide the real one.
+    for planted in ["cloro_session=x", "cloro_session=", "cloro_session=%41"] {
+        let answer = server
+            .send(Method::GET, "/dashboard", &[("cookie", planted)], "")
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{planted}");
+    }
+    let shadowed = format!("cloro_session={}; {cookie}", "0".repeat(64));
+    let answer = server
+        .send(Method::GET, "/dashboard", &[("cookie", &shadowed)], "")
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    // The portal route: other methods, bodies that are not an empty object.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let route = "/admin/v1/accounts/acct_s/portal-sessions";
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        let answer = server
+            .send(method.clone(), route, &[("authorization", &auth)], "")
+            .await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    for body in ["[]", "{\"a\":1}", "{", &"x".repeat(70 * 1024)] {
+        let answer = server
+            .send(Method::POST, route, &[("authorization", &auth)], body)
+            .await;
+        assert_eq!(
+            answer.code(),
+            "INVALID_REQUEST",
+            "{}",
+            &body[..body.len().min(10)]
+        );
+    }
+    let empty_object = server
+        .send(Method::POST, route, &[("authorization", &auth)], "{}")
+        .await;
+    assert_eq!(empty_object.status, StatusCode::CREATED);
+    // A portal door with a link of the wrong shape, or none.
+    for door in [
+        "/portal/enter?link=zz",
+        "/portal/enter?link=",
+        "/portal/enter",
+    ] {
+        assert_eq!(
+            visitor.get(door).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{door}"
+        );
+    }
     server.stop().await;
 }
