@@ -128,6 +128,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("openapi") => write_openapi(),
         Some(command @ ("fuzz" | "api-check" | "soak" | "bench")) => {
             let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let rest = &args[1..];
@@ -156,7 +157,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci|fuzz|api-check|bench|soak>");
+            eprintln!("usage: cargo xtask <ci|openapi|fuzz|api-check|bench|soak>");
             eprintln!(
                 "  ci     every check CI runs: installs what the tests need, then fmt, no_std, clippy, tests, api-check, docs, cargo deny, fuzz"
             );
@@ -165,6 +166,9 @@ fn main() -> ExitCode {
             );
             eprintln!(
                 "         or N s in all; needs the nightly toolchain, installs cargo-fuzz; fails on a crash"
+            );
+            eprintln!(
+                "  openapi  writes the OpenAPI document's schemas, generated from the wire types"
             );
             eprintln!(
                 "  api-check [--debug]: schemathesis against /openapi.json of a release (or debug) server, every operation and check"
@@ -185,6 +189,41 @@ fn main() -> ExitCode {
                 "         for N minutes (default 10), checking every answer, its memory and descriptors"
             );
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `cargo xtask openapi`: the server test that compares the committed
+/// document's `components.schemas` with the wire types' writes them
+/// instead (with the features CI tests with, so it reuses that build).
+fn write_openapi() -> ExitCode {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args([
+            "test",
+            "--package",
+            "cloro-server",
+            "--all-features",
+            "--test",
+            "it",
+            "--",
+            "--exact",
+            "ops::openapi_schemas_are_the_wire_types",
+        ])
+        .env("CLORO_WRITE_OPENAPI", "1")
+        .status();
+    match status {
+        Ok(status) if status.success() => {
+            eprintln!("xtask openapi: wrote crates/cloro-server/openapi.json");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            eprintln!("xtask openapi: the generator test failed ({status})");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("xtask openapi: could not start cargo: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -27,6 +27,7 @@ const REDACTED_RANDOM_DIGITS: usize = 4;
 /// Which side of the house a key belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Environment {
     /// Production traffic: `sk_live_…`.

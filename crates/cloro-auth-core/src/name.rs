@@ -68,7 +68,10 @@ impl InlineName {
 }
 
 macro_rules! inline_name_type {
-    ($(#[$doc:meta])* $name:ident, $allowed:expr, $what:literal, $allowed_text:literal) => {
+    (
+        $(#[$doc:meta])* $name:ident, $allowed:expr, $what:literal, $allowed_text:literal,
+        pattern: $pattern:literal, description: $description:literal
+    ) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(InlineName);
@@ -129,6 +132,26 @@ macro_rules! inline_name_type {
                 })
             }
         }
+
+        /// The same rule as [`Self::new`], as a JSON Schema pattern.
+        #[cfg(feature = "schema")]
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn schema_name() -> alloc::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": $pattern,
+                    "description": $description
+                })
+            }
+        }
     };
 }
 
@@ -138,7 +161,9 @@ inline_name_type!(
     Scope,
     |c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b':' | b'*' | b'-'),
     "scope",
-    "a-z 0-9 _ . : * -"
+    "a-z 0-9 _ . : * -",
+    pattern: "^[a-z0-9_.:*-]{1,64}$",
+    description: "A scope; the bare `*` grants every scope."
 );
 
 inline_name_type!(
@@ -146,7 +171,9 @@ inline_name_type!(
     PlanName,
     |c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'),
     "plan",
-    "a-z 0-9 _ -"
+    "a-z 0-9 _ -",
+    pattern: "^[a-z0-9_-]{1,64}$",
+    description: "A plan named in the configuration."
 );
 
 inline_name_type!(
@@ -154,7 +181,9 @@ inline_name_type!(
     AccountId,
     |c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'),
     "account_id",
-    "A-Z a-z 0-9 _ -"
+    "A-Z a-z 0-9 _ -",
+    pattern: "^[A-Za-z0-9_-]{1,64}$",
+    description: "An account id."
 );
 
 inline_name_type!(
@@ -164,7 +193,9 @@ inline_name_type!(
     KeyId,
     |c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'),
     "key id",
-    "A-Z a-z 0-9 _ -"
+    "A-Z a-z 0-9 _ -",
+    pattern: "^[A-Za-z0-9_-]{1,64}$",
+    description: "An opaque key id, `key_…`; not derived from the secret."
 );
 
 impl Scope {

@@ -7,6 +7,7 @@ use crate::error::{AuthError, RevocationReason};
 /// `active`, `expired`, `revoked` or `disabled` (SPEC §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum KeyStatus {
     /// Usable.

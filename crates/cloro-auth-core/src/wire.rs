@@ -10,8 +10,11 @@
 //! the redacted form of SPEC §2, so a `{:?}` in a log line or a test
 //! failure never prints a working key.
 
+// `schemars(regex(…))` writes its pattern with `to_string`.
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+#[cfg(feature = "schema")]
+use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::fmt;
 use core::num::NonZeroU32;
@@ -21,7 +24,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod admin_tokens;
 mod leaked;
+pub mod limits;
 mod portal;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod usage;
 mod webhook;
 
@@ -54,6 +60,7 @@ pub type Metadata = BTreeMap<String, String>;
 
 /// What a key is for; informational, shown in lists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum KeyPurpose {
     /// Production traffic.
@@ -71,6 +78,7 @@ pub enum KeyPurpose {
 
 /// Who shares a rate-limit allowance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AppliesTo {
     /// Each key has its own allowance (the Cloro API limits "per API key").
@@ -89,6 +97,7 @@ impl AppliesTo {
 /// A GCRA rate limit (SPEC §5): `burst` requests back to back, then one
 /// every `per_seconds / requests` seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitPolicy {
     /// Requests allowed per period.
@@ -104,8 +113,10 @@ pub struct RateLimitPolicy {
         deserialize_with = "whole::optional_nonzero_u32"
     )]
     pub burst: Option<NonZeroU32>,
-    /// Per key (default) or per account.
+    /// Each key has its own allowance (`key`), or all of an account's keys
+    /// share one (`account`). Omitted when `key`.
     #[serde(default, skip_serializing_if = "AppliesTo::is_key")]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "key")))]
     pub applies_to: AppliesTo,
 }
 
@@ -134,6 +145,7 @@ pub const MAX_QUOTA_COUNT: u64 = (1 << 53) - 1;
 /// A calendar period in UTC (SPEC §11): a day starts at 00:00 UTC, a month
 /// on the 1st at 00:00 UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum QuotaPeriod {
     /// A UTC day.
@@ -154,10 +166,12 @@ impl QuotaPeriod {
 
 /// How many requests (in cost units) fit in each calendar period (SPEC §11).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QuotaPolicy {
-    /// Units per period, 1 to [`MAX_QUOTA_COUNT`].
+    /// Units per period, 1 to 2^53 − 1.
     #[serde(deserialize_with = "whole::quota_count")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_QUOTA_COUNT)))]
     pub requests: u64,
     /// `day` or `month`.
     pub period: QuotaPeriod,
@@ -176,10 +190,12 @@ impl QuotaPolicy {
 
 /// Credits set (not added) to `amount` at the start of each period (SPEC §11).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Refill {
-    /// The balance at each period start, 0 to [`MAX_QUOTA_COUNT`].
+    /// The balance at each period start, 0 to 2^53 − 1.
     #[serde(deserialize_with = "whole::credit_count")]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_QUOTA_COUNT)))]
     pub amount: u64,
     /// `day` or `month`.
     pub interval: QuotaPeriod,
@@ -187,6 +203,7 @@ pub struct Refill {
 
 /// Everything a client may know about a key; never the secret (SPEC §6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct KeyInfo {
     /// Opaque id, `key_…`.
     pub id: KeyId,
@@ -198,11 +215,17 @@ pub struct KeyInfo {
     pub purpose: KeyPurpose,
     /// `live` or `test`.
     pub environment: Environment,
-    /// The redacted key, `sk_live_1a2b...`.
+    /// The redacted key: its prefix and the first 4 random digits,
+    /// `sk_live_1a2b...`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^sk_(live|test)_[0-9a-f]{4}\.\.\.$"))
+    )]
     pub start: String,
     /// Scopes the key holds.
     pub scopes: Vec<Scope>,
-    /// Client labels.
+    /// Free-form string labels.
+    #[cfg_attr(feature = "schema", schemars(extend("maxProperties" = limits::MAX_METADATA_ENTRIES, "propertyNames" = schema::metadata_label(), "additionalProperties" = schema::metadata_value(false))))]
     pub metadata: Metadata,
     /// The key's own rate limit; `null` means the plan's.
     pub rate_limit: Option<RateLimitPolicy>,
@@ -213,6 +236,7 @@ pub struct KeyInfo {
     pub quota: Option<QuotaPolicy>,
     /// Credits left; `null` means unlimited.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_QUOTA_COUNT)))]
     pub credits: Option<u64>,
     /// How the credits are refilled; `null` means never.
     #[serde(default)]
@@ -220,30 +244,39 @@ pub struct KeyInfo {
     /// `false` once disabled.
     pub enabled: bool,
     /// When it was created.
+    #[cfg_attr(feature = "schema", schemars(with = "schema::Rfc3339"))]
     pub created_at: Timestamp,
     /// When it stops working, if ever.
+    #[cfg_attr(feature = "schema", schemars(with = "Option<schema::Rfc3339>"))]
     pub expires_at: Option<Timestamp>,
     /// When it was revoked.
+    #[cfg_attr(feature = "schema", schemars(with = "Option<schema::Rfc3339>"))]
     pub revoked_at: Option<Timestamp>,
     /// Why, as the revoker said.
     pub revoked_reason: Option<String>,
     /// When it was first reported leaked (SPEC §12: by a secret-scanning
     /// partner or through `revoke-leaked`), if ever.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<schema::Rfc3339>"))]
     pub leaked_at: Option<Timestamp>,
     /// Last successful use (batched, so up to a few seconds behind).
+    #[cfg_attr(feature = "schema", schemars(with = "Option<schema::Rfc3339>"))]
     pub last_used_at: Option<Timestamp>,
     /// Derived from the fields above at the time of the answer.
     pub status: KeyStatus,
 }
 
-/// `POST /admin/v1/keys`.
+/// `POST /admin/v1/keys`. Unknown fields are refused with 400
+/// `INVALID_REQUEST`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// The owning account, `[A-Za-z0-9_-]{1,64}`.
     pub account_id: AccountId,
-    /// A label.
+    /// A label for people: 1 to 200 characters, no control characters (C0,
+    /// DEL or C1).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = limits::MAX_NAME_CHARS), pattern(schema::NO_CONTROL_CHARACTERS)))]
     pub name: String,
     /// Default `other`.
     #[serde(default)]
@@ -253,14 +286,16 @@ pub struct CreateKeyRequest {
     pub environment: Environment,
     /// In the future, or absent/null for never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<schema::Rfc3339>"))]
     pub expires_at: Option<Timestamp>,
     /// Default `["*"]`.
     #[serde(default = "all_scopes")]
+    #[cfg_attr(feature = "schema", schemars(length(max = limits::MAX_SCOPES)))]
     pub scopes: Vec<Scope>,
     /// The key's own rate limit; absent for the plan's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitPolicy>,
-    /// Requests in flight at once.
+    /// Requests in flight at once; absent or `null`: no limit.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -270,18 +305,21 @@ pub struct CreateKeyRequest {
     /// The key's own quota; absent for the plan's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaPolicy>,
-    /// Starting credits; absent or null for unlimited.
+    /// Starting credits; absent or `null` for unlimited (with `refill`
+    /// alone: the refill amount).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "whole::optional_credit_count"
     )]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_QUOTA_COUNT)))]
     pub credits: Option<u64>,
     /// How the credits are refilled; needs `credits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refill: Option<Refill>,
-    /// Client labels.
+    /// Free-form string labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(extend("maxProperties" = limits::MAX_METADATA_ENTRIES, "propertyNames" = schema::metadata_label(), "additionalProperties" = schema::metadata_value(false))))]
     pub metadata: Metadata,
 }
 
@@ -313,13 +351,19 @@ fn all_scopes() -> Vec<Scope> {
     alloc::vec![Scope::wildcard()]
 }
 
-/// `201` from create: the plaintext key, shown this once. `Debug` shows
-/// the key redacted.
+/// `201` from create: the plaintext key, shown this once.
+// `Debug` shows the key redacted.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateKeyResponse {
-    /// The plaintext key; `null` in a replay of the create
-    /// (`Idempotent-Replayed: true`), since the plaintext is never stored
-    /// (SPEC §11): rotate the key to get a usable secret.
+    /// The plaintext API key, shown only in this answer: store it now.
+    /// `null` in an answer replayed for a repeated `Idempotency-Key`
+    /// (`Idempotent-Replayed: true`): the plaintext is never stored, so a
+    /// client that lost it rotates the key.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^sk_(live|test)_[0-9a-f]{40}$"))
+    )]
     pub key: Option<String>,
     /// The new key's record.
     pub key_info: KeyInfo,
@@ -389,18 +433,28 @@ impl<T: Serialize> Serialize for Patch<T> {
     }
 }
 
-/// `PATCH /admin/v1/keys/{id}`: a JSON merge patch.
+/// `PATCH /admin/v1/keys/{id}`: a JSON merge patch (RFC 7396). `null`
+/// clears `expires_at`, `rate_limit` (back to the plan's),
+/// `concurrency_limit`, `quota`, `credits`, `refill` and `metadata`; `null`
+/// elsewhere is 400. A new `rate_limit` or `quota` replaces the old object;
+/// a new `expires_at` must be in the future.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyRequest {
-    /// A new label; `null` is refused.
+    /// A new label, as in `CreateKeyRequest`; `null` is refused.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = limits::MAX_NAME_CHARS), pattern(schema::NO_CONTROL_CHARACTERS)))]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub name: Patch<String>,
     /// A new expiry in the future, or `null` for never.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<schema::Rfc3339>"))]
     pub expires_at: Patch<Timestamp>,
     /// New scopes; `null` is refused.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[cfg_attr(feature = "schema", schemars(length(max = limits::MAX_SCOPES)))]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<Scope>"))]
     pub scopes: Patch<Vec<Scope>>,
     /// A new policy (replaces the old object), or `null` for the plan's.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
@@ -421,16 +475,19 @@ pub struct UpdateKeyRequest {
         skip_serializing_if = "Patch::is_absent",
         deserialize_with = "whole::patch_credit_count"
     )]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_QUOTA_COUNT)))]
     pub credits: Patch<u64>,
     /// A new refill, or `null` for none.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
     pub refill: Patch<Refill>,
-    /// Labels merged in per RFC 7396 (a `null` member removes that label),
-    /// or `null` to clear them all.
+    /// Labels merged in per RFC 7396: a `null` member removes that label,
+    /// and `null` clears them all. After the merge, at most 32 labels.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[cfg_attr(feature = "schema", schemars(extend("propertyNames" = schema::metadata_label(), "additionalProperties" = schema::metadata_value(true))))]
     pub metadata: Patch<BTreeMap<String, Option<String>>>,
     /// Disable or enable; `null` is refused.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[cfg_attr(feature = "schema", schemars(with = "bool"))]
     pub enabled: Patch<bool>,
 }
 
@@ -449,29 +506,43 @@ impl UpdateKeyRequest {
 
 /// `POST /admin/v1/keys/{id}/revoke`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevokeKeyRequest {
-    /// Why; kept in the record and the audit log.
+    /// Why; kept in the key and the audit log. Absent or `null`: no reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = limits::MAX_REASON_CHARS)))]
     pub reason: Option<String>,
 }
 
 /// `POST /admin/v1/keys/{id}/rotate`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
-    /// How long the old key keeps working; 0 (default) stops it at once.
+    /// How long the old key keeps working; 0 (the default) stops it at
+    /// once. The old key ends at the earlier of its own expiry and now +
+    /// grace.
     #[serde(default, deserialize_with = "whole::u64")]
+    #[cfg_attr(feature = "schema", schemars(range(max = limits::MAX_GRACE_SECONDS)))]
     pub grace_period_seconds: u64,
     /// The new key's expiry: absent inherits, `null` never expires.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<schema::Rfc3339>"))]
     pub expires_at: Patch<Timestamp>,
 }
 
-/// `201` from rotate. `Debug` shows the new key redacted.
+/// `201` from rotate: the new plaintext key, shown this once.
+// `Debug` shows the new key redacted.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RotateKeyResponse {
-    /// The new plaintext key; `null` in a replay (see [`CreateKeyResponse`]).
+    /// The new plaintext key, shown only in this answer; `null` in a
+    /// replay, as in `CreateKeyResponse`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^sk_(live|test)_[0-9a-f]{40}$"))
+    )]
     pub key: Option<String>,
     /// The new key's record.
     pub key_info: KeyInfo,
@@ -489,9 +560,13 @@ impl fmt::Debug for RotateKeyResponse {
     }
 }
 
-/// `POST /admin/v1/keys/{id}/credits`: exactly one of `set` and `add`.
+/// `POST /admin/v1/keys/{id}/credits`: exactly one of `set` (the new
+/// balance) and `add` (credits to add; the key's credits must already be
+/// limited).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(extend("minProperties" = 1, "maxProperties" = 1)))]
 pub struct CreditsRequest {
     /// The new balance.
     #[serde(
@@ -499,6 +574,8 @@ pub struct CreditsRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "whole::optional_credit_count"
     )]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_QUOTA_COUNT)))]
+    #[cfg_attr(feature = "schema", schemars(with = "u64"))]
     pub set: Option<u64>,
     /// Credits to add to the balance.
     #[serde(
@@ -506,11 +583,14 @@ pub struct CreditsRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "whole::optional_credit_count"
     )]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_QUOTA_COUNT)))]
+    #[cfg_attr(feature = "schema", schemars(with = "u64"))]
     pub add: Option<u64>,
 }
 
 /// `GET /admin/v1/accounts/{account_id}/quota`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccountQuotaResponse {
     /// The account.
     pub account_id: AccountId,
@@ -524,11 +604,13 @@ pub struct AccountQuotaResponse {
     /// Units left in the current period; `null` as for `used`.
     pub remaining: Option<u64>,
     /// When the current period ends; `null` when there is no quota.
+    #[cfg_attr(feature = "schema", schemars(with = "Option<schema::Rfc3339>"))]
     pub resets_at: Option<Timestamp>,
 }
 
 /// `GET /admin/v1/keys`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ListKeysResponse {
     /// Newest first.
     pub keys: Vec<KeyInfo>,
@@ -538,6 +620,7 @@ pub struct ListKeysResponse {
 
 /// What an audit event records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum AuditAction {
     /// A key was created.
     #[serde(rename = "key.created")]
@@ -576,13 +659,17 @@ pub enum AuditAction {
 
 /// One entry of the audit log; never holds a secret.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditEvent {
     /// Opaque id, `evt_…`.
     pub id: String,
     /// When it happened.
+    #[cfg_attr(feature = "schema", schemars(with = "schema::Rfc3339"))]
     pub at: Timestamp,
-    /// Who did it: `admin` for the admin token, a partner for a leak report,
-    /// `expiry-schedule` for an expiry notice.
+    /// Who did it: an admin token's name (`admin` for the configured one),
+    /// `github-secret-scanning` or `gitlab-secret-detection` for a partner
+    /// report, `expiry-schedule` for an expiry notice, `portal:<id>` for
+    /// the account portal.
     pub actor: String,
     /// What was done.
     pub action: AuditAction,
@@ -596,6 +683,7 @@ pub struct AuditEvent {
 
 /// `GET /admin/v1/audit`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ListAuditResponse {
     /// Newest first.
     pub events: Vec<AuditEvent>,
@@ -605,6 +693,7 @@ pub struct ListAuditResponse {
 
 /// A plan from the config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PlanInfo {
     /// Its name.
     pub name: PlanName,
@@ -619,6 +708,7 @@ pub struct PlanInfo {
 
 /// `GET /admin/v1/plans`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PlansResponse {
     /// Every plan.
     pub plans: Vec<PlanInfo>,
@@ -628,6 +718,7 @@ pub struct PlansResponse {
 
 /// `GET`/`PUT /admin/v1/accounts/{account_id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccountInfo {
     /// The account.
     pub account_id: AccountId,
@@ -639,28 +730,33 @@ pub struct AccountInfo {
 
 /// `PUT /admin/v1/accounts/{account_id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetPlanRequest {
-    /// A plan named in the config.
+    /// A plan named in the config; an unknown plan is 400.
     pub plan: PlanName,
 }
 
 /// `GET /healthz` and `/readyz`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HealthResponse {
     /// `ok` or `degraded`.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["ok", "degraded"])))]
     pub status: String,
 }
 
 /// The body of every error answer (SPEC §4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorObject,
 }
 
-/// `error` in [`ErrorBody`].
+/// `error` in an `ErrorBody`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorObject {
     /// The code, e.g. `INVALID_API_KEY`.
     #[serde(serialize_with = "code_as_str", deserialize_with = "code_from_str")]
@@ -671,28 +767,34 @@ pub struct ErrorObject {
     #[serde(default)]
     pub details: ErrorDetails,
     /// When the error was answered.
+    #[cfg_attr(feature = "schema", schemars(with = "schema::Rfc3339"))]
     pub timestamp: Timestamp,
     /// The request's `X-Request-Id`.
     pub request_id: String,
 }
 
-/// `error.details`: each field appears only where it applies.
+/// `error.details`: machine-readable particulars; each field appears only
+/// where it applies.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorDetails {
     /// The request field at fault (`INVALID_REQUEST`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// `revoked` or `disabled` (`REVOKED_API_KEY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["revoked", "disabled"])))]
     pub reason: Option<String>,
     /// The scope the route needs (`INSUFFICIENT_PERMISSIONS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_scope: Option<Scope>,
-    /// The plan whose limit was hit (`RATE_LIMIT_EXCEEDED`).
+    /// The plan whose rate limit or quota was hit (`RATE_LIMIT_EXCEEDED`,
+    /// `QUOTA_EXCEEDED`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanName>,
     /// Seconds to wait, as in `Retry-After` (429, 503).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub retry_after: Option<u64>,
     /// The limit that was hit: a number for `CONCURRENT_LIMIT_EXCEEDED`,
     /// `credits` or `quota` for `QUOTA_EXCEEDED`.
@@ -705,18 +807,20 @@ pub struct ErrorDetails {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present_or_null"
     )]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<schema::Rfc3339>"))]
     pub resets_at: Option<Option<Timestamp>>,
 }
 
 /// `details.limit`: the concurrency limit's number, or which of the §11
 /// allowances ran out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum LimitDetail {
     /// `CONCURRENT_LIMIT_EXCEEDED`: the key's concurrency limit.
-    Count(u32),
+    Count(#[cfg_attr(feature = "schema", schemars(range(min = 1)))] u32),
     /// `QUOTA_EXCEEDED`: `credits` or `quota`.
-    Name(String),
+    Name(#[cfg_attr(feature = "schema", schemars(extend("enum" = ["credits", "quota"])))] String),
 }
 
 /// A field that is absent (`None`), `null` (`Some(None)`) or a value.

@@ -1,7 +1,10 @@
 //! Named admin tokens (SPEC §13): operators each get their own token, with
 //! a role, instead of sharing the bootstrap one.
 
+// `schemars(regex(…))` writes its pattern with `to_string`.
 use alloc::string::String;
+#[cfg(feature = "schema")]
+use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -17,6 +20,7 @@ pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap";
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AdminRole {
     /// Everything.
@@ -37,10 +41,12 @@ impl AdminRole {
 
 /// `POST /admin/v1/tokens`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdminTokenRequest {
     /// Who holds it: `[a-z0-9_.-]{1,64}`, unique, not `bootstrap`; it is
     /// the `actor` of every audit event the token causes.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[a-z0-9_.-]{1,64}$")))]
     pub name: String,
     /// What it may do.
     pub role: AdminRole,
@@ -48,21 +54,27 @@ pub struct CreateAdminTokenRequest {
 
 /// A named token, as every answer shows it (never the token itself).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AdminTokenInfo {
-    /// `tok_…`.
+    /// `tok_` and 24 hex digits.
     pub id: String,
-    /// Who holds it.
+    /// Who holds it: the audit `actor` of everything the token does.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[a-z0-9_.-]{1,64}$")))]
     pub name: String,
     /// What it may do.
     pub role: AdminRole,
     /// When it was made.
+    #[cfg_attr(feature = "schema", schemars(with = "super::schema::Rfc3339"))]
     pub created_at: Timestamp,
     /// When it last opened the admin API (to the minute).
+    #[cfg_attr(feature = "schema", schemars(with = "Option<super::schema::Rfc3339>"))]
     pub last_used_at: Option<Timestamp>,
 }
 
-/// `201` of `POST /admin/v1/tokens`. Its `Debug` never shows the token.
+/// `201` of `POST /admin/v1/tokens`: the token, shown this once.
+// Its `Debug` never shows the token.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateAdminTokenResponse {
     /// The token, `cloro_admin_…`: in this answer only. `null` in a replay
     /// of the request under its `Idempotency-Key` (it is never stored):
@@ -83,6 +95,7 @@ impl fmt::Debug for CreateAdminTokenResponse {
 
 /// `GET /admin/v1/tokens`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ListAdminTokensResponse {
     /// Every named token, newest first (the bootstrap token is configured,
     /// not stored, and not listed).

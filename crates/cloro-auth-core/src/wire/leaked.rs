@@ -3,7 +3,10 @@
 //! revokes keys by their plaintext. Every type here that holds a token
 //! prints only how many it holds: a report is full of secrets.
 
+// `schemars(regex(…))` writes its pattern with `to_string`.
 use alloc::string::String;
+#[cfg(feature = "schema")]
+use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -18,12 +21,16 @@ pub const MAX_LEAKED_KEYS: usize = 1000;
 /// `POST /admin/v1/keys/revoke-leaked`: keys by their plaintext, because
 /// that is what someone found (in a ticket, a log, a paste).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevokeLeakedRequest {
-    /// The plaintext keys, at most [`MAX_LEAKED_KEYS`].
+    /// The plaintext keys, at most 1000; strings that are not keys we
+    /// issued count in `not_found`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_LEAKED_KEYS)))]
     pub keys: Vec<String>,
     /// Why; kept in each record and the audit log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = super::limits::MAX_REASON_CHARS)))]
     pub reason: Option<String>,
 }
 
@@ -36,8 +43,9 @@ impl fmt::Debug for RevokeLeakedRequest {
     }
 }
 
-/// The answer to [`RevokeLeakedRequest`]: never a plaintext.
+/// The answer to `RevokeLeakedRequest`: never a plaintext.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RevokeLeakedResponse {
     /// The keys that are now revoked (also those that already were), in
     /// the order they were named, each once.
@@ -48,6 +56,7 @@ pub struct RevokeLeakedResponse {
 
 /// One match in a secret-scanning report.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LeakedToken {
     /// What the scanner found.
     pub token: String,
@@ -75,6 +84,7 @@ impl fmt::Debug for LeakedToken {
 
 /// Whether a reported token is a key we issued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LeakLabel {
     /// One of our keys (live, revoked or expired: it was real).
@@ -85,13 +95,16 @@ pub enum LeakLabel {
 
 /// One entry of the answer to a report (GitHub's feedback format).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LeakFeedback {
     /// SHA-256 of the token, lowercase hex: the partner matches on it, and
     /// the answer never carries the token itself.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9a-f]{64}$")))]
     pub token_hash: String,
     /// The report's `type`, echoed.
     pub token_type: String,
-    /// Ours or not.
+    /// `true_positive` for a key we issued (it got the configured
+    /// `leaked_key_action`), else `false_positive`.
     pub label: LeakLabel,
 }
 

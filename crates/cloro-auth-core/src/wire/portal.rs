@@ -17,12 +17,16 @@ pub const PORTAL_SESSION_SECONDS: i64 = 60 * 60;
 /// `POST /admin/v1/accounts/{id}/portal-sessions` → 201: a single-use link
 /// into the portal of that account.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PortalSessionResponse {
     /// The link. It holds the secret that opens the portal: hand it to the
     /// account's own user only, and only once. `null` in a replay of the
     /// request (same `Idempotency-Key`): the link is never stored.
+    #[cfg_attr(feature = "schema", schemars(url))]
     pub url: Option<String>,
-    /// When the link stops opening anything, if nobody used it.
+    /// When the link stops opening anything if unused: 10 minutes after it
+    /// was made.
+    #[cfg_attr(feature = "schema", schemars(with = "super::schema::Rfc3339"))]
     pub expires_at: Timestamp,
 }
 

@@ -11,6 +11,7 @@ use crate::name::{AccountId, KeyId};
 
 /// How an answered request that named an issued key ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UsageOutcome {
     /// Let through.
@@ -72,6 +73,7 @@ impl fmt::Display for UsageOutcome {
 
 /// A count per outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UsageCounts {
     /// Let through.
     pub valid: u64,
@@ -151,6 +153,7 @@ impl UsageCounts {
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UsageGranularity {
     /// A minute; kept 48 hours.
@@ -213,8 +216,10 @@ pub const MAX_USAGE_BUCKETS: i64 = 1500;
 
 /// One bucket: its start and its counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UsageBucket {
     /// When the bucket starts.
+    #[cfg_attr(feature = "schema", schemars(with = "super::schema::Rfc3339"))]
     pub start: Timestamp,
     /// Its counts, one field per outcome.
     #[serde(flatten)]
@@ -223,16 +228,20 @@ pub struct UsageBucket {
 
 /// `GET /admin/v1/keys/{id}/usage`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct KeyUsageResponse {
     /// The key.
     pub key_id: KeyId,
     /// The buckets' width.
     pub granularity: UsageGranularity,
     /// The first bucket's start.
+    #[cfg_attr(feature = "schema", schemars(with = "super::schema::Rfc3339"))]
     pub from: Timestamp,
     /// The end of the last bucket.
+    #[cfg_attr(feature = "schema", schemars(with = "super::schema::Rfc3339"))]
     pub to: Timestamp,
     /// Every bucket in the range, oldest first, empty ones with zeros.
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_USAGE_BUCKETS)))]
     pub buckets: Vec<UsageBucket>,
     /// The sum of the buckets.
     pub totals: UsageCounts,
@@ -240,6 +249,7 @@ pub struct KeyUsageResponse {
 
 /// One key's share of an account's usage.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct KeyUsageTotals {
     /// The key.
     pub key_id: KeyId,
@@ -249,16 +259,20 @@ pub struct KeyUsageTotals {
 
 /// `GET /admin/v1/accounts/{id}/usage`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccountUsageResponse {
     /// The account.
     pub account_id: AccountId,
     /// The buckets' width.
     pub granularity: UsageGranularity,
     /// The first bucket's start.
+    #[cfg_attr(feature = "schema", schemars(with = "super::schema::Rfc3339"))]
     pub from: Timestamp,
     /// The end of the last bucket.
+    #[cfg_attr(feature = "schema", schemars(with = "super::schema::Rfc3339"))]
     pub to: Timestamp,
     /// The account's keys' buckets summed, oldest first.
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_USAGE_BUCKETS)))]
     pub buckets: Vec<UsageBucket>,
     /// The sum of the buckets.
     pub totals: UsageCounts,

@@ -3,8 +3,11 @@
 //! body every delivery carries. The endpoint's secret is in exactly one
 //! answer, [`CreateWebhookResponse`], whose `Debug` hides it.
 
+// `schemars(regex(…))` writes its pattern with `to_string`.
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+#[cfg(feature = "schema")]
+use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -21,6 +24,7 @@ pub const MAX_WEBHOOKS: usize = 100;
 
 /// What a delivery is about (SPEC §12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum WebhookEventType {
     /// A key was created.
     #[serde(rename = "key.created")]
@@ -110,13 +114,19 @@ impl fmt::Display for WebhookEventType {
 
 /// `POST /admin/v1/webhooks`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookRequest {
-    /// Where deliveries are posted: `https://` (or `http://`), at most
-    /// [`MAX_WEBHOOK_URL_LEN`] bytes, to a public address unless the
-    /// server allows private ones.
+    /// Where deliveries are posted: `https://` or `http://` with a host and
+    /// no `user:password@`, at most 2048 bytes. Loopback, private,
+    /// link-local and metadata addresses are refused (also when a name
+    /// resolves to one at delivery) unless the server runs with
+    /// `--allow-private-webhooks`.
+    #[cfg_attr(feature = "schema", schemars(url, length(max = MAX_WEBHOOK_URL_LEN), regex(pattern = r"^https?://")))]
     pub url: String,
     /// Which events it receives; at least one, each once.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    #[cfg_attr(feature = "schema", schemars(extend("uniqueItems" = true)))]
     pub events: Vec<WebhookEventType>,
     /// Only this account's events; all accounts' when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +135,7 @@ pub struct CreateWebhookRequest {
 
 /// An endpoint, as every answer but the creating one shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WebhookInfo {
     /// `wh_…`.
     pub id: String,
@@ -135,17 +146,24 @@ pub struct WebhookInfo {
     /// Whose events; `null`: every account's.
     pub account_id: Option<AccountId>,
     /// When it was registered.
+    #[cfg_attr(feature = "schema", schemars(with = "super::schema::Rfc3339"))]
     pub created_at: Timestamp,
 }
 
-/// The answer to [`CreateWebhookRequest`]: the only one with the secret.
+/// The answer to `CreateWebhookRequest`: the only one with the secret.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateWebhookResponse {
     /// The endpoint.
     pub webhook: WebhookInfo,
-    /// `whsec_…`: signs every delivery; shown here and never again, so
-    /// `None` (`null`) in a replay of the request under its
-    /// `Idempotency-Key`.
+    /// `whsec_…`: signs every delivery (Standard Webhooks:
+    /// `webhook-signature: v1,` and the base64 HMAC-SHA256 of
+    /// `id.timestamp.body`). Shown in this answer only, and stored sealed:
+    /// `null` in a replay under the same `Idempotency-Key`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^whsec_[A-Za-z0-9+/]+={0,2}$"))
+    )]
     pub secret: Option<String>,
 }
 
@@ -160,6 +178,7 @@ impl fmt::Debug for CreateWebhookResponse {
 
 /// `GET /admin/v1/webhooks`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ListWebhooksResponse {
     /// Newest first.
     pub webhooks: Vec<WebhookInfo>,
@@ -167,6 +186,7 @@ pub struct ListWebhooksResponse {
 
 /// Where a delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Not yet answered with a 2xx; `next_attempt_at` says when it is tried.
@@ -179,29 +199,34 @@ pub enum DeliveryStatus {
 
 /// One event's delivery to one endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeliveryInfo {
     /// The event's id: `webhook-id` of every attempt.
     pub event_id: String,
     /// What the event is.
     pub event_type: WebhookEventType,
-    /// Where it stands.
+    /// `pending` until a 2xx; `failed` after 24 hours of failed attempts.
     pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: u32,
     /// When the event happened.
+    #[cfg_attr(feature = "schema", schemars(with = "super::schema::Rfc3339"))]
     pub created_at: Timestamp,
     /// When it was last tried.
+    #[cfg_attr(feature = "schema", schemars(with = "Option<super::schema::Rfc3339>"))]
     pub last_attempt_at: Option<Timestamp>,
     /// The HTTP status of the last attempt, if it got one.
     pub last_status: Option<u16>,
     /// Why the last attempt failed, if it did.
     pub last_error: Option<String>,
     /// When it is tried next, while pending.
+    #[cfg_attr(feature = "schema", schemars(with = "Option<super::schema::Rfc3339>"))]
     pub next_attempt_at: Option<Timestamp>,
 }
 
 /// `GET /admin/v1/webhooks/{id}/deliveries`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ListDeliveriesResponse {
     /// Newest event first.
     pub deliveries: Vec<DeliveryInfo>,

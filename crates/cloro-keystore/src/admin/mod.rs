@@ -12,6 +12,10 @@ pub use leaked::{LeakReport, LeakedKeyAction, RevokedLeaked};
 
 use std::sync::Arc;
 
+use cloro_auth_core::wire::limits::{
+    MAX_GRACE_SECONDS, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS,
+    MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_SCOPES,
+};
 use cloro_auth_core::wire::{
     AccountQuotaResponse, AppliesTo, AuditAction, AuditEvent, CreateKeyRequest, CreditsRequest,
     Metadata, Patch, RotateKeyRequest, UpdateKeyRequest,
@@ -30,14 +34,6 @@ use crate::store::{
 
 /// How often a change is retried after losing a compare-and-set race.
 const COMMIT_ATTEMPTS: usize = 8;
-const MAX_NAME_CHARS: usize = 200;
-const MAX_SCOPES: usize = 64;
-const MAX_METADATA_ENTRIES: usize = 32;
-const MAX_METADATA_KEY_CHARS: usize = 64;
-const MAX_METADATA_VALUE_CHARS: usize = 512;
-const MAX_REASON_CHARS: usize = 500;
-/// A year: longer grace periods are almost certainly a unit mistake.
-const MAX_GRACE_SECONDS: u64 = 365 * 24 * 3600;
 
 /// Why an admin action failed; each maps to one SPEC §4 code.
 #[derive(Debug, thiserror::Error)]
