@@ -26,6 +26,13 @@
 //! invalidation can never land between the check and the insert. A caller
 //! that joins a fill after an invalidation does not take its (possibly
 //! older) answer but looks again.
+//!
+//! The epoch a key's fill sees is the sum of a global one (bumped for an
+//! account or everything) and one of [`EPOCH_STRIPES`] picked by the key's
+//! hash (bumped for a key): both only grow, so the sum changes whenever
+//! either does. Striped, an operator churning other keys does not make
+//! every fill in flight look again: with one epoch for all, a busy node
+//! under churn could send a joiner round four times and answer it 503.
 
 use bytes::Bytes;
 use std::future::Future;
@@ -135,6 +142,9 @@ const KNOWN_SHARDS: usize = 64;
 /// are rare, so only a storm of them exhausts this.
 const FILL_ATTEMPTS: usize = 4;
 
+/// Stripes of the per-key invalidation epoch (see the module docs).
+const EPOCH_STRIPES: usize = 64;
+
 /// Bytes one fill in flight costs: its map entry, the shared cell and the
 /// answer it holds (measured on x86_64 with the cached record's usual
 /// size, rounded up).
@@ -190,8 +200,11 @@ pub struct KeyCache {
     /// Entries in `fills`, kept beside it: `DashMap::len` locks every shard.
     pending: AtomicUsize,
     max_pending: usize,
-    /// Bumped by every invalidation; a fill that saw it change is not cached.
+    /// Bumped by every invalidation of an account or of everything; a
+    /// fill that saw it change is not cached (see [`KeyCache::epoch_of`]).
     epoch: AtomicU64,
+    /// Bumped by the invalidation of a key, in the stripe of its hash.
+    key_epochs: Box<[AtomicU64]>,
     ttl: SignedDuration,
 }
 
@@ -228,8 +241,21 @@ impl KeyCache {
             pending: AtomicUsize::new(0),
             max_pending: (bounds.pending_lookups / PENDING_LOOKUP_BYTES).max(1),
             epoch: AtomicU64::new(0),
+            key_epochs: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             ttl: SignedDuration::try_from(ttl).unwrap_or(SignedDuration::MAX),
         }
+    }
+
+    /// The invalidation epoch of `hash`'s entry: changes whenever an
+    /// invalidation may have made a fill of it out of date.
+    fn epoch_of(&self, hash: &KeyHash) -> u64 {
+        self.epoch
+            .load(Ordering::Acquire)
+            .wrapping_add(self.key_epoch(hash).load(Ordering::Acquire))
+    }
+
+    fn key_epoch(&self, hash: &KeyHash) -> &AtomicU64 {
+        &self.key_epochs[usize::from(hash.as_bytes()[0]) % EPOCH_STRIPES]
     }
 
     fn fresh(&self, filled_at: Timestamp, now: Timestamp) -> bool {
@@ -292,7 +318,7 @@ impl KeyCache {
                     Arc::clone(entry.insert(Fill::default()).value())
                 }
             };
-            let joined_in = self.epoch.load(Ordering::Acquire);
+            let joined_in = self.epoch_of(hash);
             let guard = FillGuard {
                 cache: self,
                 hash: *hash,
@@ -307,7 +333,7 @@ impl KeyCache {
                     if let Ok(mut slot) = paid.lock() {
                         *slot = Some(payment);
                     }
-                    let started_in = self.epoch.load(Ordering::Acquire);
+                    let started_in = self.epoch_of(hash);
                     let result = load().await.map(|found| match found {
                         Some(lookup) => CacheEntry::Known(Arc::new(self.cached_key(lookup))),
                         None => CacheEntry::Unknown,
@@ -389,7 +415,7 @@ impl KeyCache {
         started_in: u64,
     ) {
         let slot = self.known.entry(*hash);
-        if self.epoch.load(Ordering::Acquire) != started_in {
+        if self.epoch_of(hash) != started_in {
             return;
         }
         match entry {
@@ -447,7 +473,12 @@ impl KeyCache {
 
 impl InvalidationSink for KeyCache {
     fn invalidate(&self, change: Invalidation) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        match &change {
+            Invalidation::Key(hash) => self.key_epoch(hash).fetch_add(1, Ordering::AcqRel),
+            Invalidation::Account(_) | Invalidation::Everything => {
+                self.epoch.fetch_add(1, Ordering::AcqRel)
+            }
+        };
         match change {
             Invalidation::Key(hash) => {
                 // Always through the shard's write lock, present or not:

@@ -755,6 +755,54 @@ async fn a_revocation_while_a_read_is_held_wins_over_the_read() {
 }
 
 #[tokio::test]
+async fn a_change_to_another_key_while_a_read_is_held_leaves_the_read_good() {
+    let config = VerifierConfig {
+        store_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let (f, held, gate) = held_fixture(config);
+    let issued = create(&f, |_| {}).await;
+    // Another key in another of the cache's 64 epoch stripes (a hash's
+    // first byte picks it).
+    let stripe = |hash: &KeyHash| hash.as_bytes()[0] % 64;
+    let other = loop {
+        let other = create(&f, |_| {}).await;
+        if stripe(&other.record.hash) != stripe(&issued.record.hash) {
+            break other;
+        }
+    };
+    let value = header(&issued.key);
+    let spawn_verify = |value: String| {
+        let verifier = f.verifier.clone();
+        tokio::spawn(async move {
+            verifier
+                .verify([value.as_bytes()], &request(now()))
+                .await
+                .is_ok()
+        })
+    };
+    let first = spawn_verify(value.clone());
+    until_lookups(&held, 1).await;
+    // An operator changes the other key while the read is held.
+    f.admin
+        .revoke(&other.record.id, None, "admin", now())
+        .await
+        .unwrap();
+    let joiner = spawn_verify(value.clone());
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(16);
+    assert!(first.await.unwrap());
+    assert!(joiner.await.unwrap());
+    assert_eq!(
+        held.lookups.load(Ordering::SeqCst),
+        1,
+        "the request that joined the read took its answer: the change was to another key"
+    );
+}
+
+#[tokio::test]
 async fn abandoned_and_concurrent_unknown_keys_cost_no_more_lookups_than_the_allowance() {
     let config = VerifierConfig {
         max_failed_auth: RateLimitPolicy::new(
