@@ -183,7 +183,7 @@ fn main() -> ExitCode {
                 "         `bench load [--server PATH]`: only the load comparison, with nginx beside us)"
             );
             eprintln!(
-                "  soak   [--minutes N] [--store embedded|redis|both]: the release server under mixed traffic"
+                "  soak   [--minutes N] [--store embedded|redis|both] [--server PATH]: the release server (or PATH) under mixed traffic"
             );
             eprintln!(
                 "         for N minutes (default 10), checking every answer, its memory and descriptors"
