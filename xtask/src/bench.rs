@@ -173,12 +173,11 @@ fn compare(binary: &Path, data_dir: &Path) -> Result<(), String> {
     for threads in [1usize, 2] {
         let port = free_port()?;
         let threads_text = threads.to_string();
-        let mut server = ServerProcess::start_with_env(
+        let mut server = ServerProcess::start(
             binary,
             port,
             &Store::Embedded(data_dir),
-            &[],
-            &[("TOKIO_WORKER_THREADS", &threads_text)],
+            &["--workers", &threads_text],
         )?;
         let measured = measure(port, &mut cases);
         server.stop();

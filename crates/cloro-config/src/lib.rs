@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ use serde::Deserialize;
 use cloro_auth_core::wire::MAX_QUOTA_COUNT;
 use cloro_guard::{RouteCosts, RouteScopes};
 
+/// The most request threads `workers` may ask for: far beyond any core
+/// count, and a typo such as `workers = 80000` is refused, not obeyed.
+const MAX_WORKERS: usize = 1024;
 /// Where GitHub publishes the keys that sign its secret-scanning reports.
 pub const GITHUB_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
 
@@ -100,6 +104,9 @@ pub struct Flags {
     /// Open client connections at most (never more than the descriptor limit allows) [default: 10000].
     #[arg(long, env = "CLORO_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Threads that serve requests, 1 to 1024 [default: one per core].
+    #[arg(long, env = "CLORO_WORKERS")]
+    pub workers: Option<usize>,
     /// How long the upstream may take to send its response head [default: 30s].
     #[arg(long, env = "CLORO_UPSTREAM_TIMEOUT", value_parser = duration)]
     pub upstream_timeout: Option<Duration>,
@@ -177,6 +184,7 @@ struct FileConfig {
     idle_timeout: Option<String>,
     body_timeout: Option<String>,
     max_connections: Option<usize>,
+    workers: Option<usize>,
     upstream_timeout: Option<String>,
     unknown_key_cache_size: Option<String>,
     failed_auth_table_size: Option<String>,
@@ -358,6 +366,8 @@ pub struct Settings {
     pub failed_auth_ipv6_prefix: u8,
     /// Connection bounds (SPEC §9).
     pub connections: ConnectionLimits,
+    /// Threads that serve requests; `None`: one per core.
+    pub workers: Option<NonZeroUsize>,
     /// How long the upstream may take to send its response head.
     pub upstream_timeout: Duration,
     /// Memory bounds of the tables clients can fill (SPEC §9).
@@ -554,6 +564,16 @@ impl Settings {
                 None => defaults.max_connections,
             },
         };
+        let workers = match flags.workers.or(file.workers) {
+            Some(count @ 1..=MAX_WORKERS) => NonZeroUsize::new(count),
+            Some(_) => {
+                return Err(invalid(
+                    "workers",
+                    format!("must be from 1 to {MAX_WORKERS} threads"),
+                ));
+            }
+            None => None,
+        };
         let upstream_timeout = pick_duration(
             "upstream_timeout",
             flags.upstream_timeout,
@@ -707,6 +727,7 @@ impl Settings {
             store_timeout,
             failed_auth_ipv6_prefix,
             connections,
+            workers,
             upstream_timeout,
             memory,
             plans,
@@ -928,6 +949,7 @@ mod tests {
         assert_eq!(settings.connections.idle_timeout, Duration::from_secs(60));
         assert_eq!(settings.connections.body_timeout, Duration::from_secs(30));
         assert_eq!(settings.connections.max_connections, 10_000);
+        assert_eq!(settings.workers, None);
         assert_eq!(settings.upstream_timeout, Duration::from_secs(30));
         assert_eq!(settings.failed_auth_ipv6_prefix, 64);
         assert_eq!(settings.memory.unknown_keys, 16 << 20);
@@ -973,6 +995,7 @@ mod tests {
         let toml = r#"
             header_timeout = "2s"
             max_connections = 50
+            workers = 3
             unknown_key_cache_size = "1MiB"
             failed_auth_ipv6_prefix = 56
             store_cache_size = "8MiB"
@@ -985,6 +1008,7 @@ mod tests {
         assert_eq!(settings.connections.header_timeout, Duration::from_secs(2));
         assert_eq!(settings.connections.idle_timeout, Duration::from_secs(5));
         assert_eq!(settings.connections.max_connections, 50);
+        assert_eq!(settings.workers, NonZeroUsize::new(3));
         assert_eq!(settings.memory.unknown_keys, 1 << 20);
         assert_eq!(settings.memory.failed_auth_table, 64 << 10);
         assert_eq!(settings.memory.store_cache, 8 << 20);
@@ -992,6 +1016,8 @@ mod tests {
         for (toml, setting) in [
             ("header_timeout = \"0s\"", "header_timeout"),
             ("max_connections = 0", "max_connections"),
+            ("workers = 0", "workers"),
+            ("workers = 1025", "workers"),
             ("failed_auth_ipv6_prefix = 0", "failed_auth_ipv6_prefix"),
             (
                 "unknown_key_cache_size = \"lots\"",

@@ -64,7 +64,18 @@ pub enum RunError {
 /// # Errors
 /// Anything that stops it from starting.
 pub async fn run(flags: config::Flags, admin_token: Option<String>) -> Result<(), RunError> {
-    let settings = config::Settings::load(flags)?;
+    run_with(config::Settings::load(flags)?, admin_token).await
+}
+
+/// [`run`] with settings already loaded (the binary reads them before it
+/// starts the runtime, whose thread count is one of them).
+///
+/// # Errors
+/// As [`run`], but for the configuration.
+pub async fn run_with(
+    settings: config::Settings,
+    admin_token: Option<String>,
+) -> Result<(), RunError> {
     let tls = match &settings.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,

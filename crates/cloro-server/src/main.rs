@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cloro_server::config::Flags;
+use cloro_server::config::{Flags, Settings};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -23,24 +23,32 @@ fn main() -> ExitCode {
         .init();
     // Read once, then never kept in plaintext: the library hashes it.
     let admin_token = std::env::var("CLORO_ADMIN_TOKEN").ok();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let settings = match Settings::load(flags) {
+        Ok(settings) => settings,
+        Err(error) => return fail(&cloro_server::RunError::from(error)),
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = settings.workers {
+        runtime.worker_threads(workers.get());
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cloro-server: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cloro_server::run(flags, admin_token)) {
+    match runtime.block_on(cloro_server::run_with(settings, admin_token)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error}");
-            eprintln!("cloro-server: {error}");
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(&error),
     }
+}
+
+/// Logs why the server stopped, also on stderr for a person, and fails.
+fn fail(error: &cloro_server::RunError) -> ExitCode {
+    tracing::error!("{error}");
+    eprintln!("cloro-server: {error}");
+    ExitCode::FAILURE
 }
 
 /// The environment variable that caps glibc's malloc arenas.

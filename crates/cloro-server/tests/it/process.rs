@@ -228,6 +228,65 @@ async fn restart_after_sigkill_keeps_keys_and_revocations() {
     assert!(server.wait_with_output().await.0);
 }
 
+/// The environment of process `pid`, as `NAME=value` entries.
+fn environment_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .split(|byte| *byte == 0)
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_binary_takes_its_thread_count_and_caps_malloc_arenas_in_the_same_process() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), Some(ADMIN_TOKEN), &["--workers", "1"]).await;
+    // The server ran itself again with the cap set: same process, new
+    // environment (glibc reads it only at start-up).
+    let pid = server.child.id().unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get().max(2);
+    assert!(
+        environment_of(pid).contains(&format!("MALLOC_ARENA_MAX={cores}")),
+        "one arena per core"
+    );
+    let (key, _) = server.create_key(ADMIN_TOKEN).await;
+    assert_eq!(server.whoami(&key).await.status, StatusCode::OK);
+    server.signal("TERM");
+    assert!(server.wait_with_output().await.0);
+
+    // An operator's own value is left alone.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cloro-server"));
+    let port = free_port();
+    command
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("CLORO_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("MALLOC_ARENA_MAX", "7")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut own = ServerProcess {
+        child: command.spawn().unwrap(),
+        port,
+    };
+    assert!(own.serves_or_exits().await, "it serves");
+    let environment = environment_of(own.child.id().unwrap());
+    assert!(environment.contains(&"MALLOC_ARENA_MAX=7".to_owned()));
+    own.signal("TERM");
+    assert!(own.wait_with_output().await.0);
+
+    // A thread count out of range stops it before it serves, naming it.
+    let mut refused = ServerProcess::spawn(data.path(), Some(ADMIN_TOKEN), &["--workers", "0"]);
+    assert!(
+        !refused.serves_or_exits().await,
+        "--workers 0 must not start"
+    );
+    let (ok, output) = refused.wait_with_output().await;
+    assert!(!ok);
+    assert!(output.contains("workers"), "{output}");
+}
+
 /// SPEC §11: the embedded store writes quota counters and balances at
 /// least every second, so a `kill -9` forgets at most the last second of
 /// use, and never invents use. Requests run for about three seconds, so at
