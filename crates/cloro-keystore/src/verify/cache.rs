@@ -504,3 +504,4 @@ impl InvalidationSink for KeyCache {
         }
     }
 }
+
