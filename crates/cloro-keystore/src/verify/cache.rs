@@ -504,4 +504,3 @@ impl InvalidationSink for KeyCache {
         }
     }
 }
-
