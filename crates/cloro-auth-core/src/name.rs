@@ -77,6 +77,11 @@ macro_rules! inline_name_type {
         pub struct $name(InlineName);
 
         impl $name {
+            /// The same rule as [`Self::new`], as a JSON Schema pattern (a
+            /// test holds the two together).
+            #[cfg_attr(not(any(feature = "schema", test)), allow(dead_code))]
+            pub(crate) const PATTERN: &'static str = $pattern;
+
             /// Validates `text`.
             ///
             /// # Errors
@@ -147,7 +152,7 @@ macro_rules! inline_name_type {
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                 schemars::json_schema!({
                     "type": "string",
-                    "pattern": $pattern,
+                    "pattern": $name::PATTERN,
                     "description": $description
                 })
             }
@@ -222,6 +227,54 @@ const fn wildcard_bytes() -> [u8; MAX_NAME_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bytes a pattern `^[class]{1,64}$` allows, read from its class.
+    fn allowed_by(pattern: &str) -> [bool; 128] {
+        let class = pattern
+            .strip_prefix("^[")
+            .and_then(|rest| rest.strip_suffix("]{1,64}$"))
+            .expect("a pattern of the shape ^[class]{1,64}$");
+        let class = class.as_bytes();
+        let mut allowed = [false; 128];
+        let mut i = 0;
+        while i < class.len() {
+            if i + 2 < class.len() && class[i + 1] == b'-' {
+                for byte in class[i]..=class[i + 2] {
+                    allowed[usize::from(byte)] = true;
+                }
+                i += 3;
+            } else {
+                allowed[usize::from(class[i])] = true;
+                i += 1;
+            }
+        }
+        allowed
+    }
+
+    /// Each name type's schema pattern says what its parser accepts: the
+    /// same characters, 1 to 64 of them.
+    #[test]
+    fn patterns_agree_with_the_parsers() {
+        fn check(pattern: &str, accepts: impl Fn(&str) -> bool) {
+            let allowed = allowed_by(pattern);
+            for byte in 0..128u8 {
+                let mut buffer = [0; 4];
+                let text = char::from(byte).encode_utf8(&mut buffer);
+                assert_eq!(
+                    accepts(text),
+                    allowed[usize::from(byte)],
+                    "{pattern}: {byte}"
+                );
+            }
+            assert!(!accepts(""));
+            let longest = "a".repeat(MAX_NAME_LEN);
+            assert!(accepts(&longest) && !accepts(&(longest + "a")), "{pattern}");
+        }
+        check(Scope::PATTERN, |text| Scope::new(text).is_ok());
+        check(PlanName::PATTERN, |text| PlanName::new(text).is_ok());
+        check(AccountId::PATTERN, |text| AccountId::new(text).is_ok());
+        check(KeyId::PATTERN, |text| KeyId::new(text).is_ok());
+    }
 
     #[test]
     fn scope_charset_and_length() {

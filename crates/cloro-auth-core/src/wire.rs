@@ -10,11 +10,10 @@
 //! the redacted form of SPEC §2, so a `{:?}` in a log line or a test
 //! failure never prints a working key.
 
-// `schemars(regex(…))` writes its pattern with `to_string`.
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 #[cfg(feature = "schema")]
-use alloc::string::ToString;
+use alloc::string::ToString; // `schemars(regex(…))` calls `to_string`
 use alloc::vec::Vec;
 use core::fmt;
 use core::num::NonZeroU32;
@@ -314,7 +313,8 @@ pub struct CreateKeyRequest {
     )]
     #[cfg_attr(feature = "schema", schemars(range(max = MAX_QUOTA_COUNT)))]
     pub credits: Option<u64>,
-    /// How the credits are refilled; needs `credits`.
+    /// How the credits are refilled; given alone, the balance starts at the
+    /// refill amount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refill: Option<Refill>,
     /// Free-form string labels.
@@ -572,19 +572,17 @@ pub struct CreditsRequest {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole::optional_credit_count"
+        deserialize_with = "whole::present_credit_count"
     )]
-    #[cfg_attr(feature = "schema", schemars(range(max = MAX_QUOTA_COUNT)))]
-    #[cfg_attr(feature = "schema", schemars(with = "u64"))]
+    #[cfg_attr(feature = "schema", schemars(with = "u64", range(max = MAX_QUOTA_COUNT)))]
     pub set: Option<u64>,
     /// Credits to add to the balance.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole::optional_credit_count"
+        deserialize_with = "whole::present_credit_count"
     )]
-    #[cfg_attr(feature = "schema", schemars(range(max = MAX_QUOTA_COUNT)))]
-    #[cfg_attr(feature = "schema", schemars(with = "u64"))]
+    #[cfg_attr(feature = "schema", schemars(with = "u64", range(max = MAX_QUOTA_COUNT)))]
     pub add: Option<u64>,
 }
 
@@ -780,25 +778,32 @@ pub struct ErrorObject {
 pub struct ErrorDetails {
     /// The request field at fault (`INVALID_REQUEST`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub field: Option<String>,
     /// `revoked` or `disabled` (`REVOKED_API_KEY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["revoked", "disabled"])))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "String", extend("enum" = ["revoked", "disabled"]))
+    )]
     pub reason: Option<String>,
     /// The scope the route needs (`INSUFFICIENT_PERMISSIONS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Scope"))]
     pub required_scope: Option<Scope>,
     /// The plan whose rate limit or quota was hit (`RATE_LIMIT_EXCEEDED`,
     /// `QUOTA_EXCEEDED`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "PlanName"))]
     pub plan: Option<PlanName>,
     /// Seconds to wait, as in `Retry-After` (429, 503).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
+    #[cfg_attr(feature = "schema", schemars(with = "u64", range(min = 1)))]
     pub retry_after: Option<u64>,
     /// The limit that was hit: a number for `CONCURRENT_LIMIT_EXCEEDED`,
     /// `credits` or `quota` for `QUOTA_EXCEEDED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "LimitDetail"))]
     pub limit: Option<LimitDetail>,
     /// When the exhausted allowance refills (`QUOTA_EXCEEDED`): present
     /// there, `null` when nothing refills; absent elsewhere.
@@ -996,6 +1001,14 @@ mod whole {
     /// A credit balance or amount: 0 to 2^53 − 1.
     pub(super) fn credit_count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         count_in(d.deserialize_any(Whole)?, 0)
+    }
+
+    /// A credit count that is there: `null` is refused (absence is the
+    /// field's `default`), where `null` would mean nothing.
+    pub(super) fn present_credit_count<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<u64>, D::Error> {
+        credit_count(d).map(Some)
     }
 
     pub(super) fn optional_credit_count<'de, D: Deserializer<'de>>(

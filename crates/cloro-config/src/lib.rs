@@ -26,6 +26,7 @@ use cloro_guard::{RouteCosts, RouteScopes};
 /// The most request threads `workers` may ask for: far beyond any core
 /// count, and a typo such as `workers = 80000` is refused, not obeyed.
 const MAX_WORKERS: usize = 1024;
+
 /// Where GitHub publishes the keys that sign its secret-scanning reports.
 pub const GITHUB_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
 

@@ -6,7 +6,7 @@
 //!
 //! - heap bytes, counted by a counting allocator around the system one
 //!   (exact, the same on every run: what our structures hold), and
-//! - resident bytes, from `/proc/self/statm` (what the machine pays,
+//! - resident bytes, from `/proc/self/status` (what the machine pays,
 //!   with the allocator's own overhead and the map's spare capacity).
 //!
 //! Run with `cargo bench -p cloro-keystore --bench cache_memory --profile release`.
@@ -37,17 +37,19 @@ static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// The goal, in bytes per cached key.
 const GOAL: f64 = 512.0;
 
-/// Bytes the heap holds now.
+/// Bytes the heap holds now (`stats_alloc` counts a reallocation's growth
+/// and shrinkage in these two already).
 fn heap_bytes() -> i64 {
     let stats = ALLOCATOR.stats();
-    stats.bytes_allocated as i64 - stats.bytes_deallocated as i64 + stats.bytes_reallocated as i64
+    stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
 }
 
-/// Resident bytes of this process.
+/// Resident bytes of this process (`VmRSS`, in KiB whatever the page size).
 fn resident_bytes() -> i64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: i64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: i64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
 }
 
 fn main() {

@@ -68,7 +68,8 @@ pub async fn run(flags: config::Flags, admin_token: Option<String>) -> Result<()
 }
 
 /// [`run`] with settings already loaded (the binary reads them before it
-/// starts the runtime, whose thread count is one of them).
+/// starts the runtime, whose thread count is one of them). Both run on the
+/// caller's runtime, so `workers` is the caller's to apply.
 ///
 /// # Errors
 /// As [`run`], but for the configuration.

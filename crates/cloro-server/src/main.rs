@@ -55,9 +55,16 @@ fn fail(error: &cloro_server::RunError) -> ExitCode {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
 
-/// Caps glibc's malloc arenas at one per core, by running this binary
-/// again with `MALLOC_ARENA_MAX` set, unless it is set already (an
-/// operator's own value wins, and the second start finds it set).
+/// Set in the environment of the second start, so it never starts a third:
+/// glibc deletes `MALLOC_ARENA_MAX` itself from the environment of a
+/// "secure" process (setuid, or given file capabilities to bind port 443),
+/// so that variable alone cannot stop the loop.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const RESTARTED: &str = "CLORO_MALLOC_ARENAS_SET";
+
+/// Caps glibc's malloc arenas at one per core (at least two), by running
+/// this binary again with `MALLOC_ARENA_MAX` set, unless it is set already
+/// (an operator's own value wins) or this is that second start.
 ///
 /// Why: glibc gives threads that contend for the heap arenas of their own,
 /// up to 8 per core, and memory freed in one arena is not reused by the
@@ -71,22 +78,20 @@ const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
 fn limit_malloc_arenas() {
     use std::os::unix::process::CommandExt;
 
-    if std::env::var_os(MALLOC_ARENA_MAX).is_some() {
+    if std::env::var_os(MALLOC_ARENA_MAX).is_some() || std::env::var_os(RESTARTED).is_some() {
         return;
     }
-    let Ok(binary) = std::env::current_exe() else {
-        return;
-    };
     let arenas = std::thread::available_parallelism().map_or(2, |cores| cores.get().max(2));
     let mut args = std::env::args_os();
-    let name = args
-        .next()
-        .unwrap_or_else(|| binary.clone().into_os_string());
-    // `exec` returns only if it failed; the server then runs as it is.
-    let error = std::process::Command::new(&binary)
+    let name = args.next().unwrap_or_else(|| "cloro-server".into());
+    // `/proc/self/exe` is this very binary, even if its file was replaced
+    // since it started. `exec` returns only if it failed; the server then
+    // runs as it is.
+    let error = std::process::Command::new("/proc/self/exe")
         .arg0(name)
         .args(args)
         .env(MALLOC_ARENA_MAX, arenas.to_string())
+        .env(RESTARTED, "1")
         .exec();
     eprintln!(
         "cloro-server: cannot restart with {MALLOC_ARENA_MAX}={arenas} ({error}); running with glibc's default malloc arenas"

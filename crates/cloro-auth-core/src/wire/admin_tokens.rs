@@ -1,10 +1,9 @@
 //! Named admin tokens (SPEC §13): operators each get their own token, with
 //! a role, instead of sharing the bootstrap one.
 
-// `schemars(regex(…))` writes its pattern with `to_string`.
 use alloc::string::String;
 #[cfg(feature = "schema")]
-use alloc::string::ToString;
+use alloc::string::ToString; // `schemars(regex(…))` calls `to_string`
 use alloc::vec::Vec;
 use core::fmt;
 

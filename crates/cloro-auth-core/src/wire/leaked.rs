@@ -3,10 +3,9 @@
 //! revokes keys by their plaintext. Every type here that holds a token
 //! prints only how many it holds: a report is full of secrets.
 
-// `schemars(regex(…))` writes its pattern with `to_string`.
 use alloc::string::String;
 #[cfg(feature = "schema")]
-use alloc::string::ToString;
+use alloc::string::ToString; // `schemars(regex(…))` calls `to_string`
 use alloc::vec::Vec;
 use core::fmt;
 

@@ -101,6 +101,8 @@ pub(crate) fn metadata_value(in_patch: bool) -> Value {
 #[derive(Debug)]
 pub struct SchemaError(String);
 
+impl core::error::Error for SchemaError {}
+
 impl fmt::Display for SchemaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

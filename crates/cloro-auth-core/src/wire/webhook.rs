@@ -3,11 +3,10 @@
 //! body every delivery carries. The endpoint's secret is in exactly one
 //! answer, [`CreateWebhookResponse`], whose `Debug` hides it.
 
-// `schemars(regex(…))` writes its pattern with `to_string`.
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 #[cfg(feature = "schema")]
-use alloc::string::ToString;
+use alloc::string::ToString; // `schemars(regex(…))` calls `to_string`
 use alloc::vec::Vec;
 use core::fmt;
 

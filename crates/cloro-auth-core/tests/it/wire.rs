@@ -2,8 +2,9 @@
 //! never shows a plaintext key (SPEC §2).
 
 use cloro_auth_core::wire::{
-    CreateKeyRequest, CreateKeyResponse, ErrorBody, ErrorDetails, ErrorObject, KeyInfo, KeyPurpose,
-    Patch, RateLimitPolicy, RotateKeyRequest, RotateKeyResponse, UpdateKeyRequest,
+    CreateKeyRequest, CreateKeyResponse, CreditsRequest, ErrorBody, ErrorDetails, ErrorObject,
+    KeyInfo, KeyPurpose, Patch, RateLimitPolicy, RotateKeyRequest, RotateKeyResponse,
+    UpdateKeyRequest,
 };
 use cloro_auth_core::{
     AccountId, ApiKey, AuthError, Environment, ErrorCode, RevocationReason, Scope,
@@ -244,5 +245,16 @@ fn count_fields_take_whole_numbers_in_any_spelling() {
         .unwrap_err()
         .to_string();
         assert!(error.contains("whole number"), "{refused}: {error}");
+    }
+
+    // A credits change is a number: `null` would set nothing, so it is
+    // refused rather than read as absent (the schema says the same).
+    let credits: CreditsRequest = serde_json::from_str(r#"{"add": 5.0}"#).unwrap();
+    assert_eq!((credits.set, credits.add), (None, Some(5)));
+    for refused in [r#"{"set": null}"#, r#"{"set": null, "add": 5}"#] {
+        assert!(
+            serde_json::from_str::<CreditsRequest>(refused).is_err(),
+            "{refused}"
+        );
     }
 }

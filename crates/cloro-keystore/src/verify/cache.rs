@@ -473,12 +473,11 @@ impl KeyCache {
 
 impl InvalidationSink for KeyCache {
     fn invalidate(&self, change: Invalidation) {
-        match &change {
-            Invalidation::Key(hash) => self.key_epoch(hash).fetch_add(1, Ordering::AcqRel),
-            Invalidation::Account(_) | Invalidation::Everything => {
-                self.epoch.fetch_add(1, Ordering::AcqRel)
-            }
+        let epoch = match &change {
+            Invalidation::Key(hash) => self.key_epoch(hash),
+            Invalidation::Account(_) | Invalidation::Everything => &self.epoch,
         };
+        epoch.fetch_add(1, Ordering::AcqRel);
         match change {
             Invalidation::Key(hash) => {
                 // Always through the shard's write lock, present or not:

@@ -74,6 +74,8 @@ impl ServerProcess {
             .args(extra)
             .env("CLORO_LOG", "debug")
             .env_remove("CLORO_ADMIN_TOKEN")
+            .env_remove("MALLOC_ARENA_MAX")
+            .env_remove("CLORO_MALLOC_ARENAS_SET")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -238,7 +240,8 @@ fn environment_of(pid: u32) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_binary_takes_its_thread_count_and_caps_malloc_arenas_in_the_same_process() {
+async fn the_binary_caps_malloc_arenas_in_the_same_process_and_refuses_a_thread_count_out_of_range()
+{
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path(), Some(ADMIN_TOKEN), &["--workers", "1"]).await;
     // The server ran itself again with the cap set: same process, new
@@ -249,6 +252,7 @@ async fn the_binary_takes_its_thread_count_and_caps_malloc_arenas_in_the_same_pr
         environment_of(pid).contains(&format!("MALLOC_ARENA_MAX={cores}")),
         "one arena per core"
     );
+    assert!(environment_of(pid).contains(&"CLORO_MALLOC_ARENAS_SET=1".to_owned()));
     let (key, _) = server.create_key(ADMIN_TOKEN).await;
     assert_eq!(server.whoami(&key).await.status, StatusCode::OK);
     server.signal("TERM");
