@@ -17,12 +17,12 @@ use crate::hex;
 /// 8 checksum hex digits.
 pub const KEY_LEN: usize = PREFIX_LEN + RANDOM_HEX_LEN + CHECK_HEX_LEN;
 
-const PREFIX_LEN: usize = 8;
+pub(crate) const PREFIX_LEN: usize = 8;
 const RANDOM_HEX_LEN: usize = 32;
 const CHECK_HEX_LEN: usize = 8;
 /// How many random digits the redacted form shows: enough to tell keys
 /// apart in a list, far too few (16 bits of 128) to help a guesser.
-const REDACTED_RANDOM_DIGITS: usize = 4;
+pub(crate) const REDACTED_RANDOM_DIGITS: usize = 4;
 
 /// Which side of the house a key belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -224,56 +224,61 @@ const fn wildcard_bytes() -> [u8; MAX_NAME_LEN] {
     bytes
 }
 
+/// The bytes a pattern `^[class]{1,64}$` allows, read from its class.
+#[cfg(test)]
+fn pattern_allows(pattern: &str) -> [bool; 128] {
+    let class = pattern
+        .strip_prefix("^[")
+        .and_then(|rest| rest.strip_suffix("]{1,64}$"))
+        .expect("a pattern of the shape ^[class]{1,64}$");
+    let class = class.as_bytes();
+    let mut allowed = [false; 128];
+    let mut i = 0;
+    while i < class.len() {
+        if i + 2 < class.len() && class[i + 1] == b'-' {
+            for byte in class[i]..=class[i + 2] {
+                allowed[usize::from(byte)] = true;
+            }
+            i += 3;
+        } else {
+            allowed[usize::from(class[i])] = true;
+            i += 1;
+        }
+    }
+    allowed
+}
+
+/// Asserts that a pattern `^[class]{1,64}$` accepts exactly what `accepts`
+/// does: the same ASCII characters, 1 to 64 of them.
+#[cfg(test)]
+pub(crate) fn assert_pattern_is_parser(pattern: &str, accepts: impl Fn(&str) -> bool) {
+    let allowed = pattern_allows(pattern);
+    for byte in 0..128u8 {
+        let mut buffer = [0; 4];
+        let text = char::from(byte).encode_utf8(&mut buffer);
+        assert_eq!(
+            accepts(text),
+            allowed[usize::from(byte)],
+            "{pattern}: {byte}"
+        );
+    }
+    assert!(!accepts(""));
+    let longest = "a".repeat(MAX_NAME_LEN);
+    assert!(accepts(&longest) && !accepts(&(longest + "a")), "{pattern}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The bytes a pattern `^[class]{1,64}$` allows, read from its class.
-    fn allowed_by(pattern: &str) -> [bool; 128] {
-        let class = pattern
-            .strip_prefix("^[")
-            .and_then(|rest| rest.strip_suffix("]{1,64}$"))
-            .expect("a pattern of the shape ^[class]{1,64}$");
-        let class = class.as_bytes();
-        let mut allowed = [false; 128];
-        let mut i = 0;
-        while i < class.len() {
-            if i + 2 < class.len() && class[i + 1] == b'-' {
-                for byte in class[i]..=class[i + 2] {
-                    allowed[usize::from(byte)] = true;
-                }
-                i += 3;
-            } else {
-                allowed[usize::from(class[i])] = true;
-                i += 1;
-            }
-        }
-        allowed
-    }
 
     /// Each name type's schema pattern says what its parser accepts: the
     /// same characters, 1 to 64 of them.
     #[test]
     fn patterns_agree_with_the_parsers() {
-        fn check(pattern: &str, accepts: impl Fn(&str) -> bool) {
-            let allowed = allowed_by(pattern);
-            for byte in 0..128u8 {
-                let mut buffer = [0; 4];
-                let text = char::from(byte).encode_utf8(&mut buffer);
-                assert_eq!(
-                    accepts(text),
-                    allowed[usize::from(byte)],
-                    "{pattern}: {byte}"
-                );
-            }
-            assert!(!accepts(""));
-            let longest = "a".repeat(MAX_NAME_LEN);
-            assert!(accepts(&longest) && !accepts(&(longest + "a")), "{pattern}");
-        }
-        check(Scope::PATTERN, |text| Scope::new(text).is_ok());
-        check(PlanName::PATTERN, |text| PlanName::new(text).is_ok());
-        check(AccountId::PATTERN, |text| AccountId::new(text).is_ok());
-        check(KeyId::PATTERN, |text| KeyId::new(text).is_ok());
+        assert_pattern_is_parser(Scope::PATTERN, |text| Scope::new(text).is_ok());
+        assert_pattern_is_parser(PlanName::PATTERN, |text| PlanName::new(text).is_ok());
+        assert_pattern_is_parser(AccountId::PATTERN, |text| AccountId::new(text).is_ok());
+        assert_pattern_is_parser(KeyId::PATTERN, |text| KeyId::new(text).is_ok());
     }
 
     #[test]

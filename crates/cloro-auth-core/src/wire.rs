@@ -32,7 +32,8 @@ mod webhook;
 
 pub use admin_tokens::{
     AdminRole, AdminTokenInfo, BOOTSTRAP_TOKEN_NAME, CreateAdminTokenRequest,
-    CreateAdminTokenResponse, ListAdminTokensResponse, MAX_ADMIN_TOKENS,
+    CreateAdminTokenResponse, ListAdminTokensResponse, MAX_ADMIN_TOKENS, TOKEN_NAME_PATTERN,
+    is_token_name,
 };
 pub use leaked::{
     LeakFeedback, LeakLabel, LeakedToken, MAX_LEAKED_KEYS, RevokeLeakedRequest,
@@ -218,13 +219,13 @@ pub struct KeyInfo {
     /// `sk_live_1a2b...`.
     #[cfg_attr(
         feature = "schema",
-        schemars(regex(pattern = r"^sk_(live|test)_[0-9a-f]{4}\.\.\.$"))
+        schemars(regex(pattern = schema::redacted_key_pattern()))
     )]
     pub start: String,
     /// Scopes the key holds.
     pub scopes: Vec<Scope>,
     /// Free-form string labels.
-    #[cfg_attr(feature = "schema", schemars(extend("maxProperties" = limits::MAX_METADATA_ENTRIES, "propertyNames" = schema::metadata_label(), "additionalProperties" = schema::metadata_value(false))))]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::metadata"))]
     pub metadata: Metadata,
     /// The key's own rate limit; `null` means the plan's.
     pub rate_limit: Option<RateLimitPolicy>,
@@ -319,7 +320,7 @@ pub struct CreateKeyRequest {
     pub refill: Option<Refill>,
     /// Free-form string labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "schema", schemars(extend("maxProperties" = limits::MAX_METADATA_ENTRIES, "propertyNames" = schema::metadata_label(), "additionalProperties" = schema::metadata_value(false))))]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::metadata"))]
     pub metadata: Metadata,
 }
 
@@ -362,7 +363,7 @@ pub struct CreateKeyResponse {
     /// client that lost it rotates the key.
     #[cfg_attr(
         feature = "schema",
-        schemars(regex(pattern = r"^sk_(live|test)_[0-9a-f]{40}$"))
+        schemars(regex(pattern = schema::plaintext_key_pattern()))
     )]
     pub key: Option<String>,
     /// The new key's record.
@@ -483,7 +484,7 @@ pub struct UpdateKeyRequest {
     /// Labels merged in per RFC 7396: a `null` member removes that label,
     /// and `null` clears them all. After the merge, at most 32 labels.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
-    #[cfg_attr(feature = "schema", schemars(extend("propertyNames" = schema::metadata_label(), "additionalProperties" = schema::metadata_value(true))))]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::metadata_patch"))]
     pub metadata: Patch<BTreeMap<String, Option<String>>>,
     /// Disable or enable; `null` is refused.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
@@ -541,7 +542,7 @@ pub struct RotateKeyResponse {
     /// replay, as in `CreateKeyResponse`.
     #[cfg_attr(
         feature = "schema",
-        schemars(regex(pattern = r"^sk_(live|test)_[0-9a-f]{40}$"))
+        schemars(regex(pattern = schema::plaintext_key_pattern()))
     )]
     pub key: Option<String>,
     /// The new key's record.

@@ -152,11 +152,7 @@ async fn create(
     now: Timestamp,
 ) -> Result<Response<Body>, Refusal> {
     let name = request.name;
-    let well_formed = (1..=64).contains(&name.len())
-        && name.bytes().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
-        });
-    if !well_formed {
+    if !cloro_auth_core::wire::is_token_name(&name) {
         return Err(invalid(
             "name",
             "use 1 to 64 of a-z 0-9 _ . - (it is the audit log's actor)",

@@ -17,6 +17,19 @@ pub const MAX_ADMIN_TOKENS: usize = 100;
 /// token file): configured, never stored, always `admin`.
 pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap";
 
+/// What a token's name may be: 1 to 64 of `a-z 0-9 _ . -` (it is the
+/// audit log's `actor` of everything the token does).
+pub const TOKEN_NAME_PATTERN: &str = "^[a-z0-9_.-]{1,64}$";
+
+/// Whether `name` is a well-formed token name ([`TOKEN_NAME_PATTERN`]; a
+/// test holds the two together). Reserved names are the server's to refuse.
+pub fn is_token_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
+        })
+}
+
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -45,7 +58,7 @@ impl AdminRole {
 pub struct CreateAdminTokenRequest {
     /// Who holds it: `[a-z0-9_.-]{1,64}`, unique, not `bootstrap`; it is
     /// the `actor` of every audit event the token causes.
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[a-z0-9_.-]{1,64}$")))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = TOKEN_NAME_PATTERN)))]
     pub name: String,
     /// What it may do.
     pub role: AdminRole,
@@ -58,7 +71,7 @@ pub struct AdminTokenInfo {
     /// `tok_` and 24 hex digits.
     pub id: String,
     /// Who holds it: the audit `actor` of everything the token does.
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[a-z0-9_.-]{1,64}$")))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = TOKEN_NAME_PATTERN)))]
     pub name: String,
     /// What it may do.
     pub role: AdminRole,
@@ -107,6 +120,12 @@ mod tests {
     use alloc::string::ToString;
 
     use super::*;
+
+    #[test]
+    fn the_name_pattern_is_the_name_rule() {
+        crate::name::assert_pattern_is_parser(TOKEN_NAME_PATTERN, is_token_name);
+        assert!(!is_token_name("Ops") && !is_token_name("a b") && is_token_name("ci.deploy-1"));
+    }
 
     #[test]
     fn debug_never_shows_the_token() {

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use super::*;
 use crate::error::ErrorCode;
+use crate::key::{KEY_LEN, PREFIX_LEN, REDACTED_RANDOM_DIGITS};
 
 /// The schema of a `jiff::Timestamp` on the wire: an RFC 3339 string. (The
 /// orphan rule keeps us from implementing `JsonSchema` for jiff's type, so
@@ -80,21 +81,39 @@ impl JsonSchema for ErrorCode {
 /// `char::is_control` has them.
 pub(crate) const NO_CONTROL_CHARACTERS: &str = r"^[^\u0000-\u001f\u007f-\u009f]*$";
 
-/// A `metadata` label's bounds.
-pub(crate) fn metadata_label() -> Value {
-    serde_json::json!({
-        "minLength": 1,
-        "maxLength": limits::MAX_METADATA_KEY_CHARS,
+/// A key's `metadata`: at most 32 labels of 1 to 64 characters, each
+/// with a value of at most 512.
+pub(crate) fn metadata(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "maxProperties": limits::MAX_METADATA_ENTRIES,
+        "propertyNames": {"minLength": 1, "maxLength": limits::MAX_METADATA_KEY_CHARS},
+        "additionalProperties": {"type": "string", "maxLength": limits::MAX_METADATA_VALUE_CHARS},
     })
 }
 
-/// A `metadata` value's bounds; `null` too in a merge patch, where it
-/// removes the label.
-pub(crate) fn metadata_value(in_patch: bool) -> Value {
-    serde_json::json!({
-        "type": if in_patch { serde_json::json!(["string", "null"]) } else { "string".into() },
-        "maxLength": limits::MAX_METADATA_VALUE_CHARS,
+/// `metadata` in a merge patch: `null` clears all labels and a `null`
+/// value removes its label; how many labels remain is known only after
+/// the merge, so no `maxProperties` here.
+pub(crate) fn metadata_patch(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["object", "null"],
+        "propertyNames": {"minLength": 1, "maxLength": limits::MAX_METADATA_KEY_CHARS},
+        "additionalProperties": {
+            "type": ["string", "null"],
+            "maxLength": limits::MAX_METADATA_VALUE_CHARS,
+        },
     })
+}
+
+/// A plaintext key, as `ApiKey` makes them.
+pub(crate) fn plaintext_key_pattern() -> String {
+    format!("^sk_(live|test)_[0-9a-f]{{{}}}$", KEY_LEN - PREFIX_LEN)
+}
+
+/// A key's redacted start, as `ApiKey::redacted` shows it.
+pub(crate) fn redacted_key_pattern() -> String {
+    format!(r"^sk_(live|test)_[0-9a-f]{{{REDACTED_RANDOM_DIGITS}}}\.\.\.$")
 }
 
 /// Why the schemas could not be generated.
