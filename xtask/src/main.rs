@@ -128,11 +128,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("openapi") => write_openapi(),
-        Some(command @ ("fuzz" | "api-check" | "soak" | "bench")) => {
+        Some(command @ ("openapi" | "fuzz" | "api-check" | "soak" | "bench")) => {
             let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let rest = &args[1..];
             let outcome = match command {
+                "openapi" => write_openapi(&cargo),
                 "fuzz" => fuzz::run(&cargo, rest),
                 "api-check" => api_check::run(&cargo, rest),
                 "soak" => soak::run(&cargo, rest),
@@ -196,9 +196,8 @@ fn main() -> ExitCode {
 /// `cargo xtask openapi`: the server test that compares the committed
 /// document's `components.schemas` with the wire types' writes them
 /// instead (with the features CI tests with, so it reuses that build).
-fn write_openapi() -> ExitCode {
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(&cargo)
+fn write_openapi(cargo: &str) -> Result<(), String> {
+    let status = Command::new(cargo)
         .args([
             "test",
             "--package",
@@ -211,21 +210,13 @@ fn write_openapi() -> ExitCode {
             "ops::openapi_schemas_are_the_wire_types",
         ])
         .env("CLORO_WRITE_OPENAPI", "1")
-        .status();
-    match status {
-        Ok(status) if status.success() => {
-            eprintln!("xtask openapi: wrote crates/cloro-server/openapi.json");
-            ExitCode::SUCCESS
-        }
-        Ok(status) => {
-            eprintln!("xtask openapi: the generator test failed ({status})");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("xtask openapi: could not start cargo: {error}");
-            ExitCode::FAILURE
-        }
+        .status()
+        .map_err(|error| format!("could not start cargo: {error}"))?;
+    if !status.success() {
+        return Err(format!("the generator test failed ({status})"));
     }
+    eprintln!("xtask openapi: wrote crates/cloro-server/openapi.json");
+    Ok(())
 }
 
 /// Runs the steps in order and stops at the first failure, naming it.
